@@ -1,0 +1,564 @@
+//! Process groups: barrier, broadcast, gather and all-gather of objects and
+//! tensors, send / recv, all-reduce; the analog of `torch.distributed`.
+//!
+//! The CPU backend moves everything through the rendezvous store (like torch's
+//! store-based fallbacks); the NCCL backend (issue 4) keeps the same API.
+//! Every collective has a sequence number and every wait a timeout; a timeout
+//! names the ranks that never arrived. Object collectives return results in
+//! rank order and never flatten them (unlike accelerate's `gather_object`).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::env::{DistEnv, Launcher};
+use crate::error::{Error, Result};
+use crate::store::{StoreClient, StoreServer};
+
+/// Names the variable that sets the collective timeout, in seconds.
+pub const SHOAL_TIMEOUT: &str = "SHOAL_TIMEOUT";
+/// The default collective timeout (torch's NCCL default is also 10 minutes).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The communication backend of a process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Everything through the TCP store; works everywhere (`"cpu"` or `"gloo"`).
+    Cpu,
+    /// NCCL on CUDA tensors (requires the `nccl` feature).
+    Nccl,
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "gloo" => Ok(Backend::Cpu),
+            "nccl" => Ok(Backend::Nccl),
+            other => Err(Error::InvalidArgument {
+                field: "backend",
+                value: other.to_string(),
+                detail: "supported backends: cpu (alias gloo), nccl".into(),
+            }),
+        }
+    }
+}
+
+/// Options of a process group.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// How long any one wait may take.
+    pub timeout: Duration,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl GroupOptions {
+    /// Reads `SHOAL_TIMEOUT` (seconds, fractions allowed) from an environment map.
+    pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Self> {
+        let mut o = GroupOptions::default();
+        if let Some(v) = vars.get(SHOAL_TIMEOUT) {
+            let secs: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                .ok_or_else(|| Error::InvalidArgument {
+                    field: SHOAL_TIMEOUT,
+                    value: v.clone(),
+                    detail: "must be a positive number of seconds".into(),
+                })?;
+            o.timeout = Duration::from_secs_f64(secs);
+        }
+        Ok(o)
+    }
+}
+
+struct Inner {
+    store: StoreClient,
+    seq: u64,
+    sent: BTreeMap<usize, u64>,
+    received: BTreeMap<usize, u64>,
+}
+
+/// A group of processes that run collectives together.
+pub struct ProcessGroup {
+    env: DistEnv,
+    backend: Backend,
+    opts: GroupOptions,
+    inner: Option<Mutex<Inner>>,
+    // Dropped last: the store must outlive this rank's own client.
+    _server: Option<StoreServer>,
+}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ProcessGroup({:?}, rank {}/{})",
+            self.backend, self.env.rank, self.env.world_size
+        )
+    }
+}
+
+/// `torch.distributed.init_process_group(backend, rank=, world_size=)`: ranks
+/// given explicitly; the store address comes from `MASTER_ADDR`/`MASTER_PORT`
+/// (default `127.0.0.1:29500`) and the timeout from `SHOAL_TIMEOUT`.
+pub fn init_process_group(backend: &str, rank: usize, world_size: usize) -> Result<ProcessGroup> {
+    let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let backend: Backend = backend.parse()?;
+    let env = explicit_env(&vars, rank, world_size)?;
+    ProcessGroup::new(env, backend, GroupOptions::from_env(&vars)?)
+}
+
+/// The [`DistEnv`] of explicitly given ranks (pure).
+pub fn explicit_env(vars: &BTreeMap<String, String>, rank: usize, world_size: usize) -> Result<DistEnv> {
+    if world_size == 0 || rank >= world_size {
+        return Err(Error::InvalidArgument {
+            field: "rank",
+            value: format!("{rank} of world_size {world_size}"),
+            detail: "rank must be below world_size, and world_size at least 1".into(),
+        });
+    }
+    // Reuse detection for the store address, then override the ranks.
+    let mut master: BTreeMap<String, String> = BTreeMap::new();
+    for k in [
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        crate::env::SHOAL_STORE_ADDR,
+        crate::env::SHOAL_STORE_PORT,
+    ] {
+        if let Some(v) = vars.get(k) {
+            master.insert(k.to_string(), v.clone());
+        }
+    }
+    let d = DistEnv::detect(&master)?;
+    Ok(DistEnv {
+        launcher: Launcher::Explicit,
+        rank,
+        world_size,
+        local_rank: rank,
+        local_world_size: world_size,
+        node_rank: 0,
+        ..d
+    })
+}
+
+impl ProcessGroup {
+    /// Joins the group described by `env`: rank 0 hosts the store unless the
+    /// launcher does, everyone connects and waits for everyone else.
+    pub fn new(env: DistEnv, backend: Backend, opts: GroupOptions) -> Result<Self> {
+        if backend == Backend::Nccl {
+            return Err(Error::Backend {
+                backend: "nccl".into(),
+                detail: "this build has no NCCL support; rebuild with `--features nccl` \
+                         (scripts/gpu/build.sh) or use the cpu backend"
+                    .into(),
+            });
+        }
+        if env.world_size == 1 {
+            return Ok(ProcessGroup {
+                env,
+                backend,
+                opts,
+                inner: None,
+                _server: None,
+            });
+        }
+        let server = if env.rank == 0 && !env.store_hosted {
+            Some(bind_store(&env)?)
+        } else {
+            None
+        };
+        let addr = match &server {
+            Some(s) => format!("127.0.0.1:{}", s.local_addr().port()),
+            None => env.store_addr(),
+        };
+        let store = StoreClient::connect(&addr, env.rank, env.world_size, opts.timeout)?;
+        let pg = ProcessGroup {
+            env,
+            backend,
+            opts,
+            inner: Some(Mutex::new(Inner {
+                store,
+                seq: 0,
+                sent: BTreeMap::new(),
+                received: BTreeMap::new(),
+            })),
+            _server: server,
+        };
+        pg.barrier_named("init_process_group")?;
+        Ok(pg)
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.env.rank
+    }
+
+    /// The number of processes.
+    pub fn world_size(&self) -> usize {
+        self.env.world_size
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The environment this group was built from.
+    pub fn env(&self) -> &DistEnv {
+        &self.env
+    }
+
+    fn lock(&self) -> Option<MutexGuard<'_, Inner>> {
+        self.inner
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn timeout_err(&self, op: &str, missing: &[usize]) -> Error {
+        Error::Timeout {
+            rank: self.env.rank,
+            world: self.env.world_size,
+            op: op.to_string(),
+            timeout: self.opts.timeout,
+            missing: missing
+                .iter()
+                .map(|r| format!("rank {r}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// Posts `value` as this rank's part of collective `seq`, waits until the
+    /// ranks in `wait_for` posted theirs, and returns the op's key prefix.
+    fn post_and_wait(
+        &self,
+        inner: &mut Inner,
+        op: &str,
+        value: Option<&[u8]>,
+        wait_for: &[usize],
+    ) -> Result<String> {
+        inner.seq += 1;
+        let prefix = format!("c{}", inner.seq);
+        if let Some(v) = value {
+            inner.store.set(&format!("{prefix}/{}", self.env.rank), v)?;
+        }
+        let keys: Vec<String> = wait_for.iter().map(|r| format!("{prefix}/{r}")).collect();
+        let missing = inner.store.wait_missing(&keys, self.opts.timeout)?;
+        if !missing.is_empty() {
+            let ranks: Vec<usize> = missing
+                .iter()
+                .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+                .collect();
+            return Err(self.timeout_err(&format!("{op} (collective #{})", inner.seq), &ranks));
+        }
+        Ok(prefix)
+    }
+
+    /// Counts this rank out of collective `prefix`; the last one deletes its keys.
+    fn finish(&self, inner: &mut Inner, prefix: &str, participants: usize, keys: Vec<String>) -> Result<()> {
+        let n = inner.store.add(&format!("{prefix}/done"), 1)?;
+        if n as usize == participants {
+            let mut keys = keys;
+            keys.push(format!("{prefix}/done"));
+            inner.store.delete(&keys)?;
+        }
+        Ok(())
+    }
+
+    fn all_ranks(&self) -> Vec<usize> {
+        (0..self.env.world_size).collect()
+    }
+
+    fn barrier_named(&self, op: &str) -> Result<()> {
+        let Some(mut inner) = self.lock() else {
+            return Ok(());
+        };
+        let ranks = self.all_ranks();
+        let prefix = self.post_and_wait(&mut inner, op, Some(&[]), &ranks)?;
+        let keys = ranks.iter().map(|r| format!("{prefix}/{r}")).collect();
+        self.finish(&mut inner, &prefix, ranks.len(), keys)
+    }
+
+    /// Blocks until every rank has called `barrier`.
+    pub fn barrier(&self) -> Result<()> {
+        self.barrier_named("barrier")
+    }
+
+    /// Every rank's bytes, in rank order.
+    pub fn all_gather_bytes(&self, value: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let Some(mut inner) = self.lock() else {
+            return Ok(vec![value.to_vec()]);
+        };
+        let ranks = self.all_ranks();
+        let prefix = self.post_and_wait(&mut inner, "all_gather", Some(value), &ranks)?;
+        let keys: Vec<String> = ranks.iter().map(|r| format!("{prefix}/{r}")).collect();
+        let mut out = Vec::with_capacity(ranks.len());
+        for k in &keys {
+            out.push(inner.store.get(k, self.opts.timeout)?);
+        }
+        self.finish(&mut inner, &prefix, ranks.len(), keys)?;
+        Ok(out)
+    }
+
+    /// `src`'s bytes on every rank; `value` is read on `src` only.
+    pub fn broadcast_bytes(&self, value: Option<&[u8]>, src: usize) -> Result<Vec<u8>> {
+        self.check_rank("broadcast", "src", src)?;
+        let Some(mut inner) = self.lock() else {
+            return value
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| self.missing_value("broadcast"));
+        };
+        let mine = if self.env.rank == src {
+            Some(value.ok_or_else(|| self.missing_value("broadcast"))?)
+        } else {
+            None
+        };
+        let prefix = self.post_and_wait(&mut inner, "broadcast", mine, &[src])?;
+        let key = format!("{prefix}/{src}");
+        let out = inner.store.get(&key, self.opts.timeout)?;
+        self.finish(&mut inner, &prefix, self.env.world_size, vec![key])?;
+        Ok(out)
+    }
+
+    /// Every rank's bytes on `dst` (in rank order); `None` on the other ranks.
+    pub fn gather_bytes(&self, value: &[u8], dst: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        self.check_rank("gather", "dst", dst)?;
+        let Some(mut inner) = self.lock() else {
+            return Ok(Some(vec![value.to_vec()]));
+        };
+        let ranks = self.all_ranks();
+        let wait: &[usize] = if self.env.rank == dst { &ranks } else { &[] };
+        let prefix = self.post_and_wait(&mut inner, "gather", Some(value), wait)?;
+        if self.env.rank != dst {
+            return Ok(None);
+        }
+        let keys: Vec<String> = ranks.iter().map(|r| format!("{prefix}/{r}")).collect();
+        let mut out = Vec::with_capacity(ranks.len());
+        for k in &keys {
+            out.push(inner.store.get(k, self.opts.timeout)?);
+        }
+        inner.store.delete(&keys)?;
+        Ok(Some(out))
+    }
+
+    /// Sends bytes to `dst`; they wait in the store until `dst` receives them.
+    pub fn send_bytes(&self, value: &[u8], dst: usize) -> Result<()> {
+        self.check_peer("send", "dst", dst)?;
+        let Some(mut inner) = self.lock() else {
+            return Ok(());
+        };
+        let n = inner.sent.entry(dst).or_default();
+        *n += 1;
+        let key = format!("p2p/{}/{dst}/{n}", self.env.rank);
+        inner.store.set(&key, value)
+    }
+
+    /// Receives the next bytes `src` sent to this rank.
+    pub fn recv_bytes(&self, src: usize) -> Result<Vec<u8>> {
+        self.check_peer("recv", "src", src)?;
+        let Some(mut inner) = self.lock() else {
+            return Err(self.missing_value("recv"));
+        };
+        let n = inner.received.entry(src).or_default();
+        *n += 1;
+        let key = format!("p2p/{src}/{}/{n}", self.env.rank);
+        let missing = inner
+            .store
+            .wait_missing(std::slice::from_ref(&key), self.opts.timeout)?;
+        if !missing.is_empty() {
+            return Err(self.timeout_err(&format!("recv from rank {src}"), &[src]));
+        }
+        let v = inner.store.get(&key, self.opts.timeout)?;
+        inner.store.delete(&[key])?;
+        Ok(v)
+    }
+
+    fn check_rank(&self, op: &str, field: &'static str, r: usize) -> Result<()> {
+        if r >= self.env.world_size {
+            return Err(Error::InvalidArgument {
+                field,
+                value: r.to_string(),
+                detail: format!("{op}: ranks go from 0 to {}", self.env.world_size - 1),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_peer(&self, op: &str, field: &'static str, r: usize) -> Result<()> {
+        self.check_rank(op, field, r)?;
+        if r == self.env.rank {
+            return Err(Error::InvalidArgument {
+                field,
+                value: r.to_string(),
+                detail: format!("{op}: a rank cannot {op} to or from itself"),
+            });
+        }
+        Ok(())
+    }
+
+    fn missing_value(&self, op: &str) -> Error {
+        Error::Collective {
+            rank: self.env.rank,
+            world: self.env.world_size,
+            op: op.into(),
+            detail: "the source rank must pass a value".into(),
+        }
+    }
+
+    fn coll_err(&self, op: &str, detail: String) -> Error {
+        Error::Collective {
+            rank: self.env.rank,
+            world: self.env.world_size,
+            op: op.into(),
+            detail,
+        }
+    }
+
+    // ---- objects -------------------------------------------------------
+
+    fn encode<T: Serialize>(&self, op: &str, v: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec(v).map_err(|e| self.coll_err(op, format!("cannot serialize: {e}")))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, op: &str, b: &[u8]) -> Result<T> {
+        serde_json::from_slice(b)
+            .map_err(|e| self.coll_err(op, format!("cannot deserialize a peer's value: {e}")))
+    }
+
+    /// Every rank's object, in rank order, on every rank (not flattened).
+    pub fn all_gather_object<T: Serialize + DeserializeOwned>(&self, v: &T) -> Result<Vec<T>> {
+        let b = self.encode("all_gather_object", v)?;
+        self.all_gather_bytes(&b)?
+            .iter()
+            .map(|b| self.decode("all_gather_object", b))
+            .collect()
+    }
+
+    /// Every rank's object on `dst`, in rank order; `None` elsewhere.
+    pub fn gather_object<T: Serialize + DeserializeOwned>(
+        &self,
+        v: &T,
+        dst: usize,
+    ) -> Result<Option<Vec<T>>> {
+        let b = self.encode("gather_object", v)?;
+        match self.gather_bytes(&b, dst)? {
+            None => Ok(None),
+            Some(all) => all
+                .iter()
+                .map(|b| self.decode("gather_object", b))
+                .collect::<Result<_>>()
+                .map(Some),
+        }
+    }
+
+    /// `src`'s object on every rank; `v` is read on `src` only.
+    pub fn broadcast_object<T: Serialize + DeserializeOwned>(&self, v: Option<&T>, src: usize) -> Result<T> {
+        let b = match v {
+            Some(v) if self.env.rank == src => Some(self.encode("broadcast_object", v)?),
+            _ => None,
+        };
+        let out = self.broadcast_bytes(b.as_deref(), src)?;
+        self.decode("broadcast_object", &out)
+    }
+
+    // ---- tensors -------------------------------------------------------
+
+    /// Every rank's tensor, in rank order. Shapes and dtypes must agree; the
+    /// error lists them per rank when they do not.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Vec<Tensor>> {
+        let all = self.all_gather_bytes(&encode_tensor(t)?)?;
+        let ts: Vec<Tensor> = all
+            .iter()
+            .map(|b| decode_tensor(b, t.device()))
+            .collect::<Result<_>>()?;
+        let same = ts.iter().all(|x| x.dims() == t.dims() && x.dtype() == t.dtype());
+        if !same {
+            let per_rank: Vec<String> = ts
+                .iter()
+                .enumerate()
+                .map(|(r, x)| format!("rank {r}: {:?} {:?}", x.dims(), x.dtype()))
+                .collect();
+            return Err(self.coll_err(
+                "all_gather",
+                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
+            ));
+        }
+        Ok(ts)
+    }
+
+    /// `src`'s tensor on every rank; `t` is read on `src` only.
+    pub fn broadcast(&self, t: Option<&Tensor>, src: usize, device: &Device) -> Result<Tensor> {
+        let b = match t {
+            Some(t) if self.env.rank == src => Some(encode_tensor(t)?),
+            _ => None,
+        };
+        decode_tensor(&self.broadcast_bytes(b.as_deref(), src)?, device)
+    }
+
+    /// Sends a tensor to `dst`.
+    pub fn send(&self, t: &Tensor, dst: usize) -> Result<()> {
+        self.send_bytes(&encode_tensor(t)?, dst)
+    }
+
+    /// Receives the next tensor `src` sent.
+    pub fn recv(&self, src: usize, device: &Device) -> Result<Tensor> {
+        decode_tensor(&self.recv_bytes(src)?, device)
+    }
+
+    /// The element-wise reduction of every rank's tensor.
+    pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        let all = self.all_gather(t)?;
+        let mut acc = all[0].clone();
+        for x in &all[1..] {
+            acc = match op {
+                ReduceOp::Sum => (acc + x)?,
+                ReduceOp::Max => acc.maximum(x)?,
+            };
+        }
+        Ok(acc)
+    }
+}
+
+/// The reduction of an all-reduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Element-wise sum.
+    Sum,
+    /// Element-wise maximum.
+    Max,
+}
+
+fn bind_store(env: &DistEnv) -> Result<StoreServer> {
+    // Bind every interface when the master address is not a local one; the
+    // port is what other machines were told.
+    match StoreServer::bind((env.master_addr.as_str(), env.store_port)) {
+        Ok(s) => Ok(s),
+        Err(_) => StoreServer::bind(("0.0.0.0", env.store_port)),
+    }
+}
+
+/// A tensor as safetensors bytes (one tensor named `t`).
+fn encode_tensor(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.to_device(&Device::Cpu)?.contiguous()?;
+    safetensors::serialize([("t", &t)], None).map_err(|e| Error::Wire(format!("serializing a tensor: {e}")))
+}
+
+fn decode_tensor(b: &[u8], device: &Device) -> Result<Tensor> {
+    let mut m = candle_core::safetensors::load_buffer(b, device)?;
+    m.remove("t")
+        .ok_or_else(|| Error::Wire("tensor message without its tensor".into()))
+}

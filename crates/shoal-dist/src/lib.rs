@@ -1,0 +1,34 @@
+//! shoal's distributed runtime: launcher detection, `split_between_processes`,
+//! the TCP rendezvous store and process groups.
+//!
+//! The analog of accelerate's `PartialState` and of `torch.distributed`:
+//! decisions (detection, splitting, device choice) are pure functions of
+//! explicit inputs; only thin edges read `std::env`, open sockets or query
+//! devices. See `docs/ARCHITECTURE.md`.
+
+mod device;
+mod env;
+mod error;
+mod group;
+mod hostlist;
+mod split;
+mod state;
+mod store;
+mod wire;
+
+pub use device::{DeviceSpec, VisibleDevices, parse_cuda_visible_devices, select_device};
+pub use env::{
+    DEFAULT_MASTER_PORT, DistEnv, EnvNames, Launcher, MVAPICH, OPEN_MPI, PMI, SHOAL_RUN_ID, SHOAL_STORE_ADDR,
+    SHOAL_STORE_PORT, SLURM, TORCHRUN,
+};
+pub use error::{Error, Result};
+pub use group::{
+    Backend, DEFAULT_TIMEOUT, GroupOptions, ProcessGroup, ReduceOp, SHOAL_TIMEOUT, explicit_env,
+    init_process_group,
+};
+pub use hostlist::{expand_hostlist, expand_tasks_per_node};
+pub use split::{
+    Split, Splittable, TensorSplit, padded_len, split_between_processes, split_indices, split_range,
+};
+pub use state::DistributedState;
+pub use store::{StoreClient, StoreServer};

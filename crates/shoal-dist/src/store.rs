@@ -1,0 +1,486 @@
+//! The rendezvous store: a TCP key-value store, the analog of torch's `TCPStore`.
+//!
+//! Hosted by rank 0 (or by `shoal launch`) at `MASTER_ADDR:<store port>`. It
+//! offers set / get / add / wait / delete / check, and every wait carries a
+//! timeout, so no caller can block forever on a peer that never arrives. The
+//! store is unauthenticated, as torch's: bind it to the cluster's interface.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::wire::{Request, Response, read_frame, write_frame};
+
+#[derive(Default)]
+struct Shared {
+    map: Mutex<HashMap<String, Vec<u8>>>,
+    changed: Condvar,
+    stop: AtomicBool,
+    /// Clones of every accepted connection, shut down when the server stops
+    /// so that clients see a closed connection rather than a silent store.
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        // A poisoned lock only means a connection thread panicked mid-update of
+        // an unrelated key; the map itself is still consistent.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every key is present, or returns the missing ones.
+    fn wait_for(&self, keys: &[String], timeout: Duration) -> std::result::Result<(), Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut map = self.lock();
+        loop {
+            let missing: Vec<String> = keys.iter().filter(|k| !map.contains_key(*k)).cloned().collect();
+            let now = Instant::now();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if now >= deadline || self.stop.load(Ordering::Relaxed) {
+                return Err(missing);
+            }
+            map = self
+                .changed
+                .wait_timeout(map, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn handle(&self, req: Request, body: Vec<u8>) -> (Response, Vec<u8>) {
+        match req {
+            Request::Set { key } => {
+                self.lock().insert(key, body);
+                self.changed.notify_all();
+                (Response::Ok, Vec::new())
+            }
+            Request::Get { key, timeout_ms } => {
+                match self.wait_for(std::slice::from_ref(&key), Duration::from_millis(timeout_ms)) {
+                    Ok(()) => {
+                        let v = self.lock().get(&key).cloned().unwrap_or_default();
+                        (Response::Ok, v)
+                    }
+                    Err(missing) => (Response::Timeout(missing), Vec::new()),
+                }
+            }
+            Request::Add { key, delta } => {
+                let mut map = self.lock();
+                let cur = match map.get(&key) {
+                    None => 0,
+                    Some(v) => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                        Some(n) => n,
+                        None => {
+                            return (
+                                Response::Invalid(format!("{key} does not hold an integer")),
+                                Vec::new(),
+                            );
+                        }
+                    },
+                };
+                let new = cur.saturating_add(delta);
+                map.insert(key, new.to_string().into_bytes());
+                drop(map);
+                self.changed.notify_all();
+                (Response::Int(new), Vec::new())
+            }
+            Request::Wait { keys, timeout_ms } => {
+                match self.wait_for(&keys, Duration::from_millis(timeout_ms)) {
+                    Ok(()) => (Response::Ok, Vec::new()),
+                    Err(missing) => (Response::Timeout(missing), Vec::new()),
+                }
+            }
+            Request::Delete { keys } => {
+                let mut map = self.lock();
+                for k in keys {
+                    map.remove(&k);
+                }
+                (Response::Ok, Vec::new())
+            }
+            Request::Check { keys } => {
+                let map = self.lock();
+                (
+                    Response::Present(keys.iter().map(|k| map.contains_key(k)).collect()),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+}
+
+/// A running store server; it stops when dropped.
+pub struct StoreServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl StoreServer {
+    /// Binds `addr` (port 0 picks a free port) and serves in background threads.
+    pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self> {
+        let what = format!("{addr:?}");
+        let listener = TcpListener::bind(&addr).map_err(|e| {
+            Error::io(
+                format!("binding the rendezvous store to {what} (is the port in use?)"),
+                e,
+            )
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the store's address", e))?;
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let accept = std::thread::Builder::new()
+            .name("shoal-store".into())
+            .spawn(move || accept_loop(listener, s))
+            .map_err(|e| Error::io("starting the store thread", e))?;
+        Ok(StoreServer {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address the server listens on (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for StoreServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.changed.notify_all();
+        // Wake the accept loop with one last connection.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        for c in self
+            .shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        let _ = conn.set_nodelay(true);
+        if let Ok(c) = conn.try_clone() {
+            shared.conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        }
+        let s = shared.clone();
+        // A connection thread ends when its client disconnects.
+        let _ = std::thread::Builder::new()
+            .name("shoal-store-conn".into())
+            .spawn(move || serve(conn, s));
+    }
+}
+
+fn serve(conn: TcpStream, shared: Arc<Shared>) {
+    let Ok(read_half) = conn.try_clone() else { return };
+    let mut r = BufReader::new(read_half);
+    let mut w = BufWriter::new(conn);
+    while let Ok(Some((req, body))) = read_frame::<Request>(&mut r) {
+        let (resp, out) = shared.handle(req, body);
+        if write_frame(&mut w, &resp, &out).is_err() {
+            break;
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    let _ = w.get_ref().shutdown(Shutdown::Both);
+}
+
+/// A connection to the store. Every call that waits takes a timeout.
+pub struct StoreClient {
+    addr: String,
+    rank: usize,
+    world: usize,
+    r: BufReader<TcpStream>,
+    w: BufWriter<TcpStream>,
+}
+
+impl std::fmt::Debug for StoreClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreClient({}, rank {}/{})", self.addr, self.rank, self.world)
+    }
+}
+
+/// How often a client retries to connect while the store is not yet up.
+const CONNECT_RETRY: Duration = Duration::from_millis(50);
+
+impl StoreClient {
+    /// Connects, retrying until `timeout` while the host is not listening yet.
+    pub fn connect(addr: &str, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
+        let deadline = Instant::now() + timeout;
+        let store_err = |detail: String| Error::Store {
+            rank,
+            world,
+            addr: addr.to_string(),
+            detail,
+        };
+        loop {
+            let last = match addr.to_socket_addrs() {
+                Err(e) => return Err(store_err(format!("cannot resolve the address: {e}"))),
+                Ok(addrs) => {
+                    let mut last = String::from("no address");
+                    for a in addrs {
+                        match TcpStream::connect_timeout(&a, CONNECT_RETRY.max(Duration::from_millis(500))) {
+                            Ok(s) => return Self::from_stream(s, addr, rank, world),
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
+                    last
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    rank,
+                    world,
+                    op: format!("connecting to the rendezvous store at {addr} ({last})"),
+                    timeout,
+                    missing: "rank 0 (the store's host)".into(),
+                });
+            }
+            std::thread::sleep(CONNECT_RETRY);
+        }
+    }
+
+    fn from_stream(s: TcpStream, addr: &str, rank: usize, world: usize) -> Result<Self> {
+        let _ = s.set_nodelay(true);
+        let r = s.try_clone().map_err(|e| Error::io("cloning a socket", e))?;
+        Ok(StoreClient {
+            addr: addr.to_string(),
+            rank,
+            world,
+            r: BufReader::new(r),
+            w: BufWriter::new(s),
+        })
+    }
+
+    fn call(&mut self, req: Request, body: &[u8], timeout: Duration) -> Result<(Response, Vec<u8>)> {
+        // The socket read waits a little longer than the server-side wait, so a
+        // server-side timeout (which names the missing keys) arrives first.
+        let _ = self
+            .r
+            .get_ref()
+            .set_read_timeout(Some(timeout + Duration::from_secs(5)));
+        let broken = |e: Error, addr: &str, rank, world| Error::Store {
+            rank,
+            world,
+            addr: addr.to_string(),
+            detail: format!(
+                "connection lost ({e}); the store's host (rank 0 or the launcher) has probably exited"
+            ),
+        };
+        write_frame(&mut self.w, &req, body)
+            .map_err(|e| broken(Error::io("sending", e), &self.addr, self.rank, self.world))?;
+        match read_frame::<Response>(&mut self.r) {
+            Ok(Some(x)) => Ok(x),
+            Ok(None) => Err(broken(
+                Error::Wire("end of stream".into()),
+                &self.addr,
+                self.rank,
+                self.world,
+            )),
+            Err(e) => Err(broken(e, &self.addr, self.rank, self.world)),
+        }
+    }
+
+    fn unexpected(&self, op: &str, resp: Response) -> Error {
+        Error::Store {
+            rank: self.rank,
+            world: self.world,
+            addr: self.addr.clone(),
+            detail: format!("{op}: unexpected answer {resp:?}"),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        match self.call(Request::Set { key: key.into() }, value, Duration::from_secs(60))? {
+            (Response::Ok, _) => Ok(()),
+            (r, _) => Err(self.unexpected("set", r)),
+        }
+    }
+
+    /// Gets `key`, waiting up to `timeout` for it to be set.
+    pub fn get(&mut self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let req = Request::Get {
+            key: key.into(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.call(req, &[], timeout)? {
+            (Response::Ok, v) => Ok(v),
+            (Response::Timeout(missing), _) => Err(self.timeout(format!("get {key}"), timeout, missing)),
+            (r, _) => Err(self.unexpected("get", r)),
+        }
+    }
+
+    /// Adds `delta` to the integer at `key` and returns the new value.
+    pub fn add(&mut self, key: &str, delta: i64) -> Result<i64> {
+        match self.call(
+            Request::Add {
+                key: key.into(),
+                delta,
+            },
+            &[],
+            Duration::from_secs(60),
+        )? {
+            (Response::Int(n), _) => Ok(n),
+            (r, _) => Err(self.unexpected("add", r)),
+        }
+    }
+
+    /// Waits until every key is set; the error lists the keys that never were.
+    pub fn wait(&mut self, keys: &[String], timeout: Duration) -> Result<()> {
+        match self.wait_missing(keys, timeout)? {
+            missing if missing.is_empty() => Ok(()),
+            missing => Err(self.timeout("wait".into(), timeout, missing)),
+        }
+    }
+
+    /// Waits until every key is set and returns the keys that were still
+    /// missing at the timeout (empty on success), for callers that name ranks.
+    pub fn wait_missing(&mut self, keys: &[String], timeout: Duration) -> Result<Vec<String>> {
+        let req = Request::Wait {
+            keys: keys.to_vec(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.call(req, &[], timeout)? {
+            (Response::Ok, _) => Ok(Vec::new()),
+            (Response::Timeout(missing), _) => Ok(missing),
+            (r, _) => Err(self.unexpected("wait", r)),
+        }
+    }
+
+    /// Removes keys.
+    pub fn delete(&mut self, keys: &[String]) -> Result<()> {
+        match self.call(
+            Request::Delete { keys: keys.to_vec() },
+            &[],
+            Duration::from_secs(60),
+        )? {
+            (Response::Ok, _) => Ok(()),
+            (r, _) => Err(self.unexpected("delete", r)),
+        }
+    }
+
+    /// Which keys are set, without waiting.
+    pub fn check(&mut self, keys: &[String]) -> Result<Vec<bool>> {
+        match self.call(
+            Request::Check { keys: keys.to_vec() },
+            &[],
+            Duration::from_secs(60),
+        )? {
+            (Response::Present(p), _) => Ok(p),
+            (r, _) => Err(self.unexpected("check", r)),
+        }
+    }
+
+    fn timeout(&self, op: String, timeout: Duration, missing: Vec<String>) -> Error {
+        Error::Timeout {
+            rank: self.rank,
+            world: self.world,
+            op,
+            timeout,
+            missing: missing.join(", "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (StoreServer, StoreClient) {
+        let server = StoreServer::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().to_string();
+        let client = StoreClient::connect(&addr, 0, 1, Duration::from_secs(5)).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn set_get_add_delete_check() {
+        let (_s, mut c) = pair();
+        c.set("a", b"1").unwrap();
+        assert_eq!(c.get("a", Duration::from_secs(1)).unwrap(), b"1");
+        assert_eq!(c.add("n", 2).unwrap(), 2);
+        assert_eq!(c.add("n", 3).unwrap(), 5);
+        assert_eq!(c.check(&["a".into(), "b".into()]).unwrap(), [true, false]);
+        c.delete(&["a".into()]).unwrap();
+        assert_eq!(c.check(&["a".into()]).unwrap(), [false]);
+        // `add` on a non-integer is refused, not silently reset.
+        c.set("s", b"text").unwrap();
+        assert!(c.add("s", 1).is_err());
+    }
+
+    #[test]
+    fn get_waits_for_a_later_set() {
+        let (s, mut c) = pair();
+        let addr = s.local_addr().to_string();
+        let t = std::thread::spawn(move || {
+            let mut c2 = StoreClient::connect(&addr, 1, 2, Duration::from_secs(5)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            c2.set("late", b"v").unwrap();
+        });
+        assert_eq!(c.get("late", Duration::from_secs(5)).unwrap(), b"v");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn waits_time_out_naming_the_missing_keys() {
+        let (_s, mut c) = pair();
+        c.set("k0", b"").unwrap();
+        let start = Instant::now();
+        let err = c
+            .wait(&["k0".into(), "k1".into()], Duration::from_millis(300))
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let msg = err.to_string();
+        assert!(msg.contains("k1") && !msg.contains("k0,"), "{msg}");
+        assert!(matches!(err, Error::Timeout { .. }));
+        let err = c.get("never", Duration::from_millis(100)).unwrap_err();
+        assert!(err.to_string().contains("never"));
+    }
+
+    #[test]
+    fn connect_times_out_when_nobody_listens() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err =
+            StoreClient::connect(&format!("127.0.0.1:{port}"), 1, 2, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_dropped_server_breaks_clients_with_a_clear_error() {
+        let (s, mut c) = pair();
+        drop(s);
+        let err = c.get("x", Duration::from_secs(2)).unwrap_err();
+        assert!(
+            matches!(err, Error::Store { .. } | Error::Timeout { .. }),
+            "{err}"
+        );
+    }
+}
