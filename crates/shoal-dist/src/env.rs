@@ -279,7 +279,7 @@ fn read_generic<'a>(names: &EnvNames, get: &impl Fn(&str) -> Option<&'a str>) ->
         Some(var) => parse_num(get, names, var)?,
         None => None,
     };
-    let node_rank = node_rank.unwrap_or(if local_world > 0 { rank / local_world } else { 0 });
+    let node_rank = node_rank.unwrap_or(rank.checked_div(local_world).unwrap_or(0));
     check_ranges(names, get, rank, world, local_rank, local_world)?;
     Ok(Some(DistEnv {
         launcher: launcher_of(names),
@@ -385,6 +385,18 @@ fn read_slurm<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<DistE
         store_port: 0,
         store_hosted: false,
     }))
+}
+
+/// Fills in where the rendezvous store lives, for ranks given explicitly
+/// (`init_process_group`): `SHOAL_STORE_ADDR`, else `MASTER_ADDR`/`MASTER_PORT`,
+/// else `127.0.0.1:29500`.
+pub fn resolve_store(vars: &BTreeMap<String, String>, env: &mut DistEnv) -> Result<()> {
+    let get = |k: &str| vars.get(k).map(String::as_str);
+    let names = EnvNames {
+        launcher: "init_process_group",
+        ..TORCHRUN
+    };
+    resolve_master(&get, &names, env)
 }
 
 /// Fills in where the rendezvous store lives.

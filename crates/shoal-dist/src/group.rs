@@ -131,28 +131,16 @@ pub fn explicit_env(vars: &BTreeMap<String, String>, rank: usize, world_size: us
             detail: "rank must be below world_size, and world_size at least 1".into(),
         });
     }
-    // Reuse detection for the store address, then override the ranks.
-    let mut master: BTreeMap<String, String> = BTreeMap::new();
-    for k in [
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        crate::env::SHOAL_STORE_ADDR,
-        crate::env::SHOAL_STORE_PORT,
-    ] {
-        if let Some(v) = vars.get(k) {
-            master.insert(k.to_string(), v.clone());
-        }
-    }
-    let d = DistEnv::detect(&master)?;
-    Ok(DistEnv {
+    let mut env = DistEnv {
         launcher: Launcher::Explicit,
         rank,
         world_size,
         local_rank: rank,
         local_world_size: world_size,
-        node_rank: 0,
-        ..d
-    })
+        ..DistEnv::single()
+    };
+    crate::env::resolve_store(vars, &mut env)?;
+    Ok(env)
 }
 
 impl ProcessGroup {
@@ -220,6 +208,32 @@ impl ProcessGroup {
     /// The environment this group was built from.
     pub fn env(&self) -> &DistEnv {
         &self.env
+    }
+
+    /// Leaves the group. The rank that hosts the store waits (up to the
+    /// timeout) until every other rank has left, so that no peer loses the
+    /// store in the middle of its last collective. Dropping the group does the
+    /// same, ignoring errors.
+    pub fn destroy(mut self) -> Result<()> {
+        self.leave()
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let Some(m) = self.inner.take() else { return Ok(()) };
+        let mut inner = m.into_inner().unwrap_or_else(|p| p.into_inner());
+        inner.store.set(&format!("leave/{}", self.env.rank), &[])?;
+        if self._server.is_some() {
+            let keys: Vec<String> = (0..self.env.world_size).map(|r| format!("leave/{r}")).collect();
+            let missing = inner.store.wait_missing(&keys, self.opts.timeout)?;
+            if !missing.is_empty() {
+                let ranks: Vec<usize> = missing
+                    .iter()
+                    .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+                    .collect();
+                return Err(self.timeout_err("destroy_process_group", &ranks));
+            }
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, Inner>> {
@@ -530,6 +544,12 @@ impl ProcessGroup {
             };
         }
         Ok(acc)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = self.leave();
     }
 }
 

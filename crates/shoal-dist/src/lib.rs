@@ -19,7 +19,7 @@ mod wire;
 pub use device::{DeviceSpec, VisibleDevices, parse_cuda_visible_devices, select_device};
 pub use env::{
     DEFAULT_MASTER_PORT, DistEnv, EnvNames, Launcher, MVAPICH, OPEN_MPI, PMI, SHOAL_RUN_ID, SHOAL_STORE_ADDR,
-    SHOAL_STORE_PORT, SLURM, TORCHRUN,
+    SHOAL_STORE_PORT, SLURM, TORCHRUN, resolve_store,
 };
 pub use error::{Error, Result};
 pub use group::{

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on a broken precondition")]
+
 //! One fixture per launcher: the variables each exports, and what shoal reads.
 
 use std::collections::BTreeMap;

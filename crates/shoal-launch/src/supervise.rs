@@ -1,0 +1,348 @@
+//! Gang supervision of worker processes, as torchrun's elastic agent.
+//!
+//! Source: `pytorch/pytorch torch/distributed/elastic/multiprocessing/api.py`
+//! (`_close`: SIGTERM, a shared deadline, SIGKILL). Each worker runs in its own
+//! process group with `PR_SET_PDEATHSIG`, so nothing survives the launcher; its
+//! output lines are prefixed with its rank; the first worker that exits non-zero
+//! or by a signal is the root cause, and every other worker is stopped
+//! (SIGTERM, the grace period, then SIGKILL to the whole process group).
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the launcher are forwarded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::error::{Error, Exit, Result, signal_name};
+
+/// One worker to start.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Global rank (for messages and prefixes).
+    pub rank: usize,
+    /// Local rank.
+    pub local_rank: usize,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Variables added to the launcher's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Supervision options.
+#[derive(Debug, Clone)]
+pub struct SuperviseOptions {
+    /// Between SIGTERM and SIGKILL when stopping workers.
+    pub grace: Duration,
+    /// Prefix each output line with `[rank r]`.
+    pub prefix_output: bool,
+    /// How often exits are polled.
+    pub poll: Duration,
+}
+
+impl Default for SuperviseOptions {
+    fn default() -> Self {
+        SuperviseOptions {
+            grace: Duration::from_secs(10),
+            prefix_output: true,
+            poll: Duration::from_millis(20),
+        }
+    }
+}
+
+/// How each worker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exited 0.
+    Success,
+    /// Failed on its own (the root cause is the earliest of these).
+    Failed(Exit),
+    /// Stopped by the launcher after another worker failed.
+    Stopped(Exit),
+}
+
+struct Running {
+    spec: WorkerSpec,
+    child: Child,
+    outcome: Option<Outcome>,
+}
+
+/// Starts every worker and waits for all of them; see the module docs.
+/// `Ok` only when every worker exited 0.
+pub fn supervise(workers: Vec<WorkerSpec>, opts: &SuperviseOptions) -> Result<Vec<Outcome>> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| Error::io("installing signal handlers", e))?;
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let mut pipes = 0usize;
+    let mut running: Vec<Running> = Vec::with_capacity(workers.len());
+    for spec in workers {
+        match start(&spec, opts, &done_tx, &mut pipes) {
+            Ok(child) => running.push(Running {
+                spec,
+                child,
+                outcome: None,
+            }),
+            Err(e) => {
+                stop_all(&mut running, opts.grace, opts.poll);
+                signals.handle().close();
+                return Err(e);
+            }
+        }
+    }
+    drop(done_tx);
+
+    let mut root: Option<(usize, Exit)> = None;
+    let mut interrupted: Option<i32> = None;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if let Some(sig) = signals.pending().next() {
+            // Forward to every worker group and stop the job.
+            for r in running.iter().filter(|r| r.outcome.is_none()) {
+                kill_group(&r.child, sig);
+            }
+            if interrupted.is_none() {
+                interrupted = Some(sig);
+                deadline.get_or_insert(Instant::now() + opts.grace);
+            }
+        }
+        for i in 0..running.len() {
+            if running[i].outcome.is_some() {
+                continue;
+            }
+            let Ok(Some(status)) = running[i].child.try_wait() else {
+                continue;
+            };
+            let exit = exit_of(status);
+            let outcome = match exit {
+                None => Outcome::Success,
+                Some(e) if root.is_some() || interrupted.is_some() => Outcome::Stopped(e),
+                Some(e) => {
+                    root = Some((i, e));
+                    Outcome::Failed(e)
+                }
+            };
+            // Whatever the worker left behind in its group goes with it.
+            kill_group(&running[i].child, libc::SIGKILL);
+            running[i].outcome = Some(outcome);
+            if root.is_some() && deadline.is_none() {
+                for r in running.iter().filter(|r| r.outcome.is_none()) {
+                    kill_group(&r.child, libc::SIGTERM);
+                }
+                deadline = Some(Instant::now() + opts.grace);
+            }
+        }
+        if running.iter().all(|r| r.outcome.is_some()) {
+            break;
+        }
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            for r in running.iter().filter(|r| r.outcome.is_none()) {
+                kill_group(&r.child, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(opts.poll);
+    }
+    signals.handle().close();
+    // Output threads end at EOF; a grandchild that escaped its group could hold
+    // a pipe open, so wait a bounded time only.
+    let until = Instant::now() + Duration::from_secs(2);
+    for _ in 0..pipes {
+        let left = until.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    let outcomes: Vec<Outcome> = running.iter().filter_map(|r| r.outcome.clone()).collect();
+    if let Some((i, exit)) = root {
+        let r = &running[i];
+        summarize(&running, Some(i));
+        return Err(Error::WorkerFailed {
+            rank: r.spec.rank,
+            local_rank: r.spec.local_rank,
+            pid: r.child.id(),
+            exit,
+        });
+    }
+    if let Some(sig) = interrupted {
+        summarize(&running, None);
+        return Err(Error::Interrupted {
+            signal: sig,
+            name: signal_name(sig),
+        });
+    }
+    Ok(outcomes)
+}
+
+fn start(
+    spec: &WorkerSpec,
+    opts: &SuperviseOptions,
+    done: &mpsc::Sender<()>,
+    pipes: &mut usize,
+) -> Result<Child> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.local_rank == 0 {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            // The worker dies with the launcher, even on SIGKILL.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::io(
+            format!("starting rank {} ({})", spec.rank, spec.program.display()),
+            e,
+        )
+    })?;
+    let prefix = if opts.prefix_output {
+        format!("[rank {}] ", spec.rank)
+    } else {
+        String::new()
+    };
+    if let Some(out) = child.stdout.take() {
+        *pipes += 1;
+        pump(out, prefix.clone(), false, done.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        *pipes += 1;
+        pump(err, prefix, true, done.clone());
+    }
+    Ok(child)
+}
+
+/// Copies a worker's output line by line, with its prefix, to ours.
+fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done: mpsc::Sender<()>) {
+    let _ = std::thread::Builder::new()
+        .name("shoal-output".into())
+        .spawn(move || {
+            let mut r = BufReader::new(from);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if !line.ends_with(b"\n") {
+                            line.push(b'\n');
+                        }
+                        let mut buf = Vec::with_capacity(prefix.len() + line.len());
+                        buf.extend_from_slice(prefix.as_bytes());
+                        buf.extend_from_slice(&line);
+                        // A closed terminal is not the worker's failure; keep draining.
+                        let _ = if to_stderr {
+                            std::io::stderr().lock().write_all(&buf)
+                        } else {
+                            std::io::stdout().lock().write_all(&buf)
+                        };
+                    }
+                }
+            }
+            let _ = done.send(());
+        });
+}
+
+fn exit_of(status: ExitStatus) -> Option<Exit> {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => None,
+        (Some(c), _) => Some(Exit::Code(c)),
+        (None, Some(s)) => Some(Exit::Signal(s)),
+        (None, None) => Some(Exit::Code(-1)),
+    }
+}
+
+fn kill_group(child: &Child, sig: i32) {
+    // The worker leads its own group (process_group(0)), so its pid is the
+    // group id; ESRCH (already gone) is fine. Only our own groups are signalled.
+    if let Ok(pgid) = i32::try_from(child.id()) {
+        // SAFETY: killpg has no memory-safety preconditions.
+        unsafe {
+            libc::killpg(pgid, sig);
+        }
+    }
+}
+
+fn stop_all(running: &mut [Running], grace: Duration, poll: Duration) {
+    for r in running.iter() {
+        kill_group(&r.child, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    for r in running.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = r.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(poll);
+        }
+        kill_group(&r.child, libc::SIGKILL);
+        let _ = r.child.wait();
+    }
+}
+
+/// The end-of-job summary on stderr, root cause first (torchrun's format).
+fn summarize(running: &[Running], root: Option<usize>) {
+    let host = hostname();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "shoal launch: job failed on {host}");
+    if let Some(i) = root {
+        let r = &running[i];
+        if let Some(Outcome::Failed(e)) = &r.outcome {
+            let _ = writeln!(
+                err,
+                "  root cause: rank {} (local rank {}, pid {}) {}",
+                r.spec.rank,
+                r.spec.local_rank,
+                r.child.id(),
+                e
+            );
+        }
+    }
+    for (i, r) in running.iter().enumerate() {
+        if Some(i) == root {
+            continue;
+        }
+        let what = match &r.outcome {
+            Some(Outcome::Success) => "exited 0".to_string(),
+            Some(Outcome::Stopped(e)) | Some(Outcome::Failed(e)) => format!("stopped: {e}"),
+            None => "unknown".to_string(),
+        };
+        let _ = writeln!(err, "  rank {} (pid {}): {what}", r.spec.rank, r.child.id());
+    }
+}
+
+/// This machine's name, for messages.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // on success (truncation is harmless for a message).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

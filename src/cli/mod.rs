@@ -1,0 +1,78 @@
+//! Command-line parsing and dispatch.
+//!
+//! Raw flags are clap structs; each subcommand validates them into the
+//! libraries' typed arguments (ripgrep's lowargs → hiargs split). Exit codes:
+//! 0 success, 1 failure, 2 usage or config error (clap's own errors too); a
+//! failed `launch` exits with the root-cause worker's code (128 + signal for a
+//! signal). See README.md.
+
+mod config;
+mod demo;
+mod env;
+mod launch;
+
+use clap::{Parser, Subcommand};
+
+/// Distributed inference for diffusion models.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a distributed job: N processes of PROGRAM with the launcher environment.
+    Launch(launch::LaunchCmd),
+    /// Write or show the launch configuration (accelerate-compatible).
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Print version, build features, devices and the detected launcher environment.
+    Env(env::EnvCmd),
+    /// A small distributed demo: splits prompts and checks every collective.
+    Demo(demo::DemoCmd),
+}
+
+/// An error that is the user's to fix: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap exits 2 on usage errors and 0 for --help / --version.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let result = match cli.command {
+        Command::Launch(c) => launch::run(c),
+        Command::Config(c) => config::run(c),
+        Command::Env(c) => env::run(c),
+        Command::Demo(c) => demo::run(c),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shoal: error: {e:#}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(l) = e.downcast_ref::<shoal_launch::Error>() {
+        return l.exit_code();
+    }
+    if e.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
+    match e.downcast_ref::<shoal_dist::Error>() {
+        Some(shoal_dist::Error::Env { .. } | shoal_dist::Error::InvalidArgument { .. }) => 2,
+        _ => 1,
+    }
+}

@@ -1,0 +1,158 @@
+//! Issue 2: usage errors exit 2 naming the field; config files; `shoal env`.
+
+use std::time::Duration;
+
+use crate::util::{run_timed, shoal, text};
+
+fn usage_error(args: &[&str], needle: &str) {
+    let (out, _) = run_timed(shoal().args(args), Duration::from_secs(20));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {t}");
+    assert!(t.contains(needle), "{args:?} should mention {needle:?}: {t}");
+    assert!(!t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn r2_bad_launch_flags_exit_2_naming_the_field() {
+    usage_error(&["launch", "-n", "0", "true"], "--num-processes");
+    usage_error(&["launch", "-n", "two", "true"], "--num-processes");
+    usage_error(
+        &[
+            "launch",
+            "-n",
+            "3",
+            "--num-machines",
+            "2",
+            "--main-process-ip",
+            "h",
+            "true",
+        ],
+        "divide",
+    );
+    usage_error(
+        &[
+            "launch",
+            "-n",
+            "2",
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            "2",
+            "true",
+        ],
+        "--machine-rank",
+    );
+    usage_error(
+        &["launch", "--main-process-port", "99999", "true"],
+        "--main-process-port",
+    );
+    usage_error(&["launch", "--gpu-ids", "0,a", "true"], "--gpu-ids");
+    usage_error(&["launch", "-n", "2"], "PROGRAM");
+    usage_error(
+        &["launch", "--config-file", "/nonexistent/c.yaml", "true"],
+        "/nonexistent/c.yaml",
+    );
+}
+
+#[test]
+fn r2_malformed_configs_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, needle) in [
+        ("num_processes: many\n", "num_processes"),
+        ("num_procs: 2\n", "num_procs"),
+        ("main_process_port: [1\n", "YAML"),
+    ] {
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, body).unwrap();
+        usage_error(&["launch", "--config-file", p.to_str().unwrap(), "true"], needle);
+    }
+}
+
+#[test]
+fn r2_accelerate_config_drives_the_launch_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("default_config.yaml");
+    // What `accelerate config default` writes: JSON in a .yaml file.
+    std::fs::write(
+        &p,
+        r#"{"compute_environment": "LOCAL_MACHINE", "debug": false, "distributed_type": "MULTI_CPU",
+            "downcast_bf16": false, "enable_cpu_affinity": false, "machine_rank": 0,
+            "main_training_function": "main", "mixed_precision": "no", "num_machines": 1,
+            "num_processes": 2, "rdzv_backend": "static", "same_network": false,
+            "tpu_use_cluster": false, "tpu_use_sudo": false, "use_cpu": true}"#,
+    )
+    .unwrap();
+    let cfg = p.to_str().unwrap();
+    let (out, _) = run_timed(
+        shoal().args(["launch", "--config-file", cfg, "shoal", "demo"]),
+        Duration::from_secs(60),
+    );
+    let t = text(&out);
+    assert!(
+        out.status.success() && t.contains("rank 1/2: all collectives ok"),
+        "{t}"
+    );
+    let (out, _) = run_timed(
+        shoal().args(["launch", "--config-file", cfg, "-n", "3", "shoal", "demo"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        text(&out).contains("rank 2/3: all collectives ok"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn r2_config_default_writes_never_overwrites_and_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("sub").join("cfg.yaml");
+    let ps = p.to_str().unwrap();
+    let (out, _) = run_timed(
+        shoal().args(["config", "default", "--config-file", ps, "--num-processes", "2"]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, _) = run_timed(
+        shoal().args(["config", "default", "--config-file", ps]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("already exists"));
+    let (out, _) = run_timed(
+        shoal().args(["config", "show", "--config-file", ps]),
+        Duration::from_secs(20),
+    );
+    assert!(text(&out).contains("num_processes: 2"), "{}", text(&out));
+    // The written default launches.
+    let (out, _) = run_timed(
+        shoal().args(["launch", "--config-file", ps, "shoal", "demo"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        text(&out).contains("rank 1/2: all collectives ok"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn r2_env_reports_the_launcher_and_refuses_partial_environments() {
+    let (out, _) = run_timed(
+        shoal().args(["env", "--json"]).envs([
+            ("OMPI_COMM_WORLD_RANK", "1"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+        ]),
+        Duration::from_secs(20),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["launcher"]["launcher"], "OpenMpi");
+    assert_eq!(v["launcher"]["rank"], 1);
+    assert_eq!(v["device"], "cpu");
+    // A partial torchrun environment: `demo` refuses with exit 2 naming the variable.
+    let (out, _) = run_timed(shoal().args(["demo"]).env("RANK", "0"), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("WORLD_SIZE unset"));
+}

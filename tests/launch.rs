@@ -1,0 +1,198 @@
+//! Issue 2: the real `shoal launch` with 1, 2 and 4 CPU processes, its gang
+//! semantics, `spawn`, and a rank-0-hosted store under a foreign launcher.
+
+use std::time::Duration;
+
+use crate::util::{assert_none_left, run_timed, shoal, text, unique_tag};
+
+fn launch_demo(n: usize, extra: &[&str], tag: &str) -> (std::process::Output, Duration) {
+    let mut cmd = shoal();
+    cmd.args([
+        "launch",
+        "--num-processes",
+        &n.to_string(),
+        "--grace-period",
+        "2",
+        "shoal",
+        "demo",
+    ])
+    .args(extra)
+    .env("SHOAL_TIMEOUT", "3");
+    let (k, v) = tag.split_once('=').unwrap();
+    cmd.env(k, v);
+    run_timed(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn r2_collectives_on_1_2_and_4_processes() {
+    for n in [1, 2, 4] {
+        let tag = unique_tag(&format!("ok{n}"));
+        let (out, _) = launch_demo(n, &["--apply-padding"], &tag);
+        let t = text(&out);
+        assert!(out.status.success(), "{n} processes: {t}");
+        for r in 0..n {
+            assert!(
+                t.contains(&format!("[rank {r}] rank {r}/{n}: all collectives ok")),
+                "{n}: {t}"
+            );
+        }
+        assert_none_left(&tag);
+    }
+}
+
+#[test]
+fn r2_seed_split_with_padding_on_two_processes() {
+    let tag = unique_tag("seed");
+    let (out, _) = launch_demo(2, &["--apply-padding"], &tag);
+    let t = text(&out);
+    assert!(
+        t.contains(r#"[rank 0] rank 0/2: prompts ["a dog", "a cat"] (indices [0, 1], 2 real)"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"[rank 1] rank 1/2: prompts ["a chicken", "a chicken"] (indices [2, 2], 1 real)"#),
+        "{t}"
+    );
+}
+
+#[test]
+fn r2_a_worker_exiting_3_ends_the_job_with_its_code() {
+    let tag = unique_tag("exit3");
+    let (out, took) = launch_demo(4, &["--fail-rank", "2", "--fail-mode", "exit3"], &tag);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("root cause: rank 2") && t.contains("exit code 3"),
+        "{t}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r2_a_worker_killed_by_sigkill_ends_the_job() {
+    let tag = unique_tag("kill");
+    let (out, took) = launch_demo(2, &["--fail-rank", "1", "--fail-mode", "kill"], &tag);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(128 + 9), "{t}");
+    assert!(t.contains("root cause: rank 1") && t.contains("SIGKILL"), "{t}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r2_a_worker_hanging_outside_a_barrier_ends_the_job_naming_it() {
+    let tag = unique_tag("hang");
+    let (out, took) = launch_demo(4, &["--fail-rank", "1", "--fail-mode", "hang"], &tag);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("barrier") && t.contains("never arrived: rank 1"),
+        "{t}"
+    );
+    // SHOAL_TIMEOUT=3 plus the 2 s grace period, with room for a slow machine.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r2_sigint_is_forwarded_and_nothing_is_left() {
+    let tag = unique_tag("sigint");
+    let (k, v) = tag.split_once('=').unwrap();
+    let mut child = shoal()
+        .args([
+            "launch",
+            "-n",
+            "2",
+            "--grace-period",
+            "2",
+            "shoal",
+            "demo",
+            "--fail-rank",
+            "0",
+            "--fail-mode",
+            "hang",
+        ])
+        .env(k, v)
+        .env("SHOAL_TIMEOUT", "60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until both workers exist, then interrupt the launcher only.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while crate::util::processes_with_tag(&tag).len() < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r2_spawn_runs_init_process_group_in_children() {
+    let (out, _) = run_timed(shoal().args(["demo", "--spawn", "3"]), Duration::from_secs(60));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("spawn: 3 processes finished") && t.contains("[rank 2] rank 2/3: all collectives ok"),
+        "{t}"
+    );
+}
+
+#[test]
+fn r2_spawn_propagates_the_first_failure() {
+    let (out, _) = run_timed(
+        shoal().args(["demo", "--spawn", "2", "--fail-rank", "1", "--fail-mode", "exit3"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+#[test]
+fn r2_torchrun_style_environment_with_a_rank0_hosted_store() {
+    // Two processes started by hand with torchrun's variables: rank 0 hosts the store.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = |rank: usize| {
+        shoal()
+            .args(["demo"])
+            .envs([
+                ("RANK", rank.to_string()),
+                ("WORLD_SIZE", "2".into()),
+                ("LOCAL_RANK", rank.to_string()),
+                ("LOCAL_WORLD_SIZE", "2".into()),
+                ("MASTER_ADDR", "127.0.0.1".into()),
+                ("MASTER_PORT", port.to_string()),
+                ("SHOAL_TIMEOUT", "20".into()),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(1), start(0));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        oa.status.success() && ob.status.success(),
+        "{}\n{}",
+        text(&oa),
+        text(&ob)
+    );
+    assert!(text(&ob).contains("rank 0/2: all collectives ok"));
+}
+
+#[test]
+fn r2_program_not_found_is_a_usage_error() {
+    let (out, _) = run_timed(
+        shoal().args(["launch", "-n", "2", "no-such-program-xyz"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("no-such-program-xyz"));
+}
