@@ -196,3 +196,71 @@ fn r2_program_not_found_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no-such-program-xyz"));
 }
+
+/// Two launchers on one host stand in for two machines (`--num-machines 2`).
+fn two_machines(extra: &[&str], tag: &str) -> Vec<(std::process::Output, Duration)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let (k, v) = tag.split_once('=').unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|m| {
+            let mut cmd = shoal();
+            cmd.args([
+                "launch",
+                "-n",
+                "4",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                &m.to_string(),
+            ])
+            .args([
+                "--main-process-ip",
+                "127.0.0.1",
+                "--main-process-port",
+                &port,
+                "--grace-period",
+                "2",
+            ])
+            .args(["shoal", "demo"])
+            .args(extra)
+            .env("SHOAL_TIMEOUT", "30")
+            .env(k, v);
+            std::thread::spawn(move || run_timed(&mut cmd, Duration::from_secs(60)))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn r2_two_machines_share_one_store_and_ranks_are_global() {
+    let tag = unique_tag("machines");
+    let outs = two_machines(&[], &tag);
+    for (o, _) in &outs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    assert!(text(&outs[0].0).contains("[rank 1] rank 1/4: all collectives ok"));
+    assert!(text(&outs[1].0).contains("[rank 3] rank 3/4: all collectives ok"));
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r2_a_failure_on_one_machine_ends_the_other_machine_too() {
+    let tag = unique_tag("machines-fail");
+    let outs = two_machines(&["--fail-rank", "3", "--fail-mode", "exit3"], &tag);
+    let (m0, m1) = (&outs[0], &outs[1]);
+    assert_eq!(m1.0.status.code(), Some(3), "{}", text(&m1.0));
+    assert!(!m0.0.status.success(), "{}", text(&m0.0));
+    assert!(
+        text(&m0.0).contains("rank 3"),
+        "machine 0 should name rank 3: {}",
+        text(&m0.0)
+    );
+    // Far below SHOAL_TIMEOUT=30: machine 0 learnt of the failure from the store.
+    assert!(m0.1 < Duration::from_secs(15), "machine 0 took {:?}", m0.1);
+    assert_none_left(&tag);
+}

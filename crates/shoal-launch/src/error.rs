@@ -94,6 +94,15 @@ pub enum Error {
         exit: Exit,
     },
 
+    /// A worker on another machine failed; this machine's workers were stopped.
+    #[error(
+        "another machine's launcher reported the root cause: {what}; this machine's workers were stopped"
+    )]
+    PeerFailed {
+        /// What the other launcher published.
+        what: String,
+    },
+
     /// The launcher was interrupted by a signal and stopped its workers.
     #[error("interrupted by {name}; the workers were stopped")]
     Interrupted {
@@ -146,7 +155,7 @@ impl Error {
                 c => c,
             },
             Error::Interrupted { signal, .. } => 128 + signal,
-            Error::Dist(_) | Error::Io { .. } => 1,
+            Error::PeerFailed { .. } | Error::Dist(_) | Error::Io { .. } => 1,
         }
     }
 }

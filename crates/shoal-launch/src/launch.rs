@@ -7,11 +7,49 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use shoal_dist::StoreServer;
+use std::time::Duration;
+
+use shoal_dist::{StoreClient, StoreServer};
 
 use crate::error::{Error, Result};
 use crate::plan::LaunchPlan;
-use crate::supervise::{Outcome, SuperviseOptions, WorkerSpec, supervise};
+use crate::supervise::{NoPeers, Outcome, Peers, SuperviseOptions, WorkerSpec, supervise};
+
+/// How long launchers wait for each other (to join, and to finish).
+const MACHINE_WAIT: Duration = Duration::from_secs(600);
+
+/// The store key under which a launcher publishes its job's failure.
+const FAILED_KEY: &str = "shoal/launcher/failed";
+
+/// The other launchers of a multi-machine job, reached through the store.
+struct StorePeers {
+    client: Option<StoreClient>,
+}
+
+impl Peers for StorePeers {
+    fn publish_failure(&mut self, summary: &str) {
+        if let Some(c) = &mut self.client {
+            let _ = c.set(FAILED_KEY, summary.as_bytes());
+        }
+    }
+
+    fn poll_failure(&mut self) -> Option<String> {
+        let c = self.client.as_mut()?;
+        match c.check(&[FAILED_KEY.to_string()]) {
+            Ok(p) if p.first() == Some(&true) => {
+                let v = c.get(FAILED_KEY, Duration::from_secs(5)).unwrap_or_default();
+                Some(String::from_utf8_lossy(&v).into_owned())
+            }
+            Ok(_) => None,
+            // Machine 0's launcher keeps the store up while any launcher runs,
+            // so losing it means machine 0 died.
+            Err(e) => {
+                self.client = None;
+                Some(format!("lost the rendezvous store ({e})"))
+            }
+        }
+    }
+}
 
 /// Set in the children of [`spawn`]; its presence makes `spawn` run the
 /// closure instead of starting processes.
@@ -102,6 +140,20 @@ pub fn launch(
     }
     let (_server, store_addr) = host_store(plan)?;
     let run = run_id();
+    // Machine 0's launcher publishes the run id; the others adopt it.
+    let mut peers = StorePeers { client: None };
+    let mut run = run;
+    if plan.num_machines > 1 {
+        let mut client =
+            StoreClient::connect(&store_addr, plan.machine_rank, plan.num_machines, MACHINE_WAIT)?;
+        if plan.machine_rank == 0 {
+            client.set("shoal/launcher/run_id", run.as_bytes())?;
+        } else {
+            let v = client.get("shoal/launcher/run_id", MACHINE_WAIT)?;
+            run = String::from_utf8_lossy(&v).into_owned();
+        }
+        peers.client = Some(client);
+    }
     let workers = (0..plan.nproc_per_node)
         .map(|local| WorkerSpec {
             rank: plan.global_rank(local),
@@ -111,7 +163,25 @@ pub fn launch(
             env: plan.worker_env(local, &store_addr, &run),
         })
         .collect();
-    supervise(workers, opts)
+    let result = supervise(workers, opts, &mut peers);
+    // Machine 0 keeps the store up until every launcher is done with it.
+    if let Some(c) = &mut peers.client {
+        let _ = c.set(&format!("shoal/launcher/done/{}", plan.machine_rank), &[]);
+        if plan.machine_rank == 0 {
+            let keys: Vec<String> = (0..plan.num_machines)
+                .map(|m| format!("shoal/launcher/done/{m}"))
+                .collect();
+            if let Ok(missing) = c.wait_missing(&keys, MACHINE_WAIT)
+                && !missing.is_empty()
+            {
+                eprintln!(
+                    "shoal launch: warning: launchers never finished: {}",
+                    missing.join(", ")
+                );
+            }
+        }
+    }
+    result
 }
 
 /// `torch.multiprocessing.spawn`: runs `f(rank, world_size)` in `world_size`
@@ -170,7 +240,7 @@ pub fn spawn<E: std::fmt::Display>(
             }
         })
         .collect();
-    supervise(workers, &SuperviseOptions::default()).map(|_| ())
+    supervise(workers, &SuperviseOptions::default(), &mut NoPeers).map(|_| ())
 }
 
 #[cfg(test)]

@@ -16,4 +16,4 @@ pub use config::{LaunchConfig, default_config_path};
 pub use error::{Error, Exit, Result, signal_name};
 pub use launch::{SHOAL_SPAWN_CHILD, launch, resolve_program, spawn};
 pub use plan::{LaunchArgs, LaunchPlan, ParentEnv, plan};
-pub use supervise::{Outcome, SuperviseOptions, WorkerSpec, hostname, supervise};
+pub use supervise::{NoPeers, Outcome, Peers, SuperviseOptions, WorkerSpec, hostname, supervise};

@@ -67,6 +67,30 @@ pub enum Outcome {
     Stopped(Exit),
 }
 
+/// Launchers on other machines of the same job. A launcher whose worker fails
+/// publishes it; the others poll and stop their own workers, so a failure on
+/// one machine ends the whole job instead of leaving peers in a collective
+/// until its timeout.
+pub trait Peers {
+    /// Tells the other launchers that this machine's job failed.
+    fn publish_failure(&mut self, summary: &str);
+    /// A failure another launcher published, if any.
+    fn poll_failure(&mut self) -> Option<String>;
+}
+
+/// A launch on one machine: nobody to tell.
+pub struct NoPeers;
+
+impl Peers for NoPeers {
+    fn publish_failure(&mut self, _: &str) {}
+    fn poll_failure(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// How often other launchers are polled.
+const PEER_POLL: Duration = Duration::from_millis(500);
+
 struct Running {
     spec: WorkerSpec,
     child: Child,
@@ -75,7 +99,11 @@ struct Running {
 
 /// Starts every worker and waits for all of them; see the module docs.
 /// `Ok` only when every worker exited 0.
-pub fn supervise(workers: Vec<WorkerSpec>, opts: &SuperviseOptions) -> Result<Vec<Outcome>> {
+pub fn supervise(
+    workers: Vec<WorkerSpec>,
+    opts: &SuperviseOptions,
+    peers: &mut dyn Peers,
+) -> Result<Vec<Outcome>> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
         .map_err(|e| Error::io("installing signal handlers", e))?;
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -100,7 +128,19 @@ pub fn supervise(workers: Vec<WorkerSpec>, opts: &SuperviseOptions) -> Result<Ve
     let mut root: Option<(usize, Exit)> = None;
     let mut interrupted: Option<i32> = None;
     let mut deadline: Option<Instant> = None;
+    let mut remote: Option<String> = None;
+    let mut next_poll = Instant::now() + PEER_POLL;
     loop {
+        if root.is_none() && interrupted.is_none() && remote.is_none() && Instant::now() >= next_poll {
+            next_poll = Instant::now() + PEER_POLL;
+            if let Some(what) = peers.poll_failure() {
+                for r in running.iter().filter(|r| r.outcome.is_none()) {
+                    kill_group(&r.child, libc::SIGTERM);
+                }
+                deadline = Some(Instant::now() + opts.grace);
+                remote = Some(what);
+            }
+        }
         if let Some(sig) = signals.pending().next() {
             // Forward to every worker group and stop the job.
             for r in running.iter().filter(|r| r.outcome.is_none()) {
@@ -121,9 +161,15 @@ pub fn supervise(workers: Vec<WorkerSpec>, opts: &SuperviseOptions) -> Result<Ve
             let exit = exit_of(status);
             let outcome = match exit {
                 None => Outcome::Success,
-                Some(e) if root.is_some() || interrupted.is_some() => Outcome::Stopped(e),
+                Some(e) if root.is_some() || interrupted.is_some() || remote.is_some() => Outcome::Stopped(e),
                 Some(e) => {
                     root = Some((i, e));
+                    peers.publish_failure(&format!(
+                        "rank {} (pid {}) on {} failed with {e}",
+                        running[i].spec.rank,
+                        running[i].child.id(),
+                        hostname()
+                    ));
                     Outcome::Failed(e)
                 }
             };
@@ -169,6 +215,10 @@ pub fn supervise(workers: Vec<WorkerSpec>, opts: &SuperviseOptions) -> Result<Ve
             pid: r.child.id(),
             exit,
         });
+    }
+    if let Some(what) = remote {
+        summarize(&running, None);
+        return Err(Error::PeerFailed { what });
     }
     if let Some(sig) = interrupted {
         summarize(&running, None);
