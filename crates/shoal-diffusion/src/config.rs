@@ -248,6 +248,12 @@ impl UNetConfig {
                 ),
             ));
         }
+        if self.downsample_padding != 1 {
+            return Err(bad(
+                "downsample_padding",
+                format!("{} is not supported; 1 is", self.downsample_padding),
+            ));
+        }
         if self.act_fn != "silu" {
             return Err(bad(
                 "act_fn",

@@ -85,6 +85,7 @@ pub struct ClipTokenizer {
     inner: Tokenizer,
     max_len: usize,
     pad_id: u32,
+    eos_id: u32,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -242,7 +243,13 @@ impl ClipTokenizer {
             inner: tk,
             max_len,
             pad_id,
+            eos_id: eos,
         })
+    }
+
+    /// The id of `<|endoftext|>`.
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
     }
 
     /// The fixed sequence length (77).

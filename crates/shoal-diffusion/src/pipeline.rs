@@ -1,0 +1,534 @@
+//! The text-to-image pipeline: `StableDiffusionPipeline` and
+//! `StableDiffusionXLPipeline`, from a diffusers folder.
+//!
+//! Written from `diffusers src/diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py`
+//! and `stable_diffusion_xl/pipeline_stable_diffusion_xl.py`. The initial noise
+//! of every item comes from a host RNG seeded by the item's own seed, so an
+//! image never depends on batching or on how items are split across
+//! processes. Latents stay in f32 between UNet calls.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde_json::{Map, Value};
+
+use crate::clip::ClipTextModel;
+use crate::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig, read_json};
+use crate::error::{Error, Result};
+use crate::scheduler::{Scheduler, SchedulerConfig, class_for};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{AddedCond, UNet};
+use crate::weights;
+
+/// The largest side accepted, in pixels (a guard against typos such as 51200).
+pub const MAX_SIDE: usize = 4096;
+/// The most steps accepted.
+pub const MAX_STEPS: usize = 1000;
+
+/// How to load a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Replaces the model's scheduler class (`ddim`, `euler`, ... or a class name).
+    pub scheduler: Option<String>,
+    /// Prefer `*.{variant}.safetensors` files (`fp16`).
+    pub variant: Option<String>,
+}
+
+/// One image to generate.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt (`None`: empty, or zeros for SDXL).
+    pub negative_prompt: Option<String>,
+    /// The seed of this item's noise.
+    pub seed: u64,
+    /// Exact initial latents `(c, h/f, w/f)`, instead of seeded noise.
+    pub latents: Option<Tensor>,
+}
+
+/// Parameters shared by a batch.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Denoising steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale (CFG runs when above 1).
+    pub guidance: f64,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+}
+
+/// What a batch produces.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Final latents `(b, c, h/f, w/f)`, f32, before VAE scaling.
+    pub latents: Tensor,
+    /// Images `(b, 3, h, w)`, f32 in [0, 1].
+    pub images: Tensor,
+    /// Per item: prompt tokens before truncation (BOS/EOS included).
+    pub prompt_tokens: Vec<usize>,
+}
+
+enum Encoders {
+    Sd {
+        tok: ClipTokenizer,
+        te: ClipTextModel,
+    },
+    Xl {
+        tok: ClipTokenizer,
+        te: ClipTextModel,
+        tok2: ClipTokenizer,
+        te2: ClipTextModel,
+    },
+}
+
+/// A loaded pipeline.
+pub struct Pipeline {
+    encoders: Encoders,
+    unet: UNet,
+    vae: AutoEncoderKL,
+    vae_cfg: VaeConfig,
+    vae_dtype: DType,
+    sched: SchedulerConfig,
+    latent_channels: usize,
+    force_zeros: bool,
+    device: Device,
+    dtype: DType,
+    dir: PathBuf,
+    default_size: usize,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Pipeline({}, {:?}, {})",
+            self.dir.display(),
+            self.dtype,
+            self.sched.class
+        )
+    }
+}
+
+fn load_clip(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    variant: Option<&str>,
+    eos: u32,
+) -> Result<ClipTextModel> {
+    let cfg_path = dir.join("config.json");
+    let cfg: ClipConfig = read_json(&cfg_path)?;
+    cfg.validate(&cfg_path)?;
+    let files = weights::find_weights(dir, "model", variant)?;
+    let vb = weights::load(&files, dtype, device)?;
+    ClipTextModel::new(vb, &cfg, eos).map_err(weights::in_file(&files))
+}
+
+/// The hidden width a text encoder's config declares.
+fn clip_width(dir: &Path) -> Result<usize> {
+    Ok(read_json::<ClipConfig>(&dir.join("config.json"))?.hidden_size)
+}
+
+impl Pipeline {
+    /// Loads a diffusers folder onto `device` in `dtype` (`from_pretrained`).
+    pub fn load(dir: &Path, device: &Device, dtype: DType, opts: &LoadOptions) -> Result<Self> {
+        let index = ModelIndex::load(dir)?;
+        let variant = opts.variant.as_deref();
+        let unet_cfg_path = dir.join("unet").join("config.json");
+        let unet_cfg: UNetConfig = read_json(&unet_cfg_path)?;
+        let blocks = unet_cfg.blocks(&unet_cfg_path)?;
+        let vae_cfg_path = dir.join("vae").join("config.json");
+        let vae_cfg: VaeConfig = read_json(&vae_cfg_path)?;
+        vae_cfg.validate(&vae_cfg_path)?;
+        let sched_path = dir.join("scheduler").join("scheduler_config.json");
+        let sched_map: Value = read_json(&sched_path)?;
+        let empty = Map::new();
+        let override_class = match &opts.scheduler {
+            None => None,
+            Some(s) => Some(class_for(s).ok_or_else(|| {
+                Error::invalid(
+                    "scheduler",
+                    s,
+                    "supported: pndm, ddim, euler, euler-a, dpm++2m (or their diffusers class names)",
+                )
+            })?),
+        };
+        let sched = SchedulerConfig::from_map(
+            sched_map.as_object().unwrap_or(&empty),
+            override_class,
+            &sched_path,
+        )?;
+
+        // Cross-checks between components, before any weight is read.
+        let xl = index.component("text_encoder_2").is_some();
+        let text_width = clip_width(&dir.join("text_encoder"))?
+            + if xl {
+                clip_width(&dir.join("text_encoder_2"))?
+            } else {
+                0
+            };
+        if let Some(b) = blocks
+            .iter()
+            .find(|b| b.cross_attn && b.cross_attention_dim != text_width)
+        {
+            return Err(Error::Config {
+                path: unet_cfg_path,
+                field: "cross_attention_dim".into(),
+                detail: format!(
+                    "{} does not match the text encoder width {text_width}",
+                    b.cross_attention_dim
+                ),
+            });
+        }
+        if xl != unet_cfg.addition_embed_type.is_some() {
+            return Err(Error::Config {
+                path: unet_cfg_path,
+                field: "addition_embed_type".into(),
+                detail: "SDXL needs both text_encoder_2 and addition_embed_type: text_time".into(),
+            });
+        }
+        if unet_cfg.in_channels != vae_cfg.latent_channels {
+            return Err(Error::Config {
+                path: unet_cfg_path,
+                field: "in_channels".into(),
+                detail: format!(
+                    "{} does not match the VAE's latent_channels {}",
+                    unet_cfg.in_channels, vae_cfg.latent_channels
+                ),
+            });
+        }
+
+        let tok = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let eos = tok.eos_id();
+        let te = load_clip(&dir.join("text_encoder"), dtype, device, variant, eos)?;
+        let encoders = if xl {
+            let tok2 = ClipTokenizer::from_dir(&dir.join("tokenizer_2"))?;
+            let te2 = load_clip(&dir.join("text_encoder_2"), dtype, device, variant, tok2.eos_id())?;
+            Encoders::Xl { tok, te, tok2, te2 }
+        } else {
+            Encoders::Sd { tok, te }
+        };
+        let unet_dir = dir.join("unet");
+        let files = weights::find_weights(&unet_dir, "diffusion_pytorch_model", variant)?;
+        let unet = UNet::new(weights::load(&files, dtype, device)?, &unet_cfg, &blocks)
+            .map_err(weights::in_file(&files))?;
+        // diffusers decodes SDXL's VAE in f32 (`force_upcast`): f16 overflows there.
+        let vae_dtype = if vae_cfg.force_upcast { DType::F32 } else { dtype };
+        let vae_dir = dir.join("vae");
+        let files = weights::find_weights(&vae_dir, "diffusion_pytorch_model", variant)?;
+        let vb = weights::load(&files, vae_dtype, device)?;
+        let vae = AutoEncoderKL::new(
+            vb,
+            vae_cfg.in_channels,
+            vae_cfg.out_channels,
+            AutoEncoderKLConfig {
+                block_out_channels: vae_cfg.block_out_channels.clone(),
+                layers_per_block: vae_cfg.layers_per_block,
+                latent_channels: vae_cfg.latent_channels,
+                norm_num_groups: vae_cfg.norm_num_groups,
+                use_quant_conv: vae_cfg.use_quant_conv,
+                use_post_quant_conv: vae_cfg.use_post_quant_conv,
+            },
+        )
+        .map_err(|e| weights::in_file(&files)(Error::Candle(e)))?;
+        let default_size = unet_cfg.sample_size.unwrap_or(64) * vae_cfg.scale_factor();
+        Ok(Pipeline {
+            encoders,
+            unet,
+            latent_channels: vae_cfg.latent_channels,
+            vae,
+            vae_cfg,
+            vae_dtype,
+            sched,
+            force_zeros: index.force_zeros_for_empty_prompt,
+            device: device.clone(),
+            dtype,
+            dir: dir.to_path_buf(),
+            default_size,
+        })
+    }
+
+    /// The default image side (`sample_size × VAE factor`).
+    pub fn default_size(&self) -> usize {
+        self.default_size
+    }
+
+    /// The scheduler class in use.
+    pub fn scheduler_class(&self) -> &str {
+        &self.sched.class
+    }
+
+    /// The VAE's spatial factor.
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae_cfg.scale_factor()
+    }
+
+    /// Checks parameters before any work; errors name the field and the range.
+    pub fn check(&self, p: &Params) -> Result<()> {
+        let f = self.vae_scale_factor();
+        for (field, v) in [("height", p.height), ("width", p.width)] {
+            if v == 0 || v % f != 0 || v > MAX_SIDE {
+                return Err(Error::invalid(
+                    field,
+                    v,
+                    format!("must be a positive multiple of {f} (the VAE factor), at most {MAX_SIDE}"),
+                ));
+            }
+        }
+        if p.steps == 0 || p.steps > MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                p.steps,
+                format!("must be between 1 and {MAX_STEPS}"),
+            ));
+        }
+        if !p.guidance.is_finite() || p.guidance < 0.0 {
+            return Err(Error::invalid(
+                "guidance",
+                p.guidance,
+                "must be a finite number ≥ 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The seeded initial noise of one item, `(c, h/f, w/f)` f32 (host RNG).
+    pub fn noise(&self, seed: u64, p: &Params) -> Result<Tensor> {
+        let f = self.vae_scale_factor();
+        let shape = (self.latent_channels, p.height / f, p.width / f);
+        Ok(host_normal(
+            seed,
+            shape.0 * shape.1 * shape.2,
+            shape,
+            &self.device,
+        )?)
+    }
+
+    fn encode_sd(
+        &self,
+        tok: &ClipTokenizer,
+        te: &ClipTextModel,
+        prompts: &[&str],
+    ) -> Result<(Tensor, Vec<usize>)> {
+        let mut ids = Vec::new();
+        let mut lens = Vec::new();
+        for p in prompts {
+            let t = tok.encode(p)?;
+            warn_truncation(tok, p, &t);
+            lens.push(t.untruncated_len);
+            ids.push(t.ids);
+        }
+        Ok((te.forward(&ids, &self.device)?.last_hidden, lens))
+    }
+
+    /// Text conditioning for prompts: `(context, pooled for SDXL, token counts)`.
+    fn encode(&self, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
+        match &self.encoders {
+            Encoders::Sd { tok, te } => {
+                let (c, l) = self.encode_sd(tok, te, prompts)?;
+                Ok((c, None, l))
+            }
+            Encoders::Xl { tok, te, tok2, te2 } => {
+                let mut ids1 = Vec::new();
+                let mut ids2 = Vec::new();
+                let mut lens = Vec::new();
+                for p in prompts {
+                    let t1 = tok.encode(p)?;
+                    warn_truncation(tok, p, &t1);
+                    lens.push(t1.untruncated_len);
+                    ids1.push(t1.ids);
+                    ids2.push(tok2.encode(p)?.ids);
+                }
+                let o1 = te.forward(&ids1, &self.device)?;
+                let o2 = te2.forward(&ids2, &self.device)?;
+                let ctx = Tensor::cat(&[o1.penultimate, o2.penultimate], 2)?;
+                Ok((ctx, Some(o2.pooled), lens))
+            }
+        }
+    }
+
+    /// Runs a batch: every item shares `p`; each item's noise is its own.
+    pub fn generate(
+        &self,
+        items: &[Item],
+        p: &Params,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output> {
+        self.check(p)?;
+        if items.is_empty() {
+            return Err(Error::invalid("items", 0, "a batch needs at least one item"));
+        }
+        let b = items.len();
+        let f = self.vae_scale_factor();
+        let mut sched = Scheduler::new(&self.sched, p.steps)?;
+        let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
+        let (cond, pooled, prompt_tokens) = self.encode(&prompts)?;
+        let cfg = p.guidance > 1.0;
+        let (ctx, pooled) = if cfg {
+            let zeros = matches!(self.encoders, Encoders::Xl { .. })
+                && self.force_zeros
+                && items.iter().all(|i| i.negative_prompt.is_none());
+            let (neg, neg_pooled) = if zeros {
+                (
+                    cond.zeros_like()?,
+                    pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+                )
+            } else {
+                let negs: Vec<&str> = items
+                    .iter()
+                    .map(|i| i.negative_prompt.as_deref().unwrap_or(""))
+                    .collect();
+                let (n, np, _) = self.encode(&negs)?;
+                (n, np)
+            };
+            let pooled = match (neg_pooled, pooled) {
+                (Some(n), Some(c)) => Some(Tensor::cat(&[n, c], 0)?),
+                _ => None,
+            };
+            (Tensor::cat(&[neg, cond], 0)?, pooled)
+        } else {
+            (cond, pooled)
+        };
+        let ctx = ctx.to_dtype(self.dtype)?;
+        let added = match pooled {
+            Some(text_embeds) => {
+                let n = text_embeds.dim(0)?;
+                let (h, w) = (p.height as f32, p.width as f32);
+                let ids: Vec<f32> = (0..n).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
+                Some(AddedCond {
+                    text_embeds: text_embeds.to_dtype(self.dtype)?,
+                    time_ids: Tensor::from_vec(ids, (n, 6), &self.device)?,
+                })
+            }
+            None => None,
+        };
+
+        let shape = (self.latent_channels, p.height / f, p.width / f);
+        let mut init = Vec::with_capacity(b);
+        for it in items {
+            let t = match &it.latents {
+                Some(l) => {
+                    if l.dims() != [shape.0, shape.1, shape.2] {
+                        return Err(Error::invalid(
+                            "latents",
+                            format!("{:?}", l.dims()),
+                            format!(
+                                "expected {:?} for {}×{}",
+                                [shape.0, shape.1, shape.2],
+                                p.height,
+                                p.width
+                            ),
+                        ));
+                    }
+                    l.to_device(&self.device)?.to_dtype(DType::F32)?
+                }
+                None => (self.noise(it.seed, p)? * sched.init_noise_sigma())?,
+            };
+            init.push(t);
+        }
+        let mut x = Tensor::stack(&init, 0)?;
+        let n = sched.timesteps().len();
+        for i in 0..n {
+            let t = sched.timesteps()[i];
+            let xin = if cfg {
+                Tensor::cat(&[&x, &x], 0)?
+            } else {
+                x.clone()
+            };
+            let xin = sched.scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
+            let out = self
+                .unet
+                .forward(&xin, t, &ctx, added.as_ref())?
+                .to_dtype(DType::F32)?;
+            let out = if cfg {
+                let (u, c) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
+                (&u + ((c - &u)? * p.guidance)?)?
+            } else {
+                out
+            };
+            let noise = if sched.needs_noise() {
+                let per: Vec<Tensor> = items
+                    .iter()
+                    .map(|it| {
+                        host_normal(
+                            step_seed(it.seed, i),
+                            shape.0 * shape.1 * shape.2,
+                            shape,
+                            &self.device,
+                        )
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                Some(Tensor::stack(&per, 0)?)
+            } else {
+                None
+            };
+            x = sched.step(&out, i, &x, noise.as_ref())?;
+            on_step(i + 1, n);
+        }
+        let images = self.decode(&x)?;
+        Ok(Output {
+            latents: x,
+            images,
+            prompt_tokens,
+        })
+    }
+
+    /// VAE decode to images in [0, 1].
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let z = (latents / self.vae_cfg.scaling_factor)?.to_dtype(self.vae_dtype)?;
+        let img = self.vae.decode(&z)?.to_dtype(DType::F32)?;
+        Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+
+    /// The device the pipeline runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Tokens) {
+    if t.untruncated_len > tok.max_len() {
+        eprintln!(
+            "warning: the prompt {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
+            prompt.chars().take(60).collect::<String>(),
+            t.untruncated_len,
+            tok.max_len()
+        );
+    }
+}
+
+/// splitmix64: spreads a seed's bits.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// The seed of item `index` of a job with `base` seed: a function of both,
+/// never of the rank or the batch.
+pub fn item_seed(base: u64, index: u64) -> u64 {
+    splitmix(base ^ splitmix(index.wrapping_add(0x5EED)))
+}
+
+fn step_seed(seed: u64, step: usize) -> u64 {
+    splitmix(seed ^ splitmix(0xA5A5_0000 + step as u64))
+}
+
+fn host_normal(
+    seed: u64,
+    n: usize,
+    shape: (usize, usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(v, shape, device)
+}

@@ -1,0 +1,622 @@
+//! Schedulers with diffusers' semantics: PNDM (PLMS), DDIM, Euler, Euler
+//! ancestral and DPM-Solver++ 2M.
+//!
+//! Written from `huggingface/diffusers src/diffusers/schedulers/`
+//! (`scheduling_pndm.py`, `scheduling_ddim.py`, `scheduling_euler_discrete.py`,
+//! `scheduling_euler_ancestral_discrete.py`, `scheduling_dpmsolver_multistep.py`).
+//! A config is read as diffusers' `from_config` reads it: the keys present in
+//! `scheduler_config.json` override the chosen class's own defaults, so
+//! `--scheduler` can swap the class and keep the model's betas and spacing.
+//! Arithmetic on the schedule runs in f64 on the host; tensors see scalars.
+
+use candle_core::Tensor;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The scheduler classes shoal implements.
+pub const SUPPORTED: &[&str] = &[
+    "PNDMScheduler",
+    "DDIMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+];
+
+/// Short names accepted by `--scheduler`.
+pub fn class_for(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "pndm" | "pndmscheduler" => "PNDMScheduler",
+        "ddim" | "ddimscheduler" => "DDIMScheduler",
+        "euler" | "eulerdiscretescheduler" => "EulerDiscreteScheduler",
+        "euler-a" | "euler_a" | "euler-ancestral" | "eulerancestraldiscretescheduler" => {
+            "EulerAncestralDiscreteScheduler"
+        }
+        "dpm++2m" | "dpmpp2m" | "dpm-solver++" | "dpmsolvermultistepscheduler" => {
+            "DPMSolverMultistepScheduler"
+        }
+        _ => return None,
+    })
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    /// The noise.
+    Epsilon,
+    /// The velocity (SD 2.x 768).
+    V,
+}
+
+/// The shared part of every scheduler config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    /// The class.
+    pub class: String,
+    /// Training steps.
+    pub num_train_timesteps: usize,
+    /// First beta.
+    pub beta_start: f64,
+    /// Last beta.
+    pub beta_end: f64,
+    /// `linear`, `scaled_linear` or `squaredcos_cap_v2`.
+    pub beta_schedule: String,
+    /// Epsilon or v.
+    pub prediction: Prediction,
+    /// `leading`, `trailing` or `linspace`.
+    pub timestep_spacing: String,
+    /// Added to leading timesteps.
+    pub steps_offset: usize,
+    /// DDIM: clip the predicted x0.
+    pub clip_sample: bool,
+    /// DDIM: the clip range.
+    pub clip_sample_range: f64,
+    /// DDIM / PNDM: the final alpha is 1 rather than `alphas_cumprod[0]`.
+    pub set_alpha_to_one: bool,
+}
+
+fn get_f(m: &Map<String, Value>, k: &str, d: f64) -> f64 {
+    m.get(k).and_then(Value::as_f64).unwrap_or(d)
+}
+fn get_b(m: &Map<String, Value>, k: &str, d: bool) -> bool {
+    m.get(k).and_then(Value::as_bool).unwrap_or(d)
+}
+fn get_s(m: &Map<String, Value>, k: &str, d: &str) -> String {
+    m.get(k).and_then(Value::as_str).unwrap_or(d).to_string()
+}
+
+impl SchedulerConfig {
+    /// Reads a `scheduler_config.json` map as class `class` (the file's own
+    /// `_class_name` unless overridden); unsupported settings are errors.
+    pub fn from_map(m: &Map<String, Value>, class: Option<&str>, path: &std::path::Path) -> Result<Self> {
+        let bad = |field: &str, detail: String| Error::Config {
+            path: path.to_path_buf(),
+            field: field.into(),
+            detail,
+        };
+        let class = match class {
+            Some(c) => c.to_string(),
+            None => get_s(m, "_class_name", ""),
+        };
+        if !SUPPORTED.contains(&class.as_str()) {
+            return Err(bad(
+                "_class_name",
+                format!("{class:?} is not supported; supported: {}", SUPPORTED.join(", ")),
+            ));
+        }
+        let default_spacing = match class.as_str() {
+            "PNDMScheduler" | "DDIMScheduler" => "leading",
+            _ => "linspace",
+        };
+        let prediction = match get_s(m, "prediction_type", "epsilon").as_str() {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::V,
+            other => {
+                return Err(bad(
+                    "prediction_type",
+                    format!("{other:?}; supported: epsilon, v_prediction"),
+                ));
+            }
+        };
+        let c = SchedulerConfig {
+            num_train_timesteps: m
+                .get("num_train_timesteps")
+                .and_then(Value::as_u64)
+                .unwrap_or(1000) as usize,
+            beta_start: get_f(m, "beta_start", 0.0001),
+            beta_end: get_f(m, "beta_end", 0.02),
+            beta_schedule: get_s(m, "beta_schedule", "linear"),
+            prediction,
+            timestep_spacing: get_s(m, "timestep_spacing", default_spacing),
+            steps_offset: m.get("steps_offset").and_then(Value::as_u64).unwrap_or(0) as usize,
+            clip_sample: get_b(m, "clip_sample", class == "DDIMScheduler"),
+            clip_sample_range: get_f(m, "clip_sample_range", 1.0),
+            set_alpha_to_one: get_b(m, "set_alpha_to_one", class == "DDIMScheduler"),
+            class,
+        };
+        if !["linear", "scaled_linear", "squaredcos_cap_v2"].contains(&c.beta_schedule.as_str()) {
+            return Err(bad(
+                "beta_schedule",
+                format!(
+                    "{:?}; supported: linear, scaled_linear, squaredcos_cap_v2",
+                    c.beta_schedule
+                ),
+            ));
+        }
+        if !["leading", "trailing", "linspace"].contains(&c.timestep_spacing.as_str()) {
+            return Err(bad(
+                "timestep_spacing",
+                format!("{:?}; supported: leading, trailing, linspace", c.timestep_spacing),
+            ));
+        }
+        if c.num_train_timesteps < 2 {
+            return Err(bad("num_train_timesteps", "must be at least 2".into()));
+        }
+        for (k, ok) in [
+            ("trained_betas", m.get("trained_betas").is_none_or(Value::is_null)),
+            ("thresholding", !get_b(m, "thresholding", false)),
+            (
+                "rescale_betas_zero_snr",
+                !get_b(m, "rescale_betas_zero_snr", false),
+            ),
+            ("use_karras_sigmas", !get_b(m, "use_karras_sigmas", false)),
+            (
+                "use_exponential_sigmas",
+                !get_b(m, "use_exponential_sigmas", false),
+            ),
+            ("use_beta_sigmas", !get_b(m, "use_beta_sigmas", false)),
+        ] {
+            if !ok {
+                return Err(bad(k, "is not supported by shoal's schedulers".into()));
+            }
+        }
+        match c.class.as_str() {
+            "PNDMScheduler" if !get_b(m, "skip_prk_steps", false) => {
+                return Err(bad(
+                    "skip_prk_steps",
+                    "only PLMS (skip_prk_steps: true, as SD 1.x ships) is supported".into(),
+                ));
+            }
+            "EulerDiscreteScheduler" if get_s(m, "interpolation_type", "linear") != "linear" => {
+                return Err(bad("interpolation_type", "only linear is supported".into()));
+            }
+            "DPMSolverMultistepScheduler" => {
+                for (k, want, d) in [
+                    ("algorithm_type", "dpmsolver++", "dpmsolver++"),
+                    ("solver_type", "midpoint", "midpoint"),
+                    ("final_sigmas_type", "zero", "zero"),
+                ] {
+                    if get_s(m, k, d) != want {
+                        return Err(bad(k, format!("only {want} is supported")));
+                    }
+                }
+                if m.get("solver_order").and_then(Value::as_u64).unwrap_or(2) != 2 {
+                    return Err(bad("solver_order", "only 2 is supported".into()));
+                }
+                if !get_b(m, "lower_order_final", true) || get_b(m, "euler_at_final", false) {
+                    return Err(bad(
+                        "lower_order_final",
+                        "only lower_order_final: true, euler_at_final: false".into(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(c)
+    }
+
+    /// `alphas_cumprod` for the training schedule.
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        let t = self.num_train_timesteps;
+        let betas: Vec<f64> = match self.beta_schedule.as_str() {
+            "scaled_linear" => linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), t)
+                .iter()
+                .map(|b| b * b)
+                .collect(),
+            "squaredcos_cap_v2" => {
+                let ab = |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                (0..t)
+                    .map(|i| (1.0 - ab((i + 1) as f64 / t as f64) / ab(i as f64 / t as f64)).min(0.999))
+                    .collect()
+            }
+            _ => linspace(self.beta_start, self.beta_end, t),
+        };
+        let mut acc = 1.0;
+        betas
+            .iter()
+            .map(|b| {
+                // diffusers keeps betas and their cumulative product in f32.
+                acc = ((acc * (1.0 - b)) as f32) as f64;
+                acc
+            })
+            .collect()
+    }
+}
+
+fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![a];
+    }
+    (0..n)
+        .map(|i| ((a + (b - a) * i as f64 / (n - 1) as f64) as f32) as f64)
+        .collect()
+}
+
+/// numpy's round-half-to-even.
+fn round_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 {
+        2.0 * (x / 2.0).round()
+    } else {
+        r
+    }
+}
+
+/// The spaced timesteps for `n` inference steps, descending. DDIM rounds
+/// `linspace` timesteps to integers; Euler keeps them fractional.
+fn spaced(c: &SchedulerConfig, n: usize, round_linspace: bool) -> Vec<f64> {
+    let t = c.num_train_timesteps;
+    match c.timestep_spacing.as_str() {
+        "linspace" => {
+            let step = (t - 1) as f64 / (n.max(2) - 1) as f64;
+            (0..n)
+                .rev()
+                .map(|i| if n == 1 { 0.0 } else { i as f64 * step })
+                .map(|x| {
+                    if round_linspace {
+                        round_even(x)
+                    } else {
+                        (x as f32) as f64
+                    }
+                })
+                .collect()
+        }
+        "trailing" => {
+            let ratio = t as f64 / n as f64;
+            let mut v = Vec::new();
+            let mut x = t as f64;
+            while x > 0.0 && v.len() < n {
+                v.push(round_even(x) - 1.0);
+                x -= ratio;
+            }
+            v
+        }
+        _ => {
+            let ratio = t / n;
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio + c.steps_offset) as f64)
+                .collect()
+        }
+    }
+}
+
+/// A scheduler in the middle of a run: timesteps, and the state the
+/// multistep methods carry between steps.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    ac: Vec<f64>,
+    n: usize,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f64>,
+    init_sigma: f64,
+    // PNDM
+    ets: Vec<Tensor>,
+    counter: usize,
+    cur_sample: Option<Tensor>,
+    // DPM-Solver++
+    outputs: Vec<Tensor>,
+    lower_order_nums: usize,
+}
+
+fn interp(x: f64, table: &[f64]) -> f64 {
+    let i = x.floor().clamp(0.0, (table.len() - 1) as f64) as usize;
+    let j = (i + 1).min(table.len() - 1);
+    let f = x - i as f64;
+    table[i] * (1.0 - f) + table[j] * f
+}
+
+impl Scheduler {
+    /// Prepares `steps` inference steps.
+    pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Self> {
+        if steps == 0 || steps > cfg.num_train_timesteps {
+            return Err(Error::invalid(
+                "steps",
+                steps,
+                format!(
+                    "must be between 1 and num_train_timesteps ({})",
+                    cfg.num_train_timesteps
+                ),
+            ));
+        }
+        let ac = cfg.alphas_cumprod();
+        let t = cfg.num_train_timesteps;
+        let mut sigmas = Vec::new();
+        let mut init_sigma = 1.0;
+        let timesteps = match cfg.class.as_str() {
+            "PNDMScheduler" => {
+                let ratio = t / steps;
+                let asc: Vec<f64> = (0..steps)
+                    .map(|i| (i * ratio + cfg.steps_offset) as f64)
+                    .collect();
+                // PLMS: [:-1] + [-2] + [-1], reversed (one timestep is run twice).
+                let mut plms = asc[..steps - 1].to_vec();
+                if steps >= 2 {
+                    plms.push(asc[steps - 2]);
+                }
+                plms.push(asc[steps - 1]);
+                plms.reverse();
+                plms
+            }
+            "DPMSolverMultistepScheduler" => {
+                let ts: Vec<f64> = match cfg.timestep_spacing.as_str() {
+                    "linspace" => linspace(0.0, (t - 1) as f64, steps + 1)
+                        .into_iter()
+                        .map(round_even)
+                        .rev()
+                        .take(steps)
+                        .collect(),
+                    "leading" => {
+                        let ratio = t / (steps + 1);
+                        (0..=steps)
+                            .rev()
+                            .take(steps)
+                            .map(|i| (i * ratio + cfg.steps_offset) as f64)
+                            .collect()
+                    }
+                    _ => spaced(cfg, steps, true),
+                };
+                let full: Vec<f64> = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+                sigmas = ts.iter().map(|&x| interp(x, &full)).collect();
+                sigmas.push(0.0);
+                ts
+            }
+            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+                let ts = spaced(cfg, steps, false);
+                let full: Vec<f64> = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+                sigmas = ts.iter().map(|&x| (interp(x, &full) as f32) as f64).collect();
+                sigmas.push(0.0);
+                let max = sigmas.iter().cloned().fold(0.0, f64::max);
+                init_sigma = if ["linspace", "trailing"].contains(&cfg.timestep_spacing.as_str()) {
+                    max
+                } else {
+                    (max * max + 1.0).sqrt()
+                };
+                ts
+            }
+            _ => spaced(cfg, steps, true),
+        };
+        Ok(Scheduler {
+            cfg: cfg.clone(),
+            ac,
+            n: steps,
+            timesteps,
+            sigmas,
+            init_sigma,
+            ets: Vec::new(),
+            counter: 0,
+            cur_sample: None,
+            outputs: Vec::new(),
+            lower_order_nums: 0,
+        })
+    }
+
+    /// The timesteps the UNet sees, one per model call.
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// Initial latents are `noise × init_noise_sigma`.
+    pub fn init_noise_sigma(&self) -> f64 {
+        self.init_sigma
+    }
+
+    /// Whether `step` takes fresh noise (ancestral sampling).
+    pub fn needs_noise(&self) -> bool {
+        self.cfg.class == "EulerAncestralDiscreteScheduler"
+    }
+
+    /// `scale_model_input` for step `i`.
+    pub fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
+        match self.cfg.class.as_str() {
+            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+                let s = self.sigmas[i];
+                Ok((x / (s * s + 1.0).sqrt())?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+
+    fn final_alpha(&self) -> f64 {
+        if self.cfg.set_alpha_to_one {
+            1.0
+        } else {
+            self.ac[0]
+        }
+    }
+
+    fn alpha_at(&self, t: f64) -> f64 {
+        if t >= 0.0 {
+            self.ac[t as usize]
+        } else {
+            self.final_alpha()
+        }
+    }
+
+    /// One denoising step: the sample at step `i + 1` from the model output at step `i`.
+    pub fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+        let t = self.timesteps[i];
+        let ratio = (self.cfg.num_train_timesteps / self.n) as f64;
+        match self.cfg.class.as_str() {
+            "DDIMScheduler" => {
+                let (a, a_prev) = (self.alpha_at(t), self.alpha_at(t - ratio));
+                let b = 1.0 - a;
+                let (mut x0, eps) = match self.cfg.prediction {
+                    Prediction::Epsilon => (((x - (out * b.sqrt())?)? / a.sqrt())?, out.clone()),
+                    Prediction::V => (
+                        ((x * a.sqrt())? - (out * b.sqrt())?)?,
+                        ((out * a.sqrt())? + (x * b.sqrt())?)?,
+                    ),
+                };
+                if self.cfg.clip_sample {
+                    let r = self.cfg.clip_sample_range;
+                    x0 = x0.clamp(-r, r)?;
+                }
+                Ok(((x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?)?)
+            }
+            "PNDMScheduler" => self.step_plms(out, t, ratio, x),
+            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+                let (s, s_next) = (self.sigmas[i], self.sigmas[i + 1]);
+                let x0 = match self.cfg.prediction {
+                    Prediction::Epsilon => (x - (out * s)?)?,
+                    Prediction::V => ((out * (-s / (s * s + 1.0).sqrt()))? + (x / (s * s + 1.0))?)?,
+                };
+                let deriv = ((x - &x0)? / s)?;
+                if self.needs_noise() {
+                    let up = (s_next * s_next * (s * s - s_next * s_next) / (s * s)).sqrt();
+                    let down = (s_next * s_next - up * up).sqrt();
+                    let prev = (x + (deriv * (down - s))?)?;
+                    match noise {
+                        Some(n) if up > 0.0 => Ok((prev + (n * up)?)?),
+                        Some(_) => Ok(prev),
+                        None => Err(Error::invalid(
+                            "noise",
+                            "none",
+                            "Euler ancestral needs noise at every step",
+                        )),
+                    }
+                } else {
+                    Ok((x + (deriv * (s_next - s))?)?)
+                }
+            }
+            _ => self.step_dpm(out, i, x),
+        }
+    }
+
+    fn step_plms(&mut self, out: &Tensor, t: f64, ratio: f64, x: &Tensor) -> Result<Tensor> {
+        let (mut t, mut prev_t) = (t, t - ratio);
+        if self.counter != 1 {
+            if self.ets.len() > 3 {
+                self.ets.remove(0);
+            }
+            self.ets.push(out.clone());
+        } else {
+            prev_t = t;
+            t += ratio;
+        }
+        let e = &self.ets;
+        let k = e.len();
+        let mut sample = x.clone();
+        let m = if k == 1 && self.counter == 0 {
+            self.cur_sample = Some(x.clone());
+            out.clone()
+        } else if k == 1 && self.counter == 1 {
+            sample = self.cur_sample.take().unwrap_or_else(|| x.clone());
+            ((out + &e[0])? / 2.0)?
+        } else if k == 2 {
+            (((&e[1] * 3.0)? - &e[0])? / 2.0)?
+        } else if k == 3 {
+            ((((&e[2] * 23.0)? - (&e[1] * 16.0)?)? + (&e[0] * 5.0)?)? / 12.0)?
+        } else {
+            ((((((&e[k - 1] * 55.0)? - (&e[k - 2] * 59.0)?)? + (&e[k - 3] * 37.0)?)? - (&e[k - 4] * 9.0)?)?)
+                / 24.0)?
+        };
+        let (a, a_prev) = (self.alpha_at(t), self.alpha_at(prev_t));
+        let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+        let m = match self.cfg.prediction {
+            Prediction::V => ((m * a.sqrt())? + (&sample * b.sqrt())?)?,
+            Prediction::Epsilon => m,
+        };
+        let coeff = (a_prev / a).sqrt();
+        let denom = a * b_prev.sqrt() + (a * b * a_prev).sqrt();
+        self.counter += 1;
+        Ok(((&sample * coeff)? - (m * ((a_prev - a) / denom))?)?)
+    }
+
+    fn step_dpm(&mut self, out: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        let alpha_sigma = |s: f64| {
+            let a = 1.0 / (s * s + 1.0).sqrt();
+            (a, s * a)
+        };
+        let s0 = self.sigmas[i];
+        let (a0, sg0) = alpha_sigma(s0);
+        let x0 = match self.cfg.prediction {
+            Prediction::Epsilon => ((x - (out * sg0)?)? / a0)?,
+            Prediction::V => ((x * a0)? - (out * sg0)?)?,
+        };
+        if self.outputs.len() >= 2 {
+            self.outputs.remove(0);
+        }
+        self.outputs.push(x0.clone());
+        let n = self.timesteps.len();
+        let lower_final = i == n - 1;
+        let st = self.sigmas[i + 1];
+        let (at, sgt) = alpha_sigma(st);
+        let lam = |a: f64, s: f64| a.ln() - s.ln();
+        let first_order = self.lower_order_nums < 1 || lower_final;
+        let prev = if st == 0.0 {
+            // λ_t = +∞: the update is the predicted x0 itself.
+            x0
+        } else if first_order || self.outputs.len() < 2 {
+            let h = lam(at, sgt) - lam(a0, sg0);
+            ((x * (sgt / sg0))? - (&x0 * (at * ((-h).exp() - 1.0)))?)?
+        } else {
+            let s1 = self.sigmas[i - 1];
+            let (a1, sg1) = alpha_sigma(s1);
+            let (lt, l0, l1) = (lam(at, sgt), lam(a0, sg0), lam(a1, sg1));
+            let (h, h0) = (lt - l0, l0 - l1);
+            let r0 = h0 / h;
+            let (m0, m1) = (&self.outputs[1], &self.outputs[0]);
+            let d1 = ((m0 - m1)? * (1.0 / r0))?;
+            let c = at * ((-h).exp() - 1.0);
+            (((x * (sgt / sg0))? - (m0 * c)?)? - (d1 * (0.5 * c))?)?
+        };
+        self.lower_order_nums = (self.lower_order_nums + 1).min(2);
+        Ok(prev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: &str, class: Option<&str>) -> SchedulerConfig {
+        let v: Value = serde_json::from_str(json).unwrap();
+        SchedulerConfig::from_map(v.as_object().unwrap(), class, std::path::Path::new("s.json")).unwrap()
+    }
+
+    const SD15: &str = r#"{"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000, "set_alpha_to_one": false,
+        "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null}"#;
+
+    #[test]
+    fn pndm_plms_timesteps_repeat_one() {
+        let s = Scheduler::new(&cfg(SD15, None), 5).unwrap();
+        // diffusers: PNDMScheduler.from_config(sd15).set_timesteps(5) → [801, 601, 601, 401, 201, 1]
+        assert_eq!(s.timesteps(), &[801.0, 601.0, 601.0, 401.0, 201.0, 1.0]);
+    }
+
+    #[test]
+    fn ddim_leading_with_offset() {
+        let s = Scheduler::new(&cfg(SD15, Some("DDIMScheduler")), 4).unwrap();
+        assert_eq!(s.timesteps(), &[751.0, 501.0, 251.0, 1.0]);
+    }
+
+    #[test]
+    fn unknown_classes_list_the_supported_ones() {
+        let v: Value = serde_json::from_str(r#"{"_class_name": "LMSDiscreteScheduler"}"#).unwrap();
+        let e = SchedulerConfig::from_map(v.as_object().unwrap(), None, std::path::Path::new("s.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LMSDiscreteScheduler") && e.contains("DDIMScheduler"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_steps_are_rejected() {
+        assert!(Scheduler::new(&cfg(SD15, None), 0).is_err());
+    }
+}

@@ -1,0 +1,524 @@
+//! `UNet2DConditionModel` for SD 1.x, 2.x and XL.
+//!
+//! Written from `huggingface/diffusers src/diffusers/models/unets/unet_2d_condition.py`,
+//! `unet_2d_blocks.py`, `models/resnet.py`, `models/attention.py` and
+//! `models/transformers/transformer_2d.py`. Weight paths are the PyTorch
+//! state-dict keys. Unlike candle-transformers' UNet it is built from
+//! `config.json` (any block count, widths, group count, heads, transformer
+//! depth per block) and has SDXL's `add_embedding` (`addition_embed_type:
+//! text_time`).
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::config::{BlockSpec, UNetConfig};
+use crate::error::Result;
+
+type CResult<T> = candle_core::Result<T>;
+
+fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> CResult<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    candle_nn::conv2d(cin, cout, k, cfg, vb)
+}
+
+/// `get_timestep_embedding`: sinusoidal embedding of `t` (shape `(b,)`, f32).
+pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, shift: f64) -> CResult<Tensor> {
+    let half = dim / 2;
+    let device = t.device();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), device)?;
+    let args = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let (sin, cos) = (args.sin()?, args.cos()?);
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(&[cos, sin], 1)?
+    } else {
+        Tensor::cat(&[sin, cos], 1)?
+    };
+    if dim % 2 == 1 {
+        emb.pad_with_zeros(1, 0, 1)
+    } else {
+        Ok(emb)
+    }
+}
+
+/// `TimestepEmbedding`: linear, SiLU, linear.
+#[derive(Debug)]
+struct TimestepEmbedding {
+    l1: Linear,
+    l2: Linear,
+}
+
+impl TimestepEmbedding {
+    fn new(vb: VarBuilder, cin: usize, dim: usize) -> CResult<Self> {
+        Ok(TimestepEmbedding {
+            l1: candle_nn::linear(cin, dim, vb.pp("linear_1"))?,
+            l2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        self.l2.forward(&self.l1.forward(x)?.silu()?)
+    }
+}
+
+/// `ResnetBlock2D` (time-scale-shift `default`).
+#[derive(Debug)]
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    temb: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+    scale: f64,
+}
+
+impl Resnet {
+    fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: usize,
+        c: &UNetConfig,
+        scale: f64,
+    ) -> CResult<Self> {
+        let g = c.norm_num_groups;
+        Ok(Resnet {
+            norm1: candle_nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
+            conv1: conv(vb.pp("conv1"), cin, cout, 3, 1)?,
+            temb: candle_nn::linear(temb, cout, vb.pp("time_emb_proj"))?,
+            norm2: candle_nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
+            conv2: conv(vb.pp("conv2"), cout, cout, 3, 1)?,
+            shortcut: if cin != cout {
+                Some(conv(vb.pp("conv_shortcut"), cin, cout, 1, 1)?)
+            } else {
+                None
+            },
+            scale,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let t = self.temb.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = h.broadcast_add(&t)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let out = (skip + h)?;
+        if self.scale == 1.0 {
+            Ok(out)
+        } else {
+            out / self.scale
+        }
+    }
+}
+
+/// `Attention` with separate q/k/v projections (no bias) and `to_out.0`.
+#[derive(Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> CResult<Self> {
+        Ok(Attention {
+            q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            k: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_k"))?,
+            v: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_v"))?,
+            out: candle_nn::linear(dim, dim, vb.pp("to_out").pp(0))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> CResult<Tensor> {
+        let ctx = ctx.unwrap_or(x);
+        let (b, s, dim) = x.dims3()?;
+        let d = dim / self.heads;
+        let split = |t: Tensor| -> CResult<Tensor> {
+            let n = t.dim(1)?;
+            t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split(self.q.forward(x)?)?;
+        let k = split(self.k.forward(ctx)?)?;
+        let v = split(self.v.forward(ctx)?)?;
+        let dtype = q.dtype();
+        // Scores and softmax in f32 (diffusers' `upcast_attention`), always.
+        let w = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * (d as f64).powf(-0.5))?;
+        let w = candle_nn::ops::softmax_last_dim(&w)?.to_dtype(dtype)?;
+        let o = w.matmul(&v)?.transpose(1, 2)?.reshape((b, s, dim))?;
+        self.out.forward(&o)
+    }
+}
+
+/// `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
+#[derive(Debug)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> CResult<Self> {
+        let inner = dim * 4;
+        Ok(TransformerBlock {
+            norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
+            norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads)?,
+            norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff_in: candle_nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
+            ff_out: candle_nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor) -> CResult<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(ctx))? + &x)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(2)? / 2;
+        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
+        let h = self.ff_out.forward(&(a * gate.gelu_erf()?)?)?;
+        h + x
+    }
+}
+
+/// `Transformer2DModel` (continuous input).
+#[derive(Debug)]
+struct Transformer2D {
+    norm: GroupNorm,
+    proj_in: Proj,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Proj,
+}
+
+#[derive(Debug)]
+enum Proj {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+impl Transformer2D {
+    fn new(vb: VarBuilder, ch: usize, spec: &BlockSpec, layers: usize, c: &UNetConfig) -> CResult<Self> {
+        let proj = |name: &str| -> CResult<Proj> {
+            Ok(if c.use_linear_projection {
+                Proj::Linear(candle_nn::linear(ch, ch, vb.pp(name))?)
+            } else {
+                Proj::Conv(conv(vb.pp(name), ch, ch, 1, 1)?)
+            })
+        };
+        Ok(Transformer2D {
+            norm: candle_nn::group_norm(c.norm_num_groups, ch, 1e-6, vb.pp("norm"))?,
+            proj_in: proj("proj_in")?,
+            blocks: (0..layers)
+                .map(|i| {
+                    TransformerBlock::new(
+                        vb.pp("transformer_blocks").pp(i),
+                        ch,
+                        spec.cross_attention_dim,
+                        spec.heads,
+                    )
+                })
+                .collect::<CResult<_>>()?,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor) -> CResult<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let mut y = self.norm.forward(x)?;
+        let to_seq = |t: Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
+        y = match &self.proj_in {
+            Proj::Conv(p) => to_seq(p.forward(&y)?)?,
+            Proj::Linear(p) => p.forward(&to_seq(y)?)?,
+        };
+        for blk in &self.blocks {
+            y = blk.forward(&y, ctx)?;
+        }
+        let to_img = |t: Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous();
+        y = match &self.proj_out {
+            Proj::Conv(p) => p.forward(&to_img(y)?)?,
+            Proj::Linear(p) => to_img(p.forward(&y)?)?,
+        };
+        y + x
+    }
+}
+
+/// One down or up level: ResNets, optional attentions, optional resampler.
+#[derive(Debug)]
+struct Level {
+    resnets: Vec<Resnet>,
+    attns: Vec<Transformer2D>,
+    resample: Option<Conv2d>,
+}
+
+/// The UNet.
+#[derive(Debug)]
+pub struct UNet {
+    config: UNetConfig,
+    time_embedding: TimestepEmbedding,
+    add_embedding: Option<TimestepEmbedding>,
+    conv_in: Conv2d,
+    down: Vec<Level>,
+    mid_resnets: [Resnet; 2],
+    mid_attn: Transformer2D,
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+/// SDXL's extra conditioning: pooled text embeddings and the six time ids.
+#[derive(Debug, Clone)]
+pub struct AddedCond {
+    /// `text_embeds`: `(batch, pooled width)`.
+    pub text_embeds: Tensor,
+    /// `time_ids`: `(batch, 6)`.
+    pub time_ids: Tensor,
+}
+
+impl UNet {
+    /// Builds the UNet from its config; `vb` is rooted at the state dict.
+    pub fn new(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
+        let c = config;
+        let ch0 = blocks[0].channels;
+        let temb = ch0 * 4;
+        let add_embedding = match (
+            c.addition_embed_type.as_deref(),
+            c.projection_class_embeddings_input_dim,
+        ) {
+            (Some("text_time"), Some(cin)) => {
+                Some(TimestepEmbedding::new(vb.pp("add_embedding"), cin, temb)?)
+            }
+            _ => None,
+        };
+        let n = blocks.len();
+        let mut down = Vec::with_capacity(n);
+        let mut cin = ch0;
+        for (i, b) in blocks.iter().enumerate() {
+            let vbi = vb.pp("down_blocks").pp(i);
+            let mut resnets = Vec::new();
+            let mut attns = Vec::new();
+            for j in 0..b.layers {
+                let rin = if j == 0 { cin } else { b.channels };
+                resnets.push(Resnet::new(
+                    vbi.pp("resnets").pp(j),
+                    rin,
+                    b.channels,
+                    temb,
+                    c,
+                    1.0,
+                )?);
+                if b.cross_attn {
+                    attns.push(Transformer2D::new(
+                        vbi.pp("attentions").pp(j),
+                        b.channels,
+                        b,
+                        b.transformer_layers,
+                        c,
+                    )?);
+                }
+            }
+            let resample = if i + 1 < n {
+                Some(conv(
+                    vbi.pp("downsamplers").pp(0).pp("conv"),
+                    b.channels,
+                    b.channels,
+                    3,
+                    2,
+                )?)
+            } else {
+                None
+            };
+            down.push(Level {
+                resnets,
+                attns,
+                resample,
+            });
+            cin = b.channels;
+        }
+        let last = &blocks[n - 1];
+        let scale = c.mid_block_scale_factor;
+        let mid = vb.pp("mid_block");
+        let mid_resnets = [
+            Resnet::new(
+                mid.pp("resnets").pp(0),
+                last.channels,
+                last.channels,
+                temb,
+                c,
+                scale,
+            )?,
+            Resnet::new(
+                mid.pp("resnets").pp(1),
+                last.channels,
+                last.channels,
+                temb,
+                c,
+                scale,
+            )?,
+        ];
+        let mid_attn = Transformer2D::new(
+            mid.pp("attentions").pp(0),
+            last.channels,
+            last,
+            last.transformer_layers,
+            c,
+        )?;
+        let mut up = Vec::with_capacity(n);
+        let mut prev = last.channels;
+        for i in 0..n {
+            let b = &blocks[n - 1 - i];
+            let skip_in = blocks[(n - 1 - i).saturating_sub(1)].channels;
+            let vbi = vb.pp("up_blocks").pp(i);
+            let mut resnets = Vec::new();
+            let mut attns = Vec::new();
+            for j in 0..=b.layers {
+                let skip = if j == b.layers { skip_in } else { b.channels };
+                let rin = if j == 0 { prev } else { b.channels };
+                resnets.push(Resnet::new(
+                    vbi.pp("resnets").pp(j),
+                    rin + skip,
+                    b.channels,
+                    temb,
+                    c,
+                    1.0,
+                )?);
+                if b.cross_attn {
+                    attns.push(Transformer2D::new(
+                        vbi.pp("attentions").pp(j),
+                        b.channels,
+                        b,
+                        b.transformer_layers,
+                        c,
+                    )?);
+                }
+            }
+            let resample = if i + 1 < n {
+                Some(conv(
+                    vbi.pp("upsamplers").pp(0).pp("conv"),
+                    b.channels,
+                    b.channels,
+                    3,
+                    1,
+                )?)
+            } else {
+                None
+            };
+            up.push(Level {
+                resnets,
+                attns,
+                resample,
+            });
+            prev = b.channels;
+        }
+        Ok(UNet {
+            config: c.clone(),
+            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?,
+            add_embedding,
+            conv_in: conv(vb.pp("conv_in"), c.in_channels, ch0, 3, 1)?,
+            down,
+            mid_resnets,
+            mid_attn,
+            up,
+            norm_out: candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_out: conv(vb.pp("conv_out"), ch0, c.out_channels, 3, 1)?,
+        })
+    }
+
+    /// Whether the model needs [`AddedCond`] (SDXL).
+    pub fn needs_added_cond(&self) -> bool {
+        self.add_embedding.is_some()
+    }
+
+    /// Predicts noise (or v) for `sample` `(b, c, h, w)` at timestep `t`,
+    /// conditioned on `ctx` `(b, 77, cross_attention_dim)`.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        t: f64,
+        ctx: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let dtype = sample.dtype();
+        let device: &Device = sample.device();
+        let b = sample.dim(0)?;
+        let ts = Tensor::full(t as f32, (b,), device)?;
+        let t_emb = timestep_embedding(
+            &ts,
+            self.conv_in.weight().dim(0)?,
+            c.flip_sin_to_cos,
+            c.freq_shift as f64,
+        )?;
+        let mut emb = self.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
+        if let (Some(add), Some(cond)) = (&self.add_embedding, added) {
+            let dim = c.addition_time_embed_dim.unwrap_or(256);
+            let ids = cond.time_ids.flatten_all()?;
+            let te =
+                timestep_embedding(&ids, dim, c.flip_sin_to_cos, c.freq_shift as f64)?.reshape((b, ()))?;
+            let add_in = Tensor::cat(&[cond.text_embeds.to_dtype(dtype)?, te.to_dtype(dtype)?], 1)?;
+            emb = (emb + add.forward(&add_in)?)?;
+        }
+        let mut x = if c.center_input_sample {
+            ((sample * 2.0)? - 1.0)?
+        } else {
+            sample.clone()
+        };
+        x = self.conv_in.forward(&x)?;
+        let mut skips = vec![x.clone()];
+        for lvl in &self.down {
+            for (j, r) in lvl.resnets.iter().enumerate() {
+                x = r.forward(&x, &emb)?;
+                if let Some(a) = lvl.attns.get(j) {
+                    x = a.forward(&x, ctx)?;
+                }
+                skips.push(x.clone());
+            }
+            if let Some(d) = &lvl.resample {
+                x = d.forward(&x)?;
+                skips.push(x.clone());
+            }
+        }
+        x = self.mid_resnets[0].forward(&x, &emb)?;
+        x = self.mid_attn.forward(&x, ctx)?;
+        x = self.mid_resnets[1].forward(&x, &emb)?;
+        for lvl in &self.up {
+            for (j, r) in lvl.resnets.iter().enumerate() {
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+                x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, &emb)?;
+                if let Some(a) = lvl.attns.get(j) {
+                    x = a.forward(&x, ctx)?;
+                }
+            }
+            if let Some(u) = &lvl.resample {
+                // Upsample to the next skip's size (diffusers' `upsample_size`), which
+                // also covers latents whose sides are not multiples of 2^levels.
+                let (h, w) = match skips.last() {
+                    Some(s) => (s.dim(2)?, s.dim(3)?),
+                    None => (x.dim(2)? * 2, x.dim(3)? * 2),
+                };
+                x = u.forward(&x.upsample_nearest2d(h, w)?)?;
+            }
+        }
+        x = self.conv_out.forward(&self.norm_out.forward(&x)?.silu()?)?;
+        Ok(x)
+    }
+}
