@@ -9,7 +9,9 @@
 mod config;
 mod demo;
 mod env;
+mod generate;
 mod launch;
+mod make_model;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,10 @@ enum Command {
     Env(env::EnvCmd),
     /// A small distributed demo: splits prompts and checks every collective.
     Demo(demo::DemoCmd),
+    /// Generate images from prompts with a Stable Diffusion model.
+    Generate(generate::GenerateCmd),
+    /// Write a model with random weights in the diffusers layout.
+    MakeModel(make_model::MakeModelCmd),
 }
 
 /// An error that is the user's to fix: exit code 2.
@@ -54,6 +60,8 @@ pub fn run() -> i32 {
         Command::Config(c) => config::run(c),
         Command::Env(c) => env::run(c),
         Command::Demo(c) => demo::run(c),
+        Command::Generate(c) => generate::run(c),
+        Command::MakeModel(c) => make_model::run(c),
     };
     match result {
         Ok(()) => 0,
@@ -70,6 +78,17 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     }
     if e.downcast_ref::<UsageError>().is_some() {
         return 2;
+    }
+    if let Some(d) = e.downcast_ref::<shoal_diffusion::Error>() {
+        use shoal_diffusion::Error as D;
+        return match d {
+            D::MissingFile { .. }
+            | D::BadFile { .. }
+            | D::Config { .. }
+            | D::Weight { .. }
+            | D::InvalidArgument { .. } => 2,
+            _ => 1,
+        };
     }
     match e.downcast_ref::<shoal_dist::Error>() {
         Some(shoal_dist::Error::Env { .. } | shoal_dist::Error::InvalidArgument { .. }) => 2,

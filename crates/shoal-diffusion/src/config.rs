@@ -149,7 +149,7 @@ pub struct UNetConfig {
     #[serde(default = "d_cross")]
     pub cross_attention_dim: PerBlock,
     /// Transformer blocks per attention, per block.
-    #[serde(default = "d_heads_lpb")]
+    #[serde(default = "d_one_per_block")]
     pub transformer_layers_per_block: PerBlock,
     /// In SD 1/2 configs this is the **number of heads** (diffusers' naming).
     #[serde(default = "d_heads8")]
@@ -200,6 +200,10 @@ pub struct UNetConfig {
 
 fn d_heads_lpb() -> PerBlock {
     PerBlock::One(2)
+}
+
+fn d_one_per_block() -> PerBlock {
+    PerBlock::One(1)
 }
 
 /// One level of the UNet, with everything resolved per block.

@@ -5,7 +5,8 @@
 //! use shoal_diffusion::{Item, Params, Pipeline, LoadOptions};
 //! let pipe = Pipeline::load("models/sd15".as_ref(), &candle_core::Device::Cpu,
 //!                           candle_core::DType::F32, &LoadOptions::default())?;
-//! let items = [Item { prompt: "a red fox".into(), negative_prompt: None, seed: 0, latents: None }];
+//! let items = [Item { prompt: "a red fox".into(), negative_prompt: None, seed: 0,
+//!                     latents: None, step_noise: None }];
 //! let params = Params { steps: 30, guidance: 7.5, height: 512, width: 512 };
 //! let out = pipe.generate(&items, &params, &mut |_, _| {})?;
 //! # Ok::<(), shoal_diffusion::Error>(())
@@ -14,7 +15,10 @@
 pub mod clip;
 pub mod config;
 mod error;
+pub mod image;
+pub mod make_model;
 pub mod pipeline;
+pub mod presets;
 pub mod random;
 pub mod scheduler;
 pub mod tokenizer;
@@ -22,4 +26,5 @@ pub mod unet;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use make_model::make_model;
 pub use pipeline::{Item, LoadOptions, Output, Params, Pipeline, item_seed};

@@ -47,8 +47,12 @@ pub struct Item {
     pub negative_prompt: Option<String>,
     /// The seed of this item's noise.
     pub seed: u64,
-    /// Exact initial latents `(c, h/f, w/f)`, instead of seeded noise.
+    /// Initial noise `(c, h/f, w/f)` instead of seeded noise; like diffusers'
+    /// `latents=`, it is scaled by the scheduler's `init_noise_sigma`.
     pub latents: Option<Tensor>,
+    /// Ancestral schedulers' per-step noise `(steps, c, h/f, w/f)` instead of
+    /// seeded noise (to reproduce another implementation's draws exactly).
+    pub step_noise: Option<Tensor>,
 }
 
 /// Parameters shared by a batch.
@@ -427,7 +431,7 @@ impl Pipeline {
                             ),
                         ));
                     }
-                    l.to_device(&self.device)?.to_dtype(DType::F32)?
+                    (l.to_device(&self.device)?.to_dtype(DType::F32)? * sched.init_noise_sigma())?
                 }
                 None => (self.noise(it.seed, p)? * sched.init_noise_sigma())?,
             };
@@ -456,13 +460,14 @@ impl Pipeline {
             let noise = if sched.needs_noise() {
                 let per: Vec<Tensor> = items
                     .iter()
-                    .map(|it| {
-                        host_normal(
+                    .map(|it| match &it.step_noise {
+                        Some(n) => n.get(i)?.to_device(&self.device)?.to_dtype(DType::F32),
+                        None => host_normal(
                             step_seed(it.seed, i),
                             shape.0 * shape.1 * shape.2,
                             shape,
                             &self.device,
-                        )
+                        ),
                     })
                     .collect::<candle_core::Result<_>>()?;
                 Some(Tensor::stack(&per, 0)?)

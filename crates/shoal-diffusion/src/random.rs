@@ -29,6 +29,7 @@ impl Generated {
 
 struct Backend {
     seed: u64,
+    store: DType,
     out: Generated,
 }
 
@@ -79,7 +80,9 @@ impl SimpleBackend for Backend {
             }
             return t.to_dtype(dtype)?.to_device(dev);
         }
-        let t = Tensor::from_vec(generate(self.seed, name, &s, h), s, &Device::Cpu)?;
+        // Stored in the target dtype, so the model under construction shares
+        // the storage instead of holding a second (f32) copy.
+        let t = Tensor::from_vec(generate(self.seed, name, &s, h), s, &Device::Cpu)?.to_dtype(self.store)?;
         map.insert(name.to_string(), t.clone());
         t.to_dtype(dtype)?.to_device(dev)
     }
@@ -94,15 +97,16 @@ impl SimpleBackend for Backend {
     }
 }
 
-/// A `VarBuilder` that generates weights, and the handle to collect them.
-pub fn var_builder(seed: u64) -> (VarBuilder<'static>, Generated) {
+/// A `VarBuilder` that generates weights in `dtype`, and the handle to collect them.
+pub fn var_builder(seed: u64, dtype: DType) -> (VarBuilder<'static>, Generated) {
     let out = Generated::default();
     let vb = VarBuilder::from_backend(
         Box::new(Backend {
             seed,
+            store: dtype,
             out: out.clone(),
         }),
-        DType::F32,
+        dtype,
         Device::Cpu,
     );
     (vb, out)
