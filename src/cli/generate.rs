@@ -98,7 +98,9 @@ fn load_latents(path: &Path, n: usize) -> Result<Vec<Tensor>> {
             .map(|i| t.get(i))
             .collect::<candle_core::Result<_>>()?,
         r => {
-            return Err(UsageError(format!("--latents {}: rank {r}, expected 3 or 4", path.display())).into());
+            return Err(
+                UsageError(format!("--latents {}: rank {r}, expected 3 or 4", path.display())).into(),
+            );
         }
     };
     if all.len() != n && all.len() != 1 {
@@ -145,6 +147,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     let opts = LoadOptions {
         scheduler: c.scheduler.clone(),
         variant: None,
+        batch_invariant: None,
     };
     let pipe = Pipeline::load(&model, &Device::Cpu, dtype, &opts)?;
     let params = Params {

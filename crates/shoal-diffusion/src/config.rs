@@ -289,17 +289,17 @@ impl UNetConfig {
         }
         match self.addition_embed_type.as_deref() {
             None => {}
-            Some("text_time") => {
+            Some("text_time")
                 if self.addition_time_embed_dim.is_none()
-                    || self.projection_class_embeddings_input_dim.is_none()
-                {
-                    return Err(bad(
-                        "addition_embed_type",
-                        "text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim"
-                            .into(),
-                    ));
-                }
+                    || self.projection_class_embeddings_input_dim.is_none() =>
+            {
+                return Err(bad(
+                    "addition_embed_type",
+                    "text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim"
+                        .into(),
+                ));
             }
+            Some("text_time") => {}
             Some(other) => {
                 return Err(bad(
                     "addition_embed_type",
@@ -346,7 +346,7 @@ impl UNetConfig {
                 }
             };
             let ch = self.block_out_channels[i];
-            if cross_attn && (heads[i] == 0 || ch % heads[i] != 0) {
+            if cross_attn && (heads[i] == 0 || !ch.is_multiple_of(heads[i])) {
                 return Err(bad(
                     "attention_head_dim",
                     format!("{} heads do not divide {ch} channels", heads[i]),
@@ -522,7 +522,7 @@ impl ClipConfig {
                 format!("{:?} is not supported; quick_gelu and gelu are", self.hidden_act),
             ));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(bad("num_attention_heads", "must divide hidden_size".into()));
         }
         if self.with_projection() && self.projection_dim.is_none() {

@@ -36,6 +36,11 @@ pub struct LoadOptions {
     pub scheduler: Option<String>,
     /// Prefer `*.{variant}.safetensors` files (`fp16`).
     pub variant: Option<String>,
+    /// Run each item as its own micro-batch, so that no result depends on the
+    /// batch it came in (default: on for CPU, off for CUDA, where batching is
+    /// what makes a GPU fast). candle's CPU GEMM takes other code paths for
+    /// small row counts, so batched rows can differ in the last bit.
+    pub batch_invariant: Option<bool>,
 }
 
 /// One image to generate.
@@ -87,8 +92,8 @@ enum Encoders {
     Xl {
         tok: ClipTokenizer,
         te: ClipTextModel,
-        tok2: ClipTokenizer,
-        te2: ClipTextModel,
+        tok2: Box<ClipTokenizer>,
+        te2: Box<ClipTextModel>,
     },
 }
 
@@ -106,6 +111,7 @@ pub struct Pipeline {
     dtype: DType,
     dir: PathBuf,
     default_size: usize,
+    batch_invariant: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -215,7 +221,12 @@ impl Pipeline {
         let encoders = if xl {
             let tok2 = ClipTokenizer::from_dir(&dir.join("tokenizer_2"))?;
             let te2 = load_clip(&dir.join("text_encoder_2"), dtype, device, variant, tok2.eos_id())?;
-            Encoders::Xl { tok, te, tok2, te2 }
+            Encoders::Xl {
+                tok,
+                te,
+                tok2: Box::new(tok2),
+                te2: Box::new(te2),
+            }
         } else {
             Encoders::Sd { tok, te }
         };
@@ -256,6 +267,7 @@ impl Pipeline {
             dtype,
             dir: dir.to_path_buf(),
             default_size,
+            batch_invariant: opts.batch_invariant.unwrap_or(device.is_cpu()),
         })
     }
 
@@ -369,6 +381,28 @@ impl Pipeline {
         if items.is_empty() {
             return Err(Error::invalid("items", 0, "a batch needs at least one item"));
         }
+        if !self.batch_invariant || items.len() == 1 {
+            return self.generate_batch(items, p, on_step);
+        }
+        let outs = items
+            .iter()
+            .map(|it| self.generate_batch(std::slice::from_ref(it), p, on_step))
+            .collect::<Result<Vec<_>>>()?;
+        let latents: Vec<&Tensor> = outs.iter().map(|o| &o.latents).collect();
+        let images: Vec<&Tensor> = outs.iter().map(|o| &o.images).collect();
+        Ok(Output {
+            latents: Tensor::cat(&latents, 0)?,
+            images: Tensor::cat(&images, 0)?,
+            prompt_tokens: outs.iter().flat_map(|o| o.prompt_tokens.clone()).collect(),
+        })
+    }
+
+    fn generate_batch(
+        &self,
+        items: &[Item],
+        p: &Params,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output> {
         let b = items.len();
         let f = self.vae_scale_factor();
         let mut sched = Scheduler::new(&self.sched, p.steps)?;

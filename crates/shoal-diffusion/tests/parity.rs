@@ -88,6 +88,7 @@ fn check_preset(preset: &str) {
         let opts = LoadOptions {
             scheduler: Some(sched.to_string()),
             variant: None,
+            batch_invariant: None,
         };
         let pipe = Pipeline::load(&dir, &Device::Cpu, DType::F32, &opts).unwrap();
         let item = Item {
