@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use shoal_dist::{Backend, DistributedState, GroupOptions, ProcessGroup, ReduceOp};
 
@@ -20,6 +20,9 @@ pub struct DemoCmd {
     /// Start N processes with `spawn` + `init_process_group` instead of reading a launcher's environment.
     #[arg(long)]
     spawn: Option<usize>,
+    /// Process-group backend: cpu (through the store) or nccl (CUDA tensors).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// Seconds any one collective may wait (default: $SHOAL_TIMEOUT or 600).
     #[arg(long)]
     timeout: Option<f64>,
@@ -39,9 +42,14 @@ enum Fault {
     Kill,
     /// Never enter the barrier.
     Hang,
+    /// Kill itself with SIGKILL before the tensor collectives (peers wait in NCCL).
+    KillEarly,
+    /// Hang before the tensor collectives (peers wait in NCCL until the watchdog fires).
+    HangEarly,
 }
 
 pub fn run(c: DemoCmd) -> Result<()> {
+    let backend: Backend = c.backend.parse()?;
     let mut opts = GroupOptions::from_env(&std::env::vars().collect())?;
     if let Some(t) = c.timeout {
         ensure!(
@@ -58,15 +66,16 @@ pub fn run(c: DemoCmd) -> Result<()> {
         }
         // The seed's `mp.spawn(run_inference, args=(world_size,), nprocs=world_size)`.
         shoal_launch::spawn(n, |rank, world| -> Result<()> {
-            let pg = shoal_dist::init_process_group("cpu", rank, world)?;
-            let state = DistributedState::from_parts(pg.env().clone(), shoal_dist::VisibleDevices::All, 0);
+            let pg = shoal_dist::init_process_group(&c.backend, rank, world)?;
+            let gpus = shoal_dist::cuda_device_count();
+            let state = DistributedState::from_parts(pg.env().clone(), shoal_dist::VisibleDevices::All, gpus);
             body(&c, &state, &pg)
         })?;
         println!("spawn: {n} processes finished");
         return Ok(());
     }
     let state = DistributedState::new()?;
-    let pg = state.process_group(Backend::Cpu, opts)?;
+    let pg = state.process_group(backend, opts)?;
     body(&c, &state, &pg)
 }
 
@@ -107,39 +116,65 @@ fn body(c: &DemoCmd, state: &DistributedState, pg: &ProcessGroup) -> Result<()> 
     let word: String = pg.broadcast_object(Some(&"from rank 0".to_string()), 0)?;
     ensure!(word == "from rank 0", "{tag}: broadcast_object gave {word:?}");
 
-    // Tensors: all-reduce, all-gather, broadcast, send/recv around a ring.
-    let t = Tensor::new(&[(rank + 1) as f32, rank as f32], &Device::Cpu)?;
-    let sum: Vec<f32> = pg.all_reduce(&t, ReduceOp::Sum)?.to_vec1()?;
-    let n = world as f32;
-    ensure!(
-        sum == [n * (n + 1.) / 2., n * (n - 1.) / 2.],
-        "{tag}: all_reduce sum gave {sum:?}"
-    );
-    let max: Vec<f32> = pg.all_reduce(&t, ReduceOp::Max)?.to_vec1()?;
-    ensure!(max == [n, n - 1.], "{tag}: all_reduce max gave {max:?}");
-    let parts = pg.all_gather(&t)?;
-    for (r, p) in parts.iter().enumerate() {
-        ensure!(
-            p.to_vec1::<f32>()? == [(r + 1) as f32, r as f32],
-            "{tag}: all_gather slot {r} is wrong"
-        );
+    // Tensors on this process's device (CUDA with NCCL), in each dtype:
+    // all-reduce, all-gather, broadcast, send/recv around a ring.
+    let device = if pg.backend() == Backend::Nccl {
+        state.device()?
+    } else {
+        Device::Cpu
+    };
+    if c.fail_rank == Some(rank) && matches!(c.fail_mode, Fault::KillEarly | Fault::HangEarly) {
+        inject(c.fail_mode, &tag);
     }
-    let b = pg.broadcast(Some(&t), world - 1, &Device::Cpu)?;
-    ensure!(
-        b.to_vec1::<f32>()? == [n, n - 1.],
-        "{tag}: broadcast from the last rank is wrong"
-    );
-    if world > 1 {
-        let (next, prev) = ((rank + 1) % world, (rank + world - 1) % world);
-        pg.send(&t, next)?;
-        let got = pg.recv(prev, &Device::Cpu)?;
+    let n = world as f32;
+    let host =
+        |t: &Tensor| -> Result<Vec<f32>> { Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?) };
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let tag = format!("{tag} {dtype:?} on {device:?}");
+        let t = Tensor::new(&[(rank + 1) as f32, rank as f32], &device)?.to_dtype(dtype)?;
+        let sum = host(&pg.all_reduce(&t, ReduceOp::Sum)?)?;
         ensure!(
-            got.to_vec1::<f32>()? == [(prev + 1) as f32, prev as f32],
-            "{tag}: recv from rank {prev} is wrong"
+            sum == [n * (n + 1.) / 2., n * (n - 1.) / 2.],
+            "{tag}: all_reduce sum gave {sum:?}"
         );
+        let max = host(&pg.all_reduce(&t, ReduceOp::Max)?)?;
+        ensure!(max == [n, n - 1.], "{tag}: all_reduce max gave {max:?}");
+        let parts = pg.all_gather(&t)?;
+        ensure!(
+            parts.len() == world,
+            "{tag}: all_gather gave {} parts",
+            parts.len()
+        );
+        for (r, p) in parts.iter().enumerate() {
+            ensure!(
+                host(p)? == [(r + 1) as f32, r as f32],
+                "{tag}: all_gather slot {r} is wrong"
+            );
+        }
+        let b = pg.broadcast(Some(&t), world - 1, &device)?;
+        ensure!(
+            host(&b)? == [n, n - 1.],
+            "{tag}: broadcast from the last rank is wrong"
+        );
+        if world > 1 {
+            let (next, prev) = ((rank + 1) % world, (rank + world - 1) % world);
+            // Even ranks send first, odd ranks receive first: NCCL send/recv block.
+            let got = if rank % 2 == 0 {
+                pg.send(&t, next)?;
+                pg.recv(prev, &device)?
+            } else {
+                let g = pg.recv(prev, &device)?;
+                pg.send(&t, next)?;
+                g
+            };
+            ensure!(
+                host(&got)? == [(prev + 1) as f32, prev as f32],
+                "{tag}: recv from rank {prev} is wrong"
+            );
+        }
     }
 
-    if c.fail_rank == Some(rank) {
+    if c.fail_rank == Some(rank) && matches!(c.fail_mode, Fault::Exit3 | Fault::Kill | Fault::Hang) {
         inject(c.fail_mode, &tag);
     }
     pg.barrier()?;
@@ -157,13 +192,13 @@ fn inject(mode: Fault, tag: &str) {
     eprintln!("{tag}: injecting fault {mode:?}");
     match mode {
         Fault::Exit3 => std::process::exit(3),
-        Fault::Kill => {
+        Fault::Kill | Fault::KillEarly => {
             // SAFETY: raising a signal on our own process.
             unsafe {
                 libc::raise(libc::SIGKILL);
             }
         }
-        Fault::Hang => loop {
+        Fault::Hang | Fault::HangEarly => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
     }

@@ -61,6 +61,25 @@ pub struct GenerateCmd {
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// `auto` (this process's GPU when built with CUDA, else the CPU), `cpu`, or `cuda[:N]`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// Resolves `--device`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "auto" => Ok(shoal_dist::DistributedState::new()?.device()?),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0).map_err(|e| UsageError(format!("--device cuda: {e}")))?),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Ok(Device::new_cuda(n).map_err(|e| UsageError(format!("--device {s}: {e}")))?),
+            None => Err(UsageError(format!(
+                "invalid --device {s:?}: expected auto, cpu, cuda or cuda:N"
+            ))
+            .into()),
+        },
+    }
 }
 
 pub fn parse_dtype(s: &str) -> Result<DType> {
@@ -143,13 +162,14 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             _default.path().join("tiny")
         }
     };
+    let device = parse_device(&c.device)?;
     let t0 = Instant::now();
     let opts = LoadOptions {
         scheduler: c.scheduler.clone(),
         variant: None,
         batch_invariant: None,
     };
-    let pipe = Pipeline::load(&model, &Device::Cpu, dtype, &opts)?;
+    let pipe = Pipeline::load(&model, &device, dtype, &opts)?;
     let params = Params {
         steps: c.steps,
         guidance: c.guidance,

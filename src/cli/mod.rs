@@ -6,10 +6,12 @@
 //! failed `launch` exits with the root-cause worker's code (128 + signal for a
 //! signal). See README.md.
 
+mod bench;
 mod config;
 mod demo;
 mod env;
 mod generate;
+mod image_diff;
 mod launch;
 mod make_model;
 
@@ -38,6 +40,11 @@ enum Command {
     Generate(generate::GenerateCmd),
     /// Write a model with random weights in the diffusers layout.
     MakeModel(make_model::MakeModelCmd),
+    /// Benchmarks that print tables: `sd` (the pipeline), `comm` (collectives).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Compare two PNG images (largest per-channel difference in [0, 1]).
+    ImageDiff(image_diff::ImageDiffCmd),
 }
 
 /// An error that is the user's to fix: exit code 2.
@@ -62,6 +69,8 @@ pub fn run() -> i32 {
         Command::Demo(c) => demo::run(c),
         Command::Generate(c) => generate::run(c),
         Command::MakeModel(c) => make_model::run(c),
+        Command::Bench(c) => bench::run(c),
+        Command::ImageDiff(c) => image_diff::run(c),
     };
     match result {
         Ok(()) => 0,

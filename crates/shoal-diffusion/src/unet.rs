@@ -129,16 +129,18 @@ struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    upcast: bool,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> CResult<Self> {
+    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize, upcast: bool) -> CResult<Self> {
         Ok(Attention {
             q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
             k: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_k"))?,
             v: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_v"))?,
             out: candle_nn::linear(dim, dim, vb.pp("to_out").pp(0))?,
             heads,
+            upcast,
         })
     }
 
@@ -154,8 +156,14 @@ impl Attention {
         let k = split(self.k.forward(ctx)?)?;
         let v = split(self.v.forward(ctx)?)?;
         let dtype = q.dtype();
-        // Scores and softmax in f32 (diffusers' `upcast_attention`), always.
-        let w = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * (d as f64).powf(-0.5))?;
+        let q = (q * (d as f64).powf(-0.5))?;
+        // Scores in the model dtype, as diffusers' SDPA; in f32 when the config
+        // asks (`upcast_attention`, SD 2.1), where f16 scores can overflow.
+        let w = if self.upcast && dtype == DType::F16 {
+            q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?
+        } else {
+            q.matmul(&k.t()?)?
+        };
         let w = candle_nn::ops::softmax_last_dim(&w)?.to_dtype(dtype)?;
         let o = w.matmul(&v)?.transpose(1, 2)?.reshape((b, s, dim))?;
         self.out.forward(&o)
@@ -175,13 +183,13 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize) -> CResult<Self> {
+    fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize, upcast: bool) -> CResult<Self> {
         let inner = dim * 4;
         Ok(TransformerBlock {
             norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
-            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast)?,
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads)?,
+            attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads, upcast)?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff_in: candle_nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
             ff_out: candle_nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
@@ -233,6 +241,7 @@ impl Transformer2D {
                         ch,
                         spec.cross_attention_dim,
                         spec.heads,
+                        c.upcast_attention,
                     )
                 })
                 .collect::<CResult<_>>()?,

@@ -54,12 +54,16 @@ impl FromStr for Backend {
 pub struct GroupOptions {
     /// How long any one wait may take.
     pub timeout: Duration,
+    /// Check shapes and dtypes across ranks before each NCCL collective
+    /// (`SHOAL_DEBUG_MODE=1`, or accelerate's `ACCELERATE_DEBUG_MODE=1`).
+    pub debug: bool,
 }
 
 impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions {
             timeout: DEFAULT_TIMEOUT,
+            debug: false,
         }
     }
 }
@@ -81,6 +85,11 @@ impl GroupOptions {
                 })?;
             o.timeout = Duration::from_secs_f64(secs);
         }
+        let on = |k: &str| {
+            vars.get(k)
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "TRUE" | "True"))
+        };
+        o.debug = on("SHOAL_DEBUG_MODE") || on("ACCELERATE_DEBUG_MODE");
         Ok(o)
     }
 }
@@ -98,6 +107,8 @@ pub struct ProcessGroup {
     backend: Backend,
     opts: GroupOptions,
     inner: Option<Mutex<Inner>>,
+    #[cfg(feature = "nccl")]
+    nccl: Option<crate::nccl::NcclGroup>,
     // Dropped last: the store must outlive this rank's own client.
     _server: Option<StoreServer>,
 }
@@ -147,6 +158,7 @@ impl ProcessGroup {
     /// Joins the group described by `env`: rank 0 hosts the store unless the
     /// launcher does, everyone connects and waits for everyone else.
     pub fn new(env: DistEnv, backend: Backend, opts: GroupOptions) -> Result<Self> {
+        #[cfg(not(feature = "nccl"))]
         if backend == Backend::Nccl {
             return Err(Error::Backend {
                 backend: "nccl".into(),
@@ -155,12 +167,14 @@ impl ProcessGroup {
                     .into(),
             });
         }
-        if env.world_size == 1 {
+        if env.world_size == 1 && backend == Backend::Cpu {
             return Ok(ProcessGroup {
                 env,
                 backend,
                 opts,
                 inner: None,
+                #[cfg(feature = "nccl")]
+                nccl: None,
                 _server: None,
             });
         }
@@ -173,7 +187,22 @@ impl ProcessGroup {
             Some(s) => format!("127.0.0.1:{}", s.local_addr().port()),
             None => env.store_addr(),
         };
-        let store = StoreClient::connect(&addr, env.rank, env.world_size, opts.timeout)?;
+        #[allow(unused_mut, reason = "mutated only by the NCCL build")]
+        let mut store = StoreClient::connect(&addr, env.rank, env.world_size, opts.timeout)?;
+        #[cfg(feature = "nccl")]
+        let nccl = match backend {
+            Backend::Nccl => {
+                let device = crate::state::local_cuda_device(&env)?;
+                Some(crate::nccl::NcclGroup::new(
+                    &mut store,
+                    env.rank,
+                    env.world_size,
+                    &device,
+                    opts.timeout,
+                )?)
+            }
+            Backend::Cpu => None,
+        };
         let pg = ProcessGroup {
             env,
             backend,
@@ -184,6 +213,8 @@ impl ProcessGroup {
                 sent: BTreeMap::new(),
                 received: BTreeMap::new(),
             })),
+            #[cfg(feature = "nccl")]
+            nccl,
             _server: server,
         };
         pg.barrier_named("init_process_group")?;
@@ -491,9 +522,44 @@ impl ProcessGroup {
 
     // ---- tensors -------------------------------------------------------
 
+    /// The NCCL communicator, when this group has one and `t` lives on CUDA.
+    #[cfg(feature = "nccl")]
+    fn nccl_for(&self, t: &Tensor) -> Option<&crate::nccl::NcclGroup> {
+        self.nccl.as_ref().filter(|_| t.device().is_cuda())
+    }
+
+    /// Checks that every rank passes the same shape and dtype (debug mode).
+    #[cfg(feature = "nccl")]
+    fn verify(&self, op: &str, t: &Tensor) -> Result<()> {
+        let me = (t.dims().to_vec(), t.dtype().as_str().to_string());
+        let all: Vec<(Vec<usize>, String)> = self.all_gather_object(&me)?;
+        if all.iter().any(|x| x != &me) {
+            let per_rank: Vec<String> = all
+                .iter()
+                .enumerate()
+                .map(|(r, (d, t))| format!("rank {r}: {d:?} {t}"))
+                .collect();
+            return Err(self.coll_err(
+                op,
+                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
+            ));
+        }
+        Ok(())
+    }
+
     /// Every rank's tensor, in rank order. Shapes and dtypes must agree; the
     /// error lists them per rank when they do not.
     pub fn all_gather(&self, t: &Tensor) -> Result<Vec<Tensor>> {
+        #[cfg(feature = "nccl")]
+        if let Some(n) = self.nccl_for(t) {
+            if self.opts.debug {
+                self.verify("all_gather", t)?;
+            }
+            let stacked = n.all_gather(t, self.env.world_size)?;
+            return (0..self.env.world_size)
+                .map(|r| stacked.get(r).map_err(Error::from))
+                .collect();
+        }
         let all = self.all_gather_bytes(&encode_tensor(t)?)?;
         let ts: Vec<Tensor> = all
             .iter()
@@ -516,6 +582,25 @@ impl ProcessGroup {
 
     /// `src`'s tensor on every rank; `t` is read on `src` only.
     pub fn broadcast(&self, t: Option<&Tensor>, src: usize, device: &Device) -> Result<Tensor> {
+        #[cfg(feature = "nccl")]
+        if self.nccl.is_some() && device.is_cuda() {
+            // Receivers learn the shape and dtype through the store first.
+            let meta = t
+                .filter(|_| self.env.rank == src)
+                .map(|t| (t.dims().to_vec(), t.dtype().as_str().to_string()));
+            let (dims, dtype): (Vec<usize>, String) = self.broadcast_object(meta.as_ref(), src)?;
+            let dtype = dtype
+                .parse()
+                .map_err(|_| self.coll_err("broadcast", format!("unknown dtype {dtype}")))?;
+            let buf = match t {
+                Some(t) if self.env.rank == src => t.to_device(device)?,
+                _ => Tensor::zeros(dims, dtype, device)?,
+            };
+            let n = self
+                .nccl_for(&buf)
+                .ok_or_else(|| self.missing_value("broadcast"))?;
+            return Ok(n.broadcast(&buf, src)?);
+        }
         let b = match t {
             Some(t) if self.env.rank == src => Some(encode_tensor(t)?),
             _ => None,
@@ -525,16 +610,40 @@ impl ProcessGroup {
 
     /// Sends a tensor to `dst`.
     pub fn send(&self, t: &Tensor, dst: usize) -> Result<()> {
+        #[cfg(feature = "nccl")]
+        if let Some(n) = self.nccl_for(t) {
+            let meta = serde_json::to_vec(&(t.dims().to_vec(), t.dtype().as_str()))
+                .map_err(|e| Error::Wire(e.to_string()))?;
+            self.send_bytes(&meta, dst)?;
+            return Ok(n.send(t, dst)?);
+        }
         self.send_bytes(&encode_tensor(t)?, dst)
     }
 
     /// Receives the next tensor `src` sent.
     pub fn recv(&self, src: usize, device: &Device) -> Result<Tensor> {
+        #[cfg(feature = "nccl")]
+        if self.nccl.is_some() && device.is_cuda() {
+            let (dims, dtype): (Vec<usize>, String) = self.decode("recv", &self.recv_bytes(src)?)?;
+            let dtype = dtype
+                .parse()
+                .map_err(|_| self.coll_err("recv", format!("unknown dtype {dtype}")))?;
+            let like = Tensor::zeros(dims, dtype, device)?;
+            let n = self.nccl_for(&like).ok_or_else(|| self.missing_value("recv"))?;
+            return Ok(n.recv(&like, src)?);
+        }
         decode_tensor(&self.recv_bytes(src)?, device)
     }
 
     /// The element-wise reduction of every rank's tensor.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        #[cfg(feature = "nccl")]
+        if let Some(n) = self.nccl_for(t) {
+            if self.opts.debug {
+                self.verify("all_reduce", t)?;
+            }
+            return Ok(n.all_reduce(t, op)?);
+        }
         let all = self.all_gather(t)?;
         let mut acc = all[0].clone();
         for x in &all[1..] {

@@ -20,10 +20,16 @@ pub struct DistributedState {
 impl DistributedState {
     /// Detects the launcher from the environment (no arguments, like
     /// `PartialState()`); a partial or contradictory environment is an error.
+    ///
+    /// With CUDA, more processes on a machine than visible GPUs is an error
+    /// unless `SHOAL_ALLOW_GPU_SHARING=1` asks for it.
     pub fn new() -> Result<Self> {
         let env = DistEnv::from_process_env()?;
         let visible = parse_cuda_visible_devices(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref());
-        Ok(Self::from_parts(env, visible, cuda_device_count()))
+        let gpus = cuda_device_count();
+        let allow = std::env::var("SHOAL_ALLOW_GPU_SHARING").is_ok_and(|v| v == "1");
+        check_gpu_sharing(env.local_world_size, gpus, allow)?;
+        Ok(Self::from_parts(env, visible, gpus))
     }
 
     /// Builds the state from explicit inputs (pure): the environment, what
@@ -117,8 +123,65 @@ impl DistributedState {
     }
 }
 
-/// How many CUDA devices the driver reports; 0 in a build without CUDA.
-fn cuda_device_count() -> usize {
-    // The CUDA build (issue 4) asks the driver here; the CPU build has none.
-    0
+/// More local processes than GPUs would put two ranks on one GPU (NCCL then
+/// fails with "Duplicate GPU detected"); refuse unless asked for.
+pub fn check_gpu_sharing(local_world: usize, gpus: usize, allow: bool) -> Result<()> {
+    if gpus > 0 && local_world > gpus && !allow {
+        return Err(Error::InvalidArgument {
+            field: "LOCAL_WORLD_SIZE",
+            value: local_world.to_string(),
+            detail: format!(
+                "{local_world} processes on this machine but {gpus} visible GPU(s); \
+                 launch at most one process per GPU, or set SHOAL_ALLOW_GPU_SHARING=1 to share"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// How many CUDA devices the driver reports; 0 in a build without CUDA or
+/// on a machine without a driver.
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
+            .map(|n| n.max(0) as usize)
+            .unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_processes_than_gpus_needs_consent() {
+        assert!(check_gpu_sharing(2, 2, false).is_ok());
+        assert!(check_gpu_sharing(4, 0, false).is_ok());
+        assert!(
+            check_gpu_sharing(3, 2, false)
+                .unwrap_err()
+                .to_string()
+                .contains("SHOAL_ALLOW_GPU_SHARING")
+        );
+        assert!(check_gpu_sharing(3, 2, true).is_ok());
+    }
+}
+
+/// The CUDA device of this process for the NCCL backend: local rank modulo
+/// the visible GPUs.
+#[cfg(feature = "nccl")]
+pub(crate) fn local_cuda_device(env: &DistEnv) -> Result<Device> {
+    let n = cuda_device_count();
+    if n == 0 {
+        return Err(Error::Backend {
+            backend: "nccl".into(),
+            detail: format!("rank {}/{}: no CUDA device is visible", env.rank, env.world_size),
+        });
+    }
+    Ok(Device::new_cuda(env.local_rank % n)?)
 }

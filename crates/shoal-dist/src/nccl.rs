@@ -1,0 +1,337 @@
+//! The NCCL backend of [`crate::ProcessGroup`] (feature `nccl`).
+//!
+//! The communicator is created through the rendezvous store: rank 0 makes the
+//! 128-byte unique id and publishes it, the others read it (candle's example
+//! polls a file forever; here every wait has the group's timeout). Collectives
+//! run on the tensor's CUDA stream through candle custom ops and are
+//! synchronized before returning.
+//!
+//! NCCL cannot be interrupted safely (`shared/notes/semantics.md` §12: abort
+//! can hang, cudarc 0.19 exposes neither abort nor async errors), so a
+//! watchdog thread times every call; past the timeout it prints the rank, the
+//! operation, its sequence number and the last completed one, and ends the
+//! process with code [`WATCHDOG_EXIT`]. The launcher's gang semantics then end
+//! the job.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp as NcclOp};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+
+use crate::error::{Error, Result};
+use crate::group::ReduceOp;
+use crate::store::StoreClient;
+
+/// The exit code of a process whose collective outlived the timeout.
+pub const WATCHDOG_EXIT: i32 = 124;
+
+/// An NCCL communicator that may move between threads.
+struct SendComm(Comm);
+
+// SAFETY: an NCCL communicator may be used from any thread as long as no two
+// threads call into it at once (NCCL user guide, "Thread Safety"). The only
+// access is through `NcclGroup::comm`, a `Mutex`, which serializes every call.
+unsafe impl Send for SendComm {}
+
+#[derive(Default)]
+struct InFlight {
+    op: Option<(String, u64, Instant)>,
+    last_done: Option<(String, u64)>,
+}
+
+/// Times every NCCL call from a thread of its own.
+struct Watchdog {
+    state: Mutex<InFlight>,
+    stop: AtomicBool,
+}
+
+/// One rank's NCCL communicator, its device and its watchdog.
+pub(crate) struct NcclGroup {
+    comm: Mutex<SendComm>,
+    device: CudaDevice,
+    watchdog: Arc<Watchdog>,
+    seq: Mutex<u64>,
+}
+
+impl std::fmt::Debug for NcclGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NcclGroup")
+    }
+}
+
+fn nccl_err(rank: usize, world: usize, op: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Collective {
+        rank,
+        world,
+        op: op.to_string(),
+        detail: format!("NCCL error {e:?}"),
+    }
+}
+
+impl NcclGroup {
+    /// Creates the communicator of `rank` of `world` on `device`, exchanging
+    /// the unique id through the store.
+    pub(crate) fn new(
+        store: &mut StoreClient,
+        rank: usize,
+        world: usize,
+        device: &Device,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let Device::Cuda(dev) = device else {
+            return Err(Error::Backend {
+                backend: "nccl".into(),
+                detail: format!("rank {rank}/{world}: the NCCL backend needs a CUDA device, got {device:?}"),
+            });
+        };
+        let key = "shoal/nccl/unique_id";
+        let id = if rank == 0 {
+            let id = Id::new().map_err(|e| nccl_err(rank, world, "ncclGetUniqueId", e))?;
+            let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
+            store.set(key, &bytes)?;
+            id
+        } else {
+            let bytes = store.get(key, timeout)?;
+            if bytes.len() != 128 {
+                return Err(Error::Wire(format!(
+                    "NCCL unique id of {} bytes, expected 128",
+                    bytes.len()
+                )));
+            }
+            let mut raw = [0 as std::ffi::c_char; 128];
+            for (d, s) in raw.iter_mut().zip(&bytes) {
+                *d = *s as std::ffi::c_char;
+            }
+            Id::uninit(raw)
+        };
+        let watchdog = Arc::new(Watchdog {
+            state: Mutex::new(InFlight::default()),
+            stop: AtomicBool::new(false),
+        });
+        spawn_watchdog(watchdog.clone(), rank, world, timeout);
+        arm(&watchdog, "ncclCommInitRank", 0);
+        let comm = Comm::from_rank(dev.cuda_stream(), rank, world, id)
+            .map_err(|e| nccl_err(rank, world, "ncclCommInitRank", e))?;
+        disarm(&watchdog);
+        Ok(NcclGroup {
+            comm: Mutex::new(SendComm(comm)),
+            device: dev.clone(),
+            watchdog,
+            seq: Mutex::new(0),
+        })
+    }
+
+    fn next_seq(&self) -> u64 {
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *s += 1;
+        *s
+    }
+
+    /// Runs `f` with the communicator under the watchdog, then waits for the stream.
+    fn run<T>(&self, op: &str, f: impl FnOnce(&Comm) -> candle_core::Result<T>) -> candle_core::Result<T> {
+        let seq = self.next_seq();
+        arm(&self.watchdog, op, seq);
+        let out = {
+            let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
+            f(&comm.0)
+        };
+        let synced = self.device.cuda_stream().synchronize();
+        disarm(&self.watchdog);
+        synced.map_err(|e| candle_core::Error::Msg(format!("{op}: stream synchronize: {e:?}")))?;
+        out
+    }
+
+    /// The element-wise reduction over all ranks.
+    pub(crate) fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> candle_core::Result<Tensor> {
+        t.contiguous()?.apply_op1_no_bwd(&Coll {
+            g: self,
+            kind: Kind::AllReduce(op),
+        })
+    }
+
+    /// Every rank's tensor, concatenated along a new leading dim of size `world`.
+    pub(crate) fn all_gather(&self, t: &Tensor, world: usize) -> candle_core::Result<Tensor> {
+        t.contiguous()?.apply_op1_no_bwd(&Coll {
+            g: self,
+            kind: Kind::AllGather(world),
+        })
+    }
+
+    /// `src`'s tensor, on every rank; `t` gives shape and dtype (and data on `src`).
+    pub(crate) fn broadcast(&self, t: &Tensor, src: usize) -> candle_core::Result<Tensor> {
+        t.contiguous()?.apply_op1_no_bwd(&Coll {
+            g: self,
+            kind: Kind::Broadcast(src),
+        })
+    }
+
+    /// Sends `t` to `peer`.
+    pub(crate) fn send(&self, t: &Tensor, peer: usize) -> candle_core::Result<()> {
+        t.contiguous()?.apply_op1_no_bwd(&Coll {
+            g: self,
+            kind: Kind::Send(peer),
+        })?;
+        Ok(())
+    }
+
+    /// Receives into a new tensor shaped like `like` from `peer`.
+    pub(crate) fn recv(&self, like: &Tensor, peer: usize) -> candle_core::Result<Tensor> {
+        like.apply_op1_no_bwd(&Coll {
+            g: self,
+            kind: Kind::Recv(peer),
+        })
+    }
+}
+
+impl Drop for NcclGroup {
+    fn drop(&mut self) {
+        self.watchdog.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn arm(w: &Watchdog, op: &str, seq: u64) {
+    w.state.lock().unwrap_or_else(|p| p.into_inner()).op = Some((op.to_string(), seq, Instant::now()));
+}
+
+fn disarm(w: &Watchdog) {
+    let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((op, seq, _)) = s.op.take() {
+        s.last_done = Some((op, seq));
+    }
+}
+
+fn spawn_watchdog(w: Arc<Watchdog>, rank: usize, world: usize, timeout: Duration) {
+    let _ = std::thread::Builder::new().name("shoal-nccl-watchdog".into()).spawn(move || {
+        while !w.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((op, seq, start)) = &s.op
+                && start.elapsed() > timeout
+            {
+                let last = match &s.last_done {
+                    Some((o, n)) => format!("{o} #{n}"),
+                    None => "none".into(),
+                };
+                eprintln!(
+                    "[rank {rank}/{world}] watchdog: collective {op} (seq {seq}) did not complete within {timeout:?} \
+                     (ran {:?}); last completed: {last}. A peer has probably died; ending this process \
+                     (exit {WATCHDOG_EXIT}).",
+                    start.elapsed()
+                );
+                // `exit` could block in CUDA's teardown behind the stuck stream.
+                // SAFETY: `_exit` ends the process without running any Rust code.
+                unsafe { libc::_exit(WATCHDOG_EXIT) };
+            }
+        }
+    });
+}
+
+enum Kind {
+    AllReduce(ReduceOp),
+    AllGather(usize),
+    Broadcast(usize),
+    Send(usize),
+    Recv(usize),
+}
+
+struct Coll<'a> {
+    g: &'a NcclGroup,
+    kind: Kind,
+}
+
+impl Coll<'_> {
+    fn typed<T>(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)>
+    where
+        T: CudaDType + NcclType + DeviceRepr + ValidAsZeroBits,
+    {
+        let dev = s.device.clone();
+        let src = s.as_cuda_slice::<T>()?;
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("NCCL collectives need contiguous tensors".into()))?;
+        let src = src.slice(a..b);
+        let n = b - a;
+        let shape = l.shape().clone();
+        let err = |op: &str, e: candle_core::cuda_backend::cudarc::nccl::result::NcclError| {
+            candle_core::Error::Msg(format!("{op}: NCCL error {e:?}"))
+        };
+        match self.kind {
+            Kind::AllReduce(op) => {
+                let mut dst: CudaSlice<T> = dev.alloc_zeros(n)?;
+                let nop = match op {
+                    ReduceOp::Sum => NcclOp::Sum,
+                    ReduceOp::Max => NcclOp::Max,
+                };
+                self.g.run("ALLREDUCE", |c| {
+                    c.all_reduce(&src, &mut dst, &nop)
+                        .map(|_| ())
+                        .map_err(|e| err("ALLREDUCE", e))
+                })?;
+                Ok((CudaStorage::wrap_cuda_slice(dst, dev), shape))
+            }
+            Kind::AllGather(world) => {
+                let mut dst: CudaSlice<T> = dev.alloc_zeros(n * world)?;
+                self.g.run("ALLGATHER", |c| {
+                    c.all_gather(&src, &mut dst)
+                        .map(|_| ())
+                        .map_err(|e| err("ALLGATHER", e))
+                })?;
+                let mut dims = vec![world];
+                dims.extend_from_slice(shape.dims());
+                Ok((CudaStorage::wrap_cuda_slice(dst, dev), Shape::from(dims)))
+            }
+            Kind::Broadcast(root) => {
+                let mut dst: CudaSlice<T> = dev.alloc_zeros(n)?;
+                self.g.run("BROADCAST", |c| {
+                    c.broadcast(Some(&src), &mut dst, root as i32)
+                        .map(|_| ())
+                        .map_err(|e| err("BROADCAST", e))
+                })?;
+                Ok((CudaStorage::wrap_cuda_slice(dst, dev), shape))
+            }
+            Kind::Send(peer) => {
+                self.g
+                    .run("SEND", |c| c.send(&src, peer as i32).map_err(|e| err("SEND", e)))?;
+                let empty: CudaSlice<T> = dev.alloc_zeros(n)?;
+                Ok((CudaStorage::wrap_cuda_slice(empty, dev), shape))
+            }
+            Kind::Recv(peer) => {
+                let mut dst: CudaSlice<T> = dev.alloc_zeros(n)?;
+                self.g.run("RECV", |c| {
+                    c.recv(&mut dst, peer as i32)
+                        .map(|_| ())
+                        .map_err(|e| err("RECV", e))
+                })?;
+                Ok((CudaStorage::wrap_cuda_slice(dst, dev), shape))
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Coll<'_> {
+    fn name(&self) -> &'static str {
+        "shoal-nccl"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("NCCL collectives need CUDA tensors; use the cpu backend for CPU tensors")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        match s.dtype() {
+            DType::F32 => self.typed::<f32>(s, l),
+            DType::F16 => self.typed::<half::f16>(s, l),
+            DType::BF16 => self.typed::<half::bf16>(s, l),
+            DType::F64 => self.typed::<f64>(s, l),
+            DType::U8 => self.typed::<u8>(s, l),
+            DType::U32 => self.typed::<u32>(s, l),
+            DType::I64 => self.typed::<i64>(s, l),
+            d => candle_core::bail!("NCCL collectives do not support {d:?}"),
+        }
+    }
+}

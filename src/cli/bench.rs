@@ -1,0 +1,212 @@
+//! `shoal bench`: benchmarks that print tables (never timed tests).
+//!
+//! - `bench sd`: the Stable Diffusion pipeline on one device: model load time,
+//!   time to first image, then per batch size s/batch, img/s and it/s after a
+//!   warm-up, as `../shared/gpu/peer/sd_bench.py` measures diffusers.
+//! - `bench comm`: all-reduce and all-gather bus bandwidth over sizes, under a
+//!   launcher (nccl-tests' definitions: busbw = algbw × 2(n−1)/n for
+//!   all-reduce, × (n−1)/n for all-gather).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, Subcommand};
+use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
+
+use super::UsageError;
+use super::generate::{parse_device, parse_dtype};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// The text-to-image pipeline on one device.
+    Sd(SdBench),
+    /// Collective bandwidth (run it under `shoal launch`).
+    Comm(CommBench),
+}
+
+#[derive(Debug, Args)]
+pub struct SdBench {
+    /// A diffusers model folder (e.g. from `shoal make-model --preset sd15 --dtype f16`).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    #[arg(long, default_value = "1,4,8")]
+    batches: String,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    /// Timed repetitions per batch size.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CommBench {
+    /// Smallest message in MiB.
+    #[arg(long, default_value_t = 1)]
+    min_mib: usize,
+    /// Largest message in MiB.
+    #[arg(long, default_value_t = 1024)]
+    max_mib: usize,
+    /// Timed iterations per size.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+}
+
+pub fn run(c: BenchCmd) -> Result<()> {
+    match c {
+        BenchCmd::Sd(b) => sd(b),
+        BenchCmd::Comm(b) => comm(b),
+    }
+}
+
+fn sync(d: &Device) -> Result<()> {
+    d.synchronize()?;
+    Ok(())
+}
+
+fn sd(b: SdBench) -> Result<()> {
+    let dtype = parse_dtype(&b.dtype)?;
+    let device = parse_device(&b.device)?;
+    let batches: Vec<usize> = b
+        .batches
+        .split(',')
+        .map(|x| x.trim().parse().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| UsageError(format!("invalid --batches {:?}: expected e.g. 1,4,8", b.batches)))?;
+    ensure!(b.reps > 0, UsageError("--reps must be at least 1".into()));
+    let t = Instant::now();
+    let pipe = Pipeline::load(&b.model, &device, dtype, &LoadOptions::default())?;
+    sync(&device)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let params = |steps| Params {
+        steps,
+        guidance: b.guidance,
+        height: b.height,
+        width: b.width,
+    };
+    let items = |n: usize| -> Vec<Item> {
+        (0..n)
+            .map(|i| Item {
+                prompt: "a dog".into(),
+                negative_prompt: None,
+                seed: i as u64,
+                latents: None,
+                step_noise: None,
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    pipe.generate(&items(1), &params(b.steps), &mut |_, _| {})?;
+    sync(&device)?;
+    let first_s = t.elapsed().as_secs_f64();
+    println!(
+        "shoal bench sd: model {}, {:?} on {device:?}, {}×{}, {} steps, guidance {}, scheduler {}",
+        b.model.display(),
+        dtype,
+        b.width,
+        b.height,
+        b.steps,
+        b.guidance,
+        pipe.scheduler_class()
+    );
+    println!("model load: {load_s:.2} s; time to first image (cold, batch 1): {first_s:.2} s");
+    println!("| batch | s/batch | img/s | it/s |");
+    println!("| --- | --- | --- | --- |");
+    for &n in &batches {
+        pipe.generate(&items(n), &params(2), &mut |_, _| {})?; // warm-up
+        sync(&device)?;
+        let t = Instant::now();
+        for _ in 0..b.reps {
+            pipe.generate(&items(n), &params(b.steps), &mut |_, _| {})?;
+        }
+        sync(&device)?;
+        let dt = t.elapsed().as_secs_f64() / b.reps as f64;
+        println!(
+            "| {n} | {dt:.3} | {:.3} | {:.2} |",
+            n as f64 / dt,
+            b.steps as f64 / dt
+        );
+    }
+    Ok(())
+}
+
+fn comm(b: CommBench) -> Result<()> {
+    let dtype = parse_dtype(&b.dtype)?;
+    let state = shoal_dist::DistributedState::new()?;
+    let device = state.device()?;
+    let backend = if device.is_cuda() {
+        shoal_dist::Backend::Nccl
+    } else {
+        shoal_dist::Backend::Cpu
+    };
+    let pg = state.process_group(
+        backend,
+        shoal_dist::GroupOptions::from_env(&std::env::vars().collect())?,
+    )?;
+    let n = pg.world_size() as f64;
+    let elem = dtype.size_in_bytes();
+    if state.is_main_process() {
+        println!(
+            "shoal bench comm: {} ranks, {:?}, backend {:?}, {} iterations per size",
+            pg.world_size(),
+            dtype,
+            backend,
+            b.iters
+        );
+        println!(
+            "| size | all-reduce time | all-reduce busbw GB/s | all-gather time | all-gather busbw GB/s |"
+        );
+        println!("| --- | --- | --- | --- | --- |");
+    }
+    let mut mib = b.min_mib.max(1);
+    while mib <= b.max_mib {
+        let bytes = mib << 20;
+        let t = Tensor::ones(bytes / elem, dtype, &device)?;
+        pg.all_reduce(&t, shoal_dist::ReduceOp::Sum)?; // warm-up
+        pg.barrier()?;
+        let start = Instant::now();
+        for _ in 0..b.iters {
+            pg.all_reduce(&t, shoal_dist::ReduceOp::Sum)?;
+        }
+        sync(&device)?;
+        let ar = start.elapsed().as_secs_f64() / b.iters as f64;
+        // All-gather moves `bytes` in total: each rank sends bytes / n.
+        let part = Tensor::ones((bytes / elem) / pg.world_size(), dtype, &device)?;
+        pg.all_gather(&part)?;
+        pg.barrier()?;
+        let start = Instant::now();
+        for _ in 0..b.iters {
+            pg.all_gather(&part)?;
+        }
+        sync(&device)?;
+        let ag = start.elapsed().as_secs_f64() / b.iters as f64;
+        if state.is_main_process() {
+            let gb = bytes as f64 / 1e9;
+            println!(
+                "| {mib} MiB | {:.3} ms | {:.1} | {:.3} ms | {:.1} |",
+                ar * 1e3,
+                gb / ar * 2.0 * (n - 1.0) / n,
+                ag * 1e3,
+                gb / ag * (n - 1.0) / n
+            );
+        }
+        mib *= 4;
+    }
+    let check = pg.all_reduce(&Tensor::ones(4, DType::F32, &device)?, shoal_dist::ReduceOp::Sum)?;
+    let v: Vec<f32> = check.to_device(&Device::Cpu)?.to_vec1()?;
+    ensure!(v == vec![n as f32; 4], "all-reduce check gave {v:?}");
+    Ok(())
+}
