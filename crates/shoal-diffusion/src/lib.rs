@@ -27,4 +27,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use make_model::make_model;
-pub use pipeline::{Item, LoadOptions, Output, Params, Pipeline, item_seed};
+pub use pipeline::{Item, LoadOptions, ModelInfo, Output, Params, Pipeline};

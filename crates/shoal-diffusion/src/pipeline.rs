@@ -97,6 +97,86 @@ enum Encoders {
     },
 }
 
+/// What a model folder's configs say, read without loading any weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The default image side (`sample_size × VAE factor`).
+    pub default_size: usize,
+    /// The VAE's spatial factor.
+    pub vae_scale_factor: usize,
+    /// The scheduler class that will run.
+    pub scheduler_class: String,
+}
+
+impl ModelInfo {
+    /// Reads and cross-checks the configs (cheap: no weights).
+    pub fn read(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        ModelIndex::load(dir)?;
+        let unet_path = dir.join("unet").join("config.json");
+        let unet: UNetConfig = read_json(&unet_path)?;
+        unet.blocks(&unet_path)?;
+        let vae_path = dir.join("vae").join("config.json");
+        let vae: VaeConfig = read_json(&vae_path)?;
+        vae.validate(&vae_path)?;
+        let sched = scheduler_config(dir, opts)?;
+        Ok(ModelInfo {
+            default_size: unet.sample_size.unwrap_or(64) * vae.scale_factor(),
+            vae_scale_factor: vae.scale_factor(),
+            scheduler_class: sched.class,
+        })
+    }
+
+    /// Checks parameters; errors name the field and the range.
+    pub fn check(&self, p: &Params) -> Result<()> {
+        let f = self.vae_scale_factor;
+        for (field, v) in [("height", p.height), ("width", p.width)] {
+            if v == 0 || v % f != 0 || v > MAX_SIDE {
+                return Err(Error::invalid(
+                    field,
+                    v,
+                    format!("must be a positive multiple of {f} (the VAE factor), at most {MAX_SIDE}"),
+                ));
+            }
+        }
+        if p.steps == 0 || p.steps > MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                p.steps,
+                format!("must be between 1 and {MAX_STEPS}"),
+            ));
+        }
+        if !p.guidance.is_finite() || p.guidance < 0.0 {
+            return Err(Error::invalid(
+                "guidance",
+                p.guidance,
+                "must be a finite number ≥ 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn scheduler_config(dir: &Path, opts: &LoadOptions) -> Result<SchedulerConfig> {
+    let sched_path = dir.join("scheduler").join("scheduler_config.json");
+    let sched_map: Value = read_json(&sched_path)?;
+    let empty = Map::new();
+    let override_class = match &opts.scheduler {
+        None => None,
+        Some(s) => Some(class_for(s).ok_or_else(|| {
+            Error::invalid(
+                "scheduler",
+                s,
+                "supported: pndm, ddim, euler, euler-a, dpm++2m (or their diffusers class names)",
+            )
+        })?),
+    };
+    SchedulerConfig::from_map(
+        sched_map.as_object().unwrap_or(&empty),
+        override_class,
+        &sched_path,
+    )
+}
+
 /// A loaded pipeline.
 pub struct Pipeline {
     encoders: Encoders,
@@ -157,24 +237,7 @@ impl Pipeline {
         let vae_cfg_path = dir.join("vae").join("config.json");
         let vae_cfg: VaeConfig = read_json(&vae_cfg_path)?;
         vae_cfg.validate(&vae_cfg_path)?;
-        let sched_path = dir.join("scheduler").join("scheduler_config.json");
-        let sched_map: Value = read_json(&sched_path)?;
-        let empty = Map::new();
-        let override_class = match &opts.scheduler {
-            None => None,
-            Some(s) => Some(class_for(s).ok_or_else(|| {
-                Error::invalid(
-                    "scheduler",
-                    s,
-                    "supported: pndm, ddim, euler, euler-a, dpm++2m (or their diffusers class names)",
-                )
-            })?),
-        };
-        let sched = SchedulerConfig::from_map(
-            sched_map.as_object().unwrap_or(&empty),
-            override_class,
-            &sched_path,
-        )?;
+        let sched = scheduler_config(dir, opts)?;
 
         // Cross-checks between components, before any weight is read.
         let xl = index.component("text_encoder_2").is_some();
@@ -286,33 +349,18 @@ impl Pipeline {
         self.vae_cfg.scale_factor()
     }
 
+    /// What the configs say (sizes, scheduler).
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            default_size: self.default_size,
+            vae_scale_factor: self.vae_cfg.scale_factor(),
+            scheduler_class: self.sched.class.clone(),
+        }
+    }
+
     /// Checks parameters before any work; errors name the field and the range.
     pub fn check(&self, p: &Params) -> Result<()> {
-        let f = self.vae_scale_factor();
-        for (field, v) in [("height", p.height), ("width", p.width)] {
-            if v == 0 || v % f != 0 || v > MAX_SIDE {
-                return Err(Error::invalid(
-                    field,
-                    v,
-                    format!("must be a positive multiple of {f} (the VAE factor), at most {MAX_SIDE}"),
-                ));
-            }
-        }
-        if p.steps == 0 || p.steps > MAX_STEPS {
-            return Err(Error::invalid(
-                "steps",
-                p.steps,
-                format!("must be between 1 and {MAX_STEPS}"),
-            ));
-        }
-        if !p.guidance.is_finite() || p.guidance < 0.0 {
-            return Err(Error::invalid(
-                "guidance",
-                p.guidance,
-                "must be a finite number ≥ 0",
-            ));
-        }
-        Ok(())
+        self.info().check(p)
     }
 
     /// The seeded initial noise of one item, `(c, h/f, w/f)` f32 (host RNG).
@@ -549,12 +597,6 @@ pub fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
     z ^ (z >> 31)
-}
-
-/// The seed of item `index` of a job with `base` seed: a function of both,
-/// never of the rank or the batch.
-pub fn item_seed(base: u64, index: u64) -> u64 {
-    splitmix(base ^ splitmix(index.wrapping_add(0x5EED)))
 }
 
 fn step_seed(seed: u64, step: usize) -> u64 {

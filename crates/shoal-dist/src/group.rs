@@ -432,6 +432,42 @@ impl ProcessGroup {
         Ok(v)
     }
 
+    // ---- the store, for coordination that is not a collective ------------
+
+    fn kv<T>(&self, f: impl FnOnce(&mut StoreClient) -> Result<T>) -> Result<T> {
+        let mut inner = self.lock().ok_or_else(|| Error::Backend {
+            backend: "store".into(),
+            detail: "a single-process group has no rendezvous store".into(),
+        })?;
+        f(&mut inner.store)
+    }
+
+    /// Sets a key in the job's store (world size > 1).
+    pub fn kv_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.kv(|s| s.set(key, value))
+    }
+
+    /// Gets a key, waiting up to the group's timeout.
+    pub fn kv_get(&self, key: &str) -> Result<Vec<u8>> {
+        let t = self.opts.timeout;
+        self.kv(|s| s.get(key, t))
+    }
+
+    /// Adds to the integer at a key and returns the new value (a shared counter).
+    pub fn kv_add(&self, key: &str, delta: i64) -> Result<i64> {
+        self.kv(|s| s.add(key, delta))
+    }
+
+    /// Which keys are set, without waiting.
+    pub fn kv_check(&self, keys: &[String]) -> Result<Vec<bool>> {
+        self.kv(|s| s.check(keys))
+    }
+
+    /// Removes keys.
+    pub fn kv_delete(&self, keys: &[String]) -> Result<()> {
+        self.kv(|s| s.delete(keys))
+    }
+
     fn check_rank(&self, op: &str, field: &'static str, r: usize) -> Result<()> {
         if r >= self.env.world_size {
             return Err(Error::InvalidArgument {

@@ -51,7 +51,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { op: op.into(), source }
+        Error::Io {
+            op: op.into(),
+            source,
+        }
     }
 
     pub(crate) fn invalid(field: impl Into<String>, value: impl ToString, detail: impl Into<String>) -> Self {

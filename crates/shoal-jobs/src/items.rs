@@ -116,7 +116,8 @@ pub fn parse_prompts_file(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
             continue;
         }
         let e = if jsonl {
-            serde_json::from_str::<Entry>(line).map_err(|e| line_err(format!("not a valid JSON item: {e}")))?
+            serde_json::from_str::<Entry>(line)
+                .map_err(|e| line_err(format!("not a valid JSON item: {e}")))?
         } else {
             Entry {
                 prompt: line.to_string(),
@@ -131,7 +132,11 @@ pub fn parse_prompts_file(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
 
 fn check_entry(e: &Entry) -> Result<()> {
     if e.prompt.len() > MAX_PROMPT_BYTES {
-        return Err(Error::invalid("prompt", format!("{} bytes", e.prompt.len()), format!("at most {MAX_PROMPT_BYTES} bytes")));
+        return Err(Error::invalid(
+            "prompt",
+            format!("{} bytes", e.prompt.len()),
+            format!("at most {MAX_PROMPT_BYTES} bytes"),
+        ));
     }
     if e.prompt.chars().any(|c| c == '\0') {
         return Err(Error::invalid("prompt", "…\\0…", "prompts may not contain NUL"));
@@ -147,7 +152,11 @@ fn check_entry(e: &Entry) -> Result<()> {
 /// Expands entries into one work item per image.
 pub fn expand(entries: &[Entry], d: &Defaults) -> Result<Vec<WorkItem>> {
     if entries.is_empty() {
-        return Err(Error::invalid("prompts", "none", "give at least one prompt (--prompt or --prompts-file)"));
+        return Err(Error::invalid(
+            "prompts",
+            "none",
+            "give at least one prompt (--prompt or --prompts-file)",
+        ));
     }
     let mut items = Vec::new();
     for e in entries {
@@ -162,7 +171,11 @@ pub fn expand(entries: &[Entry], d: &Defaults) -> Result<Vec<WorkItem>> {
         for k in 0..n {
             let index = items.len();
             if index >= MAX_ITEMS {
-                return Err(Error::invalid("images", "more", format!("a job holds at most {MAX_ITEMS} images")));
+                return Err(Error::invalid(
+                    "images",
+                    "more",
+                    format!("a job holds at most {MAX_ITEMS} images"),
+                ));
             }
             items.push(WorkItem {
                 index,
@@ -200,7 +213,10 @@ mod tests {
     #[test]
     fn plain_text_skips_blank_lines_and_crlf() {
         let e = parse_prompts_file(Path::new("p.txt"), b"a dog\r\n\n  \na cat\n").unwrap();
-        assert_eq!(e.iter().map(|e| e.prompt.as_str()).collect::<Vec<_>>(), ["a dog", "a cat"]);
+        assert_eq!(
+            e.iter().map(|e| e.prompt.as_str()).collect::<Vec<_>>(),
+            ["a dog", "a cat"]
+        );
     }
 
     #[test]
@@ -208,30 +224,52 @@ mod tests {
         let text = br#"{"prompt": "a dog", "seed": 7, "images": 3, "steps": 10}
 {"prompt": "a cat", "negative_prompt": "blurry", "height": 256}
 "#;
-        let items = expand(&parse_prompts_file(Path::new("p.jsonl"), text).unwrap(), &defaults()).unwrap();
+        let items = expand(
+            &parse_prompts_file(Path::new("p.jsonl"), text).unwrap(),
+            &defaults(),
+        )
+        .unwrap();
         assert_eq!(items.len(), 5);
-        assert_eq!(items.iter().map(|i| i.seed).take(3).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(
+            items.iter().map(|i| i.seed).take(3).collect::<Vec<_>>(),
+            [7, 8, 9]
+        );
         assert_eq!(items[0].params.steps, 10);
         assert_eq!(items[3].negative_prompt.as_deref(), Some("blurry"));
         assert_eq!(items[3].params.height, 256);
         assert_eq!(items[4].seed, item_seed(42, 4));
-        let err = parse_prompts_file(Path::new("p.jsonl"), b"{\"prompt\": \"ok\"}\n{\"prompt\": 3}\n").unwrap_err();
+        let err =
+            parse_prompts_file(Path::new("p.jsonl"), b"{\"prompt\": \"ok\"}\n{\"prompt\": 3}\n").unwrap_err();
         assert!(err.to_string().contains("p.jsonl:2"), "{err}");
-        let err = parse_prompts_file(Path::new("p.jsonl"), b"{\"prompt\": \"x\", \"stpes\": 3}\n").unwrap_err();
+        let err =
+            parse_prompts_file(Path::new("p.jsonl"), b"{\"prompt\": \"x\", \"stpes\": 3}\n").unwrap_err();
         assert!(err.to_string().contains("stpes"), "{err}");
         let err = parse_prompts_file(Path::new("p.txt"), b"ok\n\xff\xfe\n").unwrap_err();
-        assert!(err.to_string().contains("p.txt:2") && err.to_string().contains("UTF-8"), "{err}");
+        assert!(
+            err.to_string().contains("p.txt:2") && err.to_string().contains("UTF-8"),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_inputs_are_errors() {
         assert!(expand(&[], &defaults()).is_err());
-        assert!(parse_prompts_file(Path::new("p.txt"), b"\n\n").unwrap().is_empty());
+        assert!(
+            parse_prompts_file(Path::new("p.txt"), b"\n\n")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn seeds_depend_on_index_only() {
-        let e = vec![Entry { prompt: "a".into(), ..Default::default() }; 3];
+        let e = vec![
+            Entry {
+                prompt: "a".into(),
+                ..Default::default()
+            };
+            3
+        ];
         let a = expand(&e, &defaults()).unwrap();
         let b = expand(&e, &defaults()).unwrap();
         assert_eq!(a, b);

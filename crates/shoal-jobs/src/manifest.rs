@@ -72,7 +72,11 @@ impl JobSpec {
         cmp("dtype", self.dtype.clone(), other.dtype.clone());
         cmp("items", self.items.to_string(), other.items.to_string());
         if self.items == other.items {
-            cmp("prompts, seeds or parameters (items_sha256)", self.items_sha256.clone(), other.items_sha256.clone());
+            cmp(
+                "prompts, seeds or parameters (items_sha256)",
+                self.items_sha256.clone(),
+                other.items_sha256.clone(),
+            );
         }
         d
     }
@@ -158,11 +162,14 @@ pub fn append_records(path: &Path, records: &[Record]) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     for r in records {
-        let mut line = serde_json::to_vec(r).map_err(|e| Error::io("encoding a record", std::io::Error::other(e)))?;
+        let mut line =
+            serde_json::to_vec(r).map_err(|e| Error::io("encoding a record", std::io::Error::other(e)))?;
         line.push(b'\n');
-        f.write_all(&line).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        f.write_all(&line)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
-    f.sync_data().map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+    f.sync_data()
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
 }
 
 /// What is on disk for one item, as the edge finds it.
@@ -194,13 +201,19 @@ pub struct ResumePlan {
 }
 
 /// Decides, per item, whether its output can be trusted.
-pub fn plan_resume(items: &[WorkItem], manifest: &BTreeMap<usize, Record>, disk: impl Fn(&str) -> OnDisk) -> ResumePlan {
+pub fn plan_resume(
+    items: &[WorkItem],
+    manifest: &BTreeMap<usize, Record>,
+    disk: impl Fn(&str) -> OnDisk,
+) -> ResumePlan {
     let mut p = ResumePlan::default();
     for it in items {
         let name = file_name(it);
         match (disk(&name), manifest.get(&it.index)) {
             (OnDisk::Missing, _) => p.todo.push(it.index),
-            (OnDisk::File { sha256, .. }, Some(r)) if r.sha256 == sha256 && r.file == name => p.done.push(it.index),
+            (OnDisk::File { sha256, .. }, Some(r)) if r.sha256 == sha256 && r.file == name => {
+                p.done.push(it.index)
+            }
             (OnDisk::File { valid_png: true, .. }, None) => {
                 p.done.push(it.index);
                 p.recovered.push(it.index);
@@ -228,8 +241,9 @@ pub fn open_job(out: &Path, spec: &JobSpec, resume: bool) -> Result<PathBuf> {
             if !resume {
                 return Err(Error::Job {
                     path,
-                    detail: "this folder holds a job already; pass --resume to finish it, or choose another --out"
-                        .into(),
+                    detail:
+                        "this folder holds a job already; pass --resume to finish it, or choose another --out"
+                            .into(),
                 });
             }
             let diff = old.differences(spec);
@@ -245,7 +259,8 @@ pub fn open_job(out: &Path, spec: &JobSpec, resume: bool) -> Result<PathBuf> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let text = serde_json::to_string_pretty(spec).unwrap_or_default();
-            std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     }
@@ -298,10 +313,22 @@ mod tests {
         m.insert(0, record(&items[0], "aa"));
         m.insert(1, record(&items[1], "bb"));
         let disk = |name: &str| match &name[..5] {
-            "00000" => OnDisk::File { sha256: "aa".into(), valid_png: true },
-            "00001" => OnDisk::File { sha256: "zz".into(), valid_png: true },
-            "00002" => OnDisk::File { sha256: "cc".into(), valid_png: true },
-            "00003" => OnDisk::File { sha256: "dd".into(), valid_png: false },
+            "00000" => OnDisk::File {
+                sha256: "aa".into(),
+                valid_png: true,
+            },
+            "00001" => OnDisk::File {
+                sha256: "zz".into(),
+                valid_png: true,
+            },
+            "00002" => OnDisk::File {
+                sha256: "cc".into(),
+                valid_png: true,
+            },
+            "00003" => OnDisk::File {
+                sha256: "dd".into(),
+                valid_png: false,
+            },
             _ => OnDisk::Missing,
         };
         let p = plan_resume(&items, &m, disk);
@@ -317,14 +344,32 @@ mod tests {
         let items: Vec<_> = (0..3).map(item).collect();
         let spec = JobSpec::new("m", "PNDMScheduler", "f32", &items);
         open_job(dir.path(), &spec, false).unwrap();
-        assert!(open_job(dir.path(), &spec, false).unwrap_err().to_string().contains("--resume"));
+        assert!(
+            open_job(dir.path(), &spec, false)
+                .unwrap_err()
+                .to_string()
+                .contains("--resume")
+        );
         open_job(dir.path(), &spec, true).unwrap();
         let mut changed = items.clone();
         changed[1].params.steps = 3;
-        let e = open_job(dir.path(), &JobSpec::new("m", "PNDMScheduler", "f32", &changed), true).unwrap_err();
+        let e = open_job(
+            dir.path(),
+            &JobSpec::new("m", "PNDMScheduler", "f32", &changed),
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("items_sha256"), "{e}");
-        let e = open_job(dir.path(), &JobSpec::new("m", "DDIMScheduler", "f32", &items), true).unwrap_err();
-        assert!(e.to_string().contains("scheduler: PNDMScheduler → DDIMScheduler"), "{e}");
+        let e = open_job(
+            dir.path(),
+            &JobSpec::new("m", "DDIMScheduler", "f32", &items),
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("scheduler: PNDMScheduler → DDIMScheduler"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -333,7 +378,12 @@ mod tests {
         let p = dir.path().join(MANIFEST_FILE);
         let it = item(0);
         append_records(&p, &[record(&it, "aa")]).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"index\": 1, \"pro").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"index\": 1, \"pro")
+            .unwrap();
         assert_eq!(read_manifest(&p).unwrap().len(), 1);
         std::fs::write(&p, "garbage\n{}\n").unwrap();
         assert!(read_manifest(&p).is_err());

@@ -25,7 +25,11 @@ pub fn slug(prompt: &str) -> String {
         }
     }
     let s = s.trim_end_matches('-');
-    if s.is_empty() { "image".into() } else { s.to_string() }
+    if s.is_empty() {
+        "image".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// The file name of an item's image.

@@ -51,7 +51,11 @@ mod tests {
 
     #[test]
     fn blocks_break_on_parameter_changes() {
-        let items: Vec<_> = [1, 1, 1, 2, 2, 1].iter().enumerate().map(|(i, s)| item(i, *s)).collect();
+        let items: Vec<_> = [1, 1, 1, 2, 2, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| item(i, *s))
+            .collect();
         let refs: Vec<&WorkItem> = items.iter().collect();
         assert_eq!(blocks(&refs, 2), [0..2, 2..3, 3..5, 5..6]);
     }
