@@ -11,4 +11,5 @@ mod util;
 
 mod cli;
 mod generate;
+mod jobs;
 mod launch;

@@ -92,6 +92,12 @@ pub struct GenerateCmd {
     /// `auto` (this process's GPU when built with CUDA, else the CPU), `cpu`, or `cuda[:N]`.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Fault injection for tests: this rank dies (SIGKILL) after --fail-after images.
+    #[arg(long, hide = true)]
+    fail_rank: Option<usize>,
+    /// Fault injection: images the failing rank makes first.
+    #[arg(long, hide = true, default_value_t = 0)]
+    fail_after: usize,
 }
 
 pub fn parse_dtype(s: &str) -> Result<DType> {
@@ -128,7 +134,9 @@ fn load_latents(path: &Path, n: usize) -> Result<Vec<Tensor>> {
             .map(|i| t.get(i))
             .collect::<candle_core::Result<_>>()?,
         r => {
-            return Err(UsageError(format!("--latents {}: rank {r}, expected 3 or 4", path.display())).into());
+            return Err(
+                UsageError(format!("--latents {}: rank {r}, expected 3 or 4", path.display())).into(),
+            );
         }
     };
     if all.len() != n && all.len() != 1 {
@@ -323,6 +331,11 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         }
         made += records.len();
         monitor.report(records)?;
+        if c.fail_rank == Some(rank) && made >= c.fail_after {
+            eprintln!("rank {rank}/{world}: injecting a crash after {made} image(s)");
+            // SAFETY: raising a signal on our own process.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
     }
     monitor.finish(made, start)?;
     Ok(())

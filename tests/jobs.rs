@@ -1,0 +1,243 @@
+//! Issue 5: data-parallel generation through the real `shoal launch` and
+//! `shoal generate`, on CPU with the embedded tiny model.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::{assert_none_left, run_timed, shoal, text, unique_tag};
+
+const BASE: &[&str] = &[
+    "--steps",
+    "2",
+    "--height",
+    "32",
+    "--width",
+    "32",
+    "--quiet",
+    "--images-per-prompt",
+    "2",
+];
+const PROMPTS: &[&str] = &[
+    "-p",
+    "a dog",
+    "-p",
+    "a cat",
+    "-p",
+    "a red fox",
+    "-p",
+    "a chicken",
+    "-p",
+    "a dog",
+];
+
+/// File name → bytes of every PNG in a folder.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn generate(n: usize, out: &Path, extra: &[&str], tag: &str) -> std::process::Output {
+    let mut cmd = shoal();
+    if n > 0 {
+        cmd.args(["launch", "-n", &n.to_string(), "--grace-period", "2", "shoal"]);
+    }
+    cmd.arg("generate")
+        .args(BASE)
+        .args(PROMPTS)
+        .args(["--out", out.to_str().unwrap()])
+        .args(extra);
+    let (k, v) = tag.split_once('=').unwrap();
+    cmd.env(k, v).env("SHOAL_TIMEOUT", "60");
+    run_timed(&mut cmd, Duration::from_secs(600)).0
+}
+
+#[test]
+fn r5_same_files_on_1_2_and_4_processes_and_both_schedules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("scale");
+    let one = tmp.path().join("one");
+    let o = generate(0, &one, &[], &tag);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = files(&one);
+    assert_eq!(reference.len(), 10);
+    for (n, schedule) in [(2, "static"), (4, "static"), (3, "dynamic")] {
+        let out = tmp.path().join(format!("{n}-{schedule}"));
+        let o = generate(n, &out, &["--schedule", schedule], &tag);
+        assert!(o.status.success(), "{n} {schedule}: {}", text(&o));
+        assert!(
+            files(&out) == reference,
+            "{n} processes, {schedule}: files differ from 1 process"
+        );
+        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+        assert_eq!(manifest.lines().count(), 10, "one record per image");
+        assert!(text(&o).contains(&format!("on {n} process(es)")), "{}", text(&o));
+    }
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r5_a_crash_mid_job_then_resume_completes_without_touching_finished_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("crash");
+    let reference = tmp.path().join("ref");
+    assert!(generate(0, &reference, &[], &tag).status.success());
+    let out = tmp.path().join("job");
+    let o = generate(2, &out, &["--fail-rank", "1", "--fail-after", "2"], &tag);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(128 + 9), "{t}");
+    assert!(t.contains("root cause: rank 1"), "{t}");
+    assert_none_left(&tag);
+    let before = files(&out);
+    assert!(
+        !before.is_empty() && before.len() < 10,
+        "a partial job: {} files",
+        before.len()
+    );
+    let mtimes: BTreeMap<String, std::time::SystemTime> = before
+        .keys()
+        .map(|k| {
+            (
+                k.clone(),
+                std::fs::metadata(out.join(k)).unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    let o = generate(2, &out, &["--resume"], &tag);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        files(&out) == files(&reference),
+        "the resumed job must equal an uninterrupted one"
+    );
+    for (k, m) in mtimes {
+        assert_eq!(
+            std::fs::metadata(out.join(&k)).unwrap().modified().unwrap(),
+            m,
+            "{k} was rewritten"
+        );
+    }
+    let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    let mut idx: Vec<u64> = manifest
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    idx.sort();
+    idx.dedup();
+    assert_eq!(idx, (0..10).collect::<Vec<_>>());
+    // Resuming a finished job makes nothing.
+    let o = generate(0, &out, &["--resume"], &tag);
+    assert!(
+        text(&o).contains("10 of 10 images done, 0 to make"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn r5_resume_refuses_changed_parameters_and_reuse_needs_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("refuse");
+    let out = tmp.path().join("job");
+    assert!(generate(0, &out, &[], &tag).status.success());
+    let o = generate(0, &out, &[], &tag);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    let o = generate(0, &out, &["--resume", "--seed", "5"], &tag);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("refusing to resume"), "{}", text(&o));
+    let o = generate(0, &out, &["--resume", "--scheduler", "ddim"], &tag);
+    assert!(
+        text(&o).contains("scheduler: PNDMScheduler → DDIMScheduler"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn r5_bad_and_hostile_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o_ = out.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = shoal();
+        cmd.arg("generate")
+            .args([
+                "--steps", "1", "--height", "32", "--width", "32", "--quiet", "--out", o_,
+            ])
+            .args(args);
+        run_timed(&mut cmd, Duration::from_secs(300)).0
+    };
+    let write = |name: &str, body: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--prompts-file".into(), write("empty.txt", b"\n\n")],
+            "holds no prompt",
+        ),
+        (
+            vec![
+                "--prompts-file".into(),
+                tmp.path().join("missing.txt").to_str().unwrap().into(),
+            ],
+            "missing.txt",
+        ),
+        (
+            vec![
+                "--prompts-file".into(),
+                write("bad.jsonl", b"{\"prompt\": \"ok\"}\n{\"prompt\": \n"),
+            ],
+            "bad.jsonl:2",
+        ),
+        (
+            vec![
+                "--prompts-file".into(),
+                write("field.jsonl", b"{\"prompt\": \"ok\", \"height\": 30}\n"),
+            ],
+            "height",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains(needle),
+            "{args:?} should mention {needle:?}: {}",
+            text(&o)
+        );
+    }
+    // Hostile and duplicate prompts: safe, unique names, all inside --out.
+    let long = "ü".repeat(3000);
+    let file = write(
+        "hostile.jsonl",
+        format!(
+            "{{\"prompt\": \"../../escape/me\"}}\n{{\"prompt\": \"/etc/passwd\"}}\n{{\"prompt\": \"{long}\"}}\n\
+             {{\"prompt\": \"a dog\"}}\n{{\"prompt\": \"a dog\"}}\n"
+        )
+        .as_bytes(),
+    );
+    let o = run(&["--prompts-file", &file]);
+    assert!(o.status.success(), "{}", text(&o));
+    let names: Vec<String> = files(&out).into_keys().collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for n in &names {
+        assert!(n.len() < 100 && !n.contains('/') && !n.contains(".."), "{n}");
+    }
+    assert!(!tmp.path().join("escape").exists());
+}
