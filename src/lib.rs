@@ -11,7 +11,9 @@
 //! # Ok::<(), shoal::dist::Error>(())
 //! ```
 
+pub use shoal_diffusion as diffusion;
 pub use shoal_dist as dist;
+pub use shoal_jobs as jobs;
 pub use shoal_launch as launch;
 
 pub use shoal_dist::{DistributedState, ProcessGroup, init_process_group, split_between_processes};
