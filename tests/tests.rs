@@ -13,3 +13,4 @@ mod cli;
 mod generate;
 mod jobs;
 mod launch;
+mod plan;

@@ -92,6 +92,15 @@ pub struct GenerateCmd {
     /// `auto` (this process's GPU when built with CUDA, else the CPU), `cpu`, or `cuda[:N]`.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Spread one process's pipeline over devices: balanced, sequential, or unet=1,vae=1,text_encoder=0.
+    #[arg(long)]
+    device_map: Option<String>,
+    /// Limits for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB (default: each GPU's free memory).
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// CPU offload: `model` (a component is on the GPU only while it runs).
+    #[arg(long)]
+    offload: Option<String>,
     /// Fault injection for tests: this rank dies (SIGKILL) after --fail-after images.
     #[arg(long, hide = true)]
     fail_rank: Option<usize>,
@@ -274,7 +283,13 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     let todo = agree_on_todo(&job, &spec, c.resume)?;
 
     let start = Instant::now();
-    let pipe = Pipeline::load(&model, &device, dtype, &opts)?;
+    let placement = placement(&c, &model, &device, dtype, world, &defaults.params)?;
+    let pipe = Pipeline::load_placed(&model, placement, dtype, &opts)?;
+    if rank == 0
+        && let Some(m) = pipe.device_map()
+    {
+        eprintln!("generate: device map {m:?}");
+    }
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, c.batch_size);
     let bar = rank == 0 && !c.quiet && std::io::stderr().is_terminal();
@@ -339,6 +354,39 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     }
     monitor.finish(made, start)?;
     Ok(())
+}
+
+/// Where the components go: one device, a device map, or model offload.
+fn placement(
+    c: &GenerateCmd,
+    model: &Path,
+    device: &Device,
+    dtype: DType,
+    world: usize,
+    p: &GenParams,
+) -> Result<shoal_diffusion::pipeline::Placement> {
+    use shoal_diffusion::pipeline::Placement;
+    match (&c.device_map, c.offload.as_deref()) {
+        (Some(_), Some(_)) => Err(UsageError(
+            "--device-map and --offload exclude each other (as diffusers' device_map and enable_*_cpu_offload)".into(),
+        )
+        .into()),
+        (None, Some("model")) => Ok(Placement::OffloadModel(device.clone())),
+        (None, Some("sequential")) => Err(UsageError(
+            "--offload sequential (weights streamed layer by layer) is not implemented yet; use --offload model".into(),
+        )
+        .into()),
+        (None, Some(o)) => Err(UsageError(format!("invalid --offload {o:?}: expected model")).into()),
+        (Some(map), None) => {
+            if world > 1 {
+                bail!(UsageError("--device-map spreads one process over GPUs; run it without a multi-process launcher".into()));
+            }
+            let plan = super::plan::make_plan(model, map, c.max_memory.as_deref(), dtype, (p.height, p.width, c.batch_size))?;
+            Ok(Placement::Map(super::plan::devices_of(&plan)?))
+        }
+        (None, None) if c.max_memory.is_some() => Err(UsageError("--max-memory needs --device-map".into()).into()),
+        (None, None) => Ok(Placement::Device(device.clone())),
+    }
 }
 
 fn params_of(g: &GenParams) -> Params {

@@ -14,6 +14,7 @@ mod generate;
 mod image_diff;
 mod launch;
 mod make_model;
+mod plan;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,8 @@ enum Command {
     Bench(bench::BenchCmd),
     /// Compare two PNG images (largest per-channel difference in [0, 1]).
     ImageDiff(image_diff::ImageDiffCmd),
+    /// Print a device map for a model without loading weights.
+    Plan(plan::PlanCmd),
 }
 
 /// An error that is the user's to fix: exit code 2.
@@ -71,6 +74,7 @@ pub fn run() -> i32 {
         Command::MakeModel(c) => make_model::run(c),
         Command::Bench(c) => bench::run(c),
         Command::ImageDiff(c) => image_diff::run(c),
+        Command::Plan(c) => plan::run(c),
     };
     match result {
         Ok(()) => 0,

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod presets;
 pub mod random;
 pub mod scheduler;
+pub mod sizes;
 pub mod tokenizer;
 pub mod unet;
 pub mod weights;

@@ -177,17 +177,80 @@ fn scheduler_config(dir: &Path, opts: &LoadOptions) -> Result<SchedulerConfig> {
     )
 }
 
-/// A loaded pipeline.
-pub struct Pipeline {
+/// Where a pipeline's components run.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// Everything on one device (`pipe.to(device)`).
+    Device(Device),
+    /// A device per component (`device_map`, the `hf_device_map` analog).
+    Map(ComponentDevices),
+    /// Model CPU offload: each component is loaded onto this device only while
+    /// it runs (text encoders, then the UNet, then the VAE), from memory-mapped
+    /// files, and freed after.
+    OffloadModel(Device),
+}
+
+/// The device of each component.
+#[derive(Debug, Clone)]
+pub struct ComponentDevices {
+    /// `text_encoder`.
+    pub text_encoder: Device,
+    /// `text_encoder_2` (SDXL).
+    pub text_encoder_2: Device,
+    /// `unet`.
+    pub unet: Device,
+    /// `vae`.
+    pub vae: Device,
+}
+
+impl ComponentDevices {
+    /// Every component on `d`.
+    pub fn all(d: &Device) -> Self {
+        ComponentDevices {
+            text_encoder: d.clone(),
+            text_encoder_2: d.clone(),
+            unet: d.clone(),
+            vae: d.clone(),
+        }
+    }
+}
+
+/// Components that stay loaded between calls.
+struct Resident {
     encoders: Encoders,
     unet: UNet,
     vae: AutoEncoderKL,
+}
+
+/// A component loaded for this call, or borrowed from the resident set.
+enum Held<'a, T> {
+    Borrowed(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Held::Borrowed(t) => t,
+            Held::Owned(t) => t,
+        }
+    }
+}
+
+/// A loaded pipeline.
+pub struct Pipeline {
+    resident: Option<Resident>,
+    placement: Placement,
+    unet_cfg: UNetConfig,
+    blocks: Vec<crate::config::BlockSpec>,
+    xl: bool,
+    variant: Option<String>,
     vae_cfg: VaeConfig,
     vae_dtype: DType,
     sched: SchedulerConfig,
     latent_channels: usize,
     force_zeros: bool,
-    device: Device,
     dtype: DType,
     dir: PathBuf,
     default_size: usize,
@@ -198,10 +261,11 @@ impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Pipeline({}, {:?}, {})",
+            "Pipeline({}, {:?}, {}, {:?})",
             self.dir.display(),
             self.dtype,
-            self.sched.class
+            self.sched.class,
+            self.placement
         )
     }
 }
@@ -226,11 +290,23 @@ fn clip_width(dir: &Path) -> Result<usize> {
     Ok(read_json::<ClipConfig>(&dir.join("config.json"))?.hidden_size)
 }
 
+fn map_active() -> Error {
+    Error::invalid(
+        "device_map",
+        "active",
+        "the pipeline has a device map; call reset_device_map() (or drop --device-map) first",
+    )
+}
+
 impl Pipeline {
     /// Loads a diffusers folder onto `device` in `dtype` (`from_pretrained`).
     pub fn load(dir: &Path, device: &Device, dtype: DType, opts: &LoadOptions) -> Result<Self> {
+        Self::load_placed(dir, Placement::Device(device.clone()), dtype, opts)
+    }
+
+    /// Loads a diffusers folder with its components placed as `placement` says.
+    pub fn load_placed(dir: &Path, placement: Placement, dtype: DType, opts: &LoadOptions) -> Result<Self> {
         let index = ModelIndex::load(dir)?;
-        let variant = opts.variant.as_deref();
         let unet_cfg_path = dir.join("unet").join("config.json");
         let unet_cfg: UNetConfig = read_json(&unet_cfg_path)?;
         let blocks = unet_cfg.blocks(&unet_cfg_path)?;
@@ -277,60 +353,196 @@ impl Pipeline {
                 ),
             });
         }
-
-        let tok = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
-        let eos = tok.eos_id();
-        let te = load_clip(&dir.join("text_encoder"), dtype, device, variant, eos)?;
-        let encoders = if xl {
-            let tok2 = ClipTokenizer::from_dir(&dir.join("tokenizer_2"))?;
-            let te2 = load_clip(&dir.join("text_encoder_2"), dtype, device, variant, tok2.eos_id())?;
-            Encoders::Xl {
-                tok,
-                te,
-                tok2: Box::new(tok2),
-                te2: Box::new(te2),
-            }
-        } else {
-            Encoders::Sd { tok, te }
-        };
-        let unet_dir = dir.join("unet");
-        let files = weights::find_weights(&unet_dir, "diffusion_pytorch_model", variant)?;
-        let unet = UNet::new(weights::load(&files, dtype, device)?, &unet_cfg, &blocks)
-            .map_err(weights::in_file(&files))?;
         // diffusers decodes SDXL's VAE in f32 (`force_upcast`): f16 overflows there.
         let vae_dtype = if vae_cfg.force_upcast { DType::F32 } else { dtype };
-        let vae_dir = dir.join("vae");
-        let files = weights::find_weights(&vae_dir, "diffusion_pytorch_model", variant)?;
-        let vb = weights::load(&files, vae_dtype, device)?;
-        let vae = AutoEncoderKL::new(
-            vb,
-            vae_cfg.in_channels,
-            vae_cfg.out_channels,
-            AutoEncoderKLConfig {
-                block_out_channels: vae_cfg.block_out_channels.clone(),
-                layers_per_block: vae_cfg.layers_per_block,
-                latent_channels: vae_cfg.latent_channels,
-                norm_num_groups: vae_cfg.norm_num_groups,
-                use_quant_conv: vae_cfg.use_quant_conv,
-                use_post_quant_conv: vae_cfg.use_post_quant_conv,
-            },
-        )
-        .map_err(|e| weights::in_file(&files)(Error::Candle(e)))?;
-        let default_size = unet_cfg.sample_size.unwrap_or(64) * vae_cfg.scale_factor();
-        Ok(Pipeline {
-            encoders,
-            unet,
+        let exec = match &placement {
+            Placement::Device(d) | Placement::OffloadModel(d) => d.clone(),
+            Placement::Map(m) => m.unet.clone(),
+        };
+        let mut pipe = Pipeline {
+            resident: None,
+            unet_cfg: unet_cfg.clone(),
+            blocks,
+            xl,
+            variant: opts.variant.clone(),
             latent_channels: vae_cfg.latent_channels,
-            vae,
+            default_size: unet_cfg.sample_size.unwrap_or(64) * vae_cfg.scale_factor(),
             vae_cfg,
             vae_dtype,
             sched,
             force_zeros: index.force_zeros_for_empty_prompt,
-            device: device.clone(),
             dtype,
             dir: dir.to_path_buf(),
-            default_size,
-            batch_invariant: opts.batch_invariant.unwrap_or(device.is_cpu()),
+            batch_invariant: opts.batch_invariant.unwrap_or(exec.is_cpu()),
+            placement,
+        };
+        pipe.reload()?;
+        Ok(pipe)
+    }
+
+    fn devices(&self) -> ComponentDevices {
+        match &self.placement {
+            Placement::Device(d) | Placement::OffloadModel(d) => ComponentDevices::all(d),
+            Placement::Map(m) => m.clone(),
+        }
+    }
+
+    /// Loads the resident components for the current placement (none under
+    /// offload, where every weight file is only checked).
+    fn reload(&mut self) -> Result<()> {
+        self.resident = None;
+        if let Placement::OffloadModel(_) = self.placement {
+            let v = self.variant.as_deref();
+            for (d, stem) in [
+                ("text_encoder", "model"),
+                ("unet", "diffusion_pytorch_model"),
+                ("vae", "diffusion_pytorch_model"),
+            ] {
+                for f in weights::find_weights(&self.dir.join(d), stem, v)? {
+                    weights::preflight(&f)?;
+                }
+            }
+            return Ok(());
+        }
+        let d = self.devices();
+        self.resident = Some(Resident {
+            encoders: self.load_encoders(&d)?,
+            unet: self.load_unet(&d.unet)?,
+            vae: self.load_vae(&d.vae)?,
+        });
+        Ok(())
+    }
+
+    fn load_encoders(&self, d: &ComponentDevices) -> Result<Encoders> {
+        let v = self.variant.as_deref();
+        let tok = ClipTokenizer::from_dir(&self.dir.join("tokenizer"))?;
+        let te = load_clip(
+            &self.dir.join("text_encoder"),
+            self.dtype,
+            &d.text_encoder,
+            v,
+            tok.eos_id(),
+        )?;
+        if !self.xl {
+            return Ok(Encoders::Sd { tok, te });
+        }
+        let tok2 = ClipTokenizer::from_dir(&self.dir.join("tokenizer_2"))?;
+        let te2 = load_clip(
+            &self.dir.join("text_encoder_2"),
+            self.dtype,
+            &d.text_encoder_2,
+            v,
+            tok2.eos_id(),
+        )?;
+        Ok(Encoders::Xl {
+            tok,
+            te,
+            tok2: Box::new(tok2),
+            te2: Box::new(te2),
+        })
+    }
+
+    fn load_unet(&self, device: &Device) -> Result<UNet> {
+        let files = weights::find_weights(
+            &self.dir.join("unet"),
+            "diffusion_pytorch_model",
+            self.variant.as_deref(),
+        )?;
+        UNet::new(
+            weights::load(&files, self.dtype, device)?,
+            &self.unet_cfg,
+            &self.blocks,
+        )
+        .map_err(weights::in_file(&files))
+    }
+
+    fn load_vae(&self, device: &Device) -> Result<AutoEncoderKL> {
+        let c = &self.vae_cfg;
+        let files = weights::find_weights(
+            &self.dir.join("vae"),
+            "diffusion_pytorch_model",
+            self.variant.as_deref(),
+        )?;
+        let vb = weights::load(&files, self.vae_dtype, device)?;
+        AutoEncoderKL::new(
+            vb,
+            c.in_channels,
+            c.out_channels,
+            AutoEncoderKLConfig {
+                block_out_channels: c.block_out_channels.clone(),
+                layers_per_block: c.layers_per_block,
+                latent_channels: c.latent_channels,
+                norm_num_groups: c.norm_num_groups,
+                use_quant_conv: c.use_quant_conv,
+                use_post_quant_conv: c.use_post_quant_conv,
+            },
+        )
+        .map_err(|e| weights::in_file(&files)(Error::Candle(e)))
+    }
+
+    /// The `hf_device_map` analog: component → device, when a map is active.
+    pub fn device_map(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        let Placement::Map(m) = &self.placement else {
+            return None;
+        };
+        let name = |d: &Device| match d.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        out.insert("text_encoder".to_string(), name(&m.text_encoder));
+        if self.xl {
+            out.insert("text_encoder_2".to_string(), name(&m.text_encoder_2));
+        }
+        out.insert("unet".to_string(), name(&m.unet));
+        out.insert("vae".to_string(), name(&m.vae));
+        Some(out)
+    }
+
+    /// Undoes a device map: every component back on the CPU (as diffusers'
+    /// `reset_device_map`), after which `to` and the offload modes are allowed.
+    pub fn reset_device_map(&mut self) -> Result<()> {
+        self.placement = Placement::Device(Device::Cpu);
+        self.reload()
+    }
+
+    /// Moves the whole pipeline to `device`; an error while a device map is active.
+    pub fn to(&mut self, device: &Device) -> Result<()> {
+        if matches!(self.placement, Placement::Map(_)) {
+            return Err(map_active());
+        }
+        self.placement = Placement::Device(device.clone());
+        self.reload()
+    }
+
+    /// Model CPU offload onto `device`; an error while a device map is active.
+    pub fn enable_model_cpu_offload(&mut self, device: &Device) -> Result<()> {
+        if matches!(self.placement, Placement::Map(_)) {
+            return Err(map_active());
+        }
+        self.placement = Placement::OffloadModel(device.clone());
+        self.reload()
+    }
+
+    fn encoders(&self) -> Result<Held<'_, Encoders>> {
+        Ok(match &self.resident {
+            Some(r) => Held::Borrowed(&r.encoders),
+            None => Held::Owned(self.load_encoders(&self.devices())?),
+        })
+    }
+
+    fn unet(&self) -> Result<Held<'_, UNet>> {
+        Ok(match &self.resident {
+            Some(r) => Held::Borrowed(&r.unet),
+            None => Held::Owned(self.load_unet(&self.devices().unet)?),
+        })
+    }
+
+    fn vae(&self) -> Result<Held<'_, AutoEncoderKL>> {
+        Ok(match &self.resident {
+            Some(r) => Held::Borrowed(&r.vae),
+            None => Held::Owned(self.load_vae(&self.devices().vae)?),
         })
     }
 
@@ -371,7 +583,7 @@ impl Pipeline {
             seed,
             shape.0 * shape.1 * shape.2,
             shape,
-            &self.device,
+            &self.devices().unet,
         )?)
     }
 
@@ -389,12 +601,13 @@ impl Pipeline {
             lens.push(t.untruncated_len);
             ids.push(t.ids);
         }
-        Ok((te.forward(&ids, &self.device)?.last_hidden, lens))
+        Ok((te.forward(&ids, &self.devices().text_encoder)?.last_hidden, lens))
     }
 
     /// Text conditioning for prompts: `(context, pooled for SDXL, token counts)`.
-    fn encode(&self, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
-        match &self.encoders {
+    fn encode(&self, enc: &Encoders, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
+        let d = self.devices();
+        match enc {
             Encoders::Sd { tok, te } => {
                 let (c, l) = self.encode_sd(tok, te, prompts)?;
                 Ok((c, None, l))
@@ -410,10 +623,17 @@ impl Pipeline {
                     ids1.push(t1.ids);
                     ids2.push(tok2.encode(p)?.ids);
                 }
-                let o1 = te.forward(&ids1, &self.device)?;
-                let o2 = te2.forward(&ids2, &self.device)?;
-                let ctx = Tensor::cat(&[o1.penultimate, o2.penultimate], 2)?;
-                Ok((ctx, Some(o2.pooled), lens))
+                let o1 = te.forward(&ids1, &d.text_encoder)?;
+                let o2 = te2.forward(&ids2, &d.text_encoder_2)?;
+                // Activations move to the UNet's device; the encoders may sit elsewhere.
+                let ctx = Tensor::cat(
+                    &[
+                        o1.penultimate.to_device(&d.unet)?,
+                        o2.penultimate.to_device(&d.unet)?,
+                    ],
+                    2,
+                )?;
+                Ok((ctx, Some(o2.pooled.to_device(&d.unet)?), lens))
             }
         }
     }
@@ -455,12 +675,12 @@ impl Pipeline {
         let f = self.vae_scale_factor();
         let mut sched = Scheduler::new(&self.sched, p.steps)?;
         let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
-        let (cond, pooled, prompt_tokens) = self.encode(&prompts)?;
+        let devs = self.devices();
+        let enc = self.encoders()?;
+        let (cond, pooled, prompt_tokens) = self.encode(&enc, &prompts)?;
         let cfg = p.guidance > 1.0;
         let (ctx, pooled) = if cfg {
-            let zeros = matches!(self.encoders, Encoders::Xl { .. })
-                && self.force_zeros
-                && items.iter().all(|i| i.negative_prompt.is_none());
+            let zeros = self.xl && self.force_zeros && items.iter().all(|i| i.negative_prompt.is_none());
             let (neg, neg_pooled) = if zeros {
                 (
                     cond.zeros_like()?,
@@ -471,7 +691,7 @@ impl Pipeline {
                     .iter()
                     .map(|i| i.negative_prompt.as_deref().unwrap_or(""))
                     .collect();
-                let (n, np, _) = self.encode(&negs)?;
+                let (n, np, _) = self.encode(&enc, &negs)?;
                 (n, np)
             };
             let pooled = match (neg_pooled, pooled) {
@@ -482,7 +702,9 @@ impl Pipeline {
         } else {
             (cond, pooled)
         };
-        let ctx = ctx.to_dtype(self.dtype)?;
+        // Under offload the encoders are freed before the UNet is loaded.
+        drop(enc);
+        let ctx = ctx.to_device(&devs.unet)?.to_dtype(self.dtype)?;
         let added = match pooled {
             Some(text_embeds) => {
                 let n = text_embeds.dim(0)?;
@@ -490,7 +712,7 @@ impl Pipeline {
                 let ids: Vec<f32> = (0..n).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
                 Some(AddedCond {
                     text_embeds: text_embeds.to_dtype(self.dtype)?,
-                    time_ids: Tensor::from_vec(ids, (n, 6), &self.device)?,
+                    time_ids: Tensor::from_vec(ids, (n, 6), &devs.unet)?,
                 })
             }
             None => None,
@@ -513,13 +735,14 @@ impl Pipeline {
                             ),
                         ));
                     }
-                    (l.to_device(&self.device)?.to_dtype(DType::F32)? * sched.init_noise_sigma())?
+                    (l.to_device(&devs.unet)?.to_dtype(DType::F32)? * sched.init_noise_sigma())?
                 }
                 None => (self.noise(it.seed, p)? * sched.init_noise_sigma())?,
             };
             init.push(t);
         }
         let mut x = Tensor::stack(&init, 0)?;
+        let unet = self.unet()?;
         let n = sched.timesteps().len();
         for i in 0..n {
             let t = sched.timesteps()[i];
@@ -529,8 +752,7 @@ impl Pipeline {
                 x.clone()
             };
             let xin = sched.scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
-            let out = self
-                .unet
+            let out = unet
                 .forward(&xin, t, &ctx, added.as_ref())?
                 .to_dtype(DType::F32)?;
             let out = if cfg {
@@ -543,12 +765,12 @@ impl Pipeline {
                 let per: Vec<Tensor> = items
                     .iter()
                     .map(|it| match &it.step_noise {
-                        Some(n) => n.get(i)?.to_device(&self.device)?.to_dtype(DType::F32),
+                        Some(n) => n.get(i)?.to_device(&devs.unet)?.to_dtype(DType::F32),
                         None => host_normal(
                             step_seed(it.seed, i),
                             shape.0 * shape.1 * shape.2,
                             shape,
-                            &self.device,
+                            &devs.unet,
                         ),
                     })
                     .collect::<candle_core::Result<_>>()?;
@@ -559,6 +781,7 @@ impl Pipeline {
             x = sched.step(&out, i, &x, noise.as_ref())?;
             on_step(i + 1, n);
         }
+        drop(unet);
         let images = self.decode(&x)?;
         Ok(Output {
             latents: x,
@@ -567,16 +790,23 @@ impl Pipeline {
         })
     }
 
-    /// VAE decode to images in [0, 1].
+    /// VAE decode to images in [0, 1] (on the CPU, whatever the VAE's device).
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let z = (latents / self.vae_cfg.scaling_factor)?.to_dtype(self.vae_dtype)?;
-        let img = self.vae.decode(&z)?.to_dtype(DType::F32)?;
-        Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+        let vae = self.vae()?;
+        let z = (latents.to_device(&self.devices().vae)? / self.vae_cfg.scaling_factor)?
+            .to_dtype(self.vae_dtype)?;
+        let img = vae.decode(&z)?.to_dtype(DType::F32)?;
+        Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
     }
 
-    /// The device the pipeline runs on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// The device the UNet runs on.
+    pub fn device(&self) -> Device {
+        self.devices().unet
+    }
+
+    /// How the components are placed.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 }
 

@@ -196,6 +196,38 @@ pub fn preflight(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The tensors a checked safetensors file declares: `(name, dtype, shape)`.
+pub fn header_tensors(path: &Path) -> Result<Vec<(String, String, Vec<u64>)>> {
+    preflight(path)?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: Value = serde_json::from_slice(&header).map_err(|e| Error::BadFile {
+        path: path.to_path_buf(),
+        detail: format!("the header is not JSON: {e}"),
+    })?;
+    Ok(v.as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(k, t)| {
+                    let dt = t.get("dtype").and_then(Value::as_str).unwrap_or("?").to_string();
+                    let shape = t
+                        .get("shape")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                        .unwrap_or_default();
+                    (k.clone(), dt, shape)
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Pre-flights and memory-maps weight files into a `VarBuilder` of `dtype`.
 pub fn load(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
     for p in paths {

@@ -139,6 +139,25 @@ pub fn check_gpu_sharing(local_world: usize, gpus: usize, allow: bool) -> Result
     Ok(())
 }
 
+/// Free and total memory of every visible CUDA device, `(ordinal, free, total)`;
+/// empty without CUDA. Creates a context on each GPU (the edge of the planner).
+pub fn cuda_memory() -> Vec<(usize, u64, u64)> {
+    #[cfg(feature = "cuda")]
+    {
+        (0..cuda_device_count())
+            .filter_map(|i| {
+                let ctx = candle_core::cuda_backend::cudarc::driver::CudaContext::new(i).ok()?;
+                let (free, total) = ctx.mem_get_info().ok()?;
+                Some((i, free as u64, total as u64))
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Vec::new()
+    }
+}
+
 /// How many CUDA devices the driver reports; 0 in a build without CUDA or
 /// on a machine without a driver.
 pub fn cuda_device_count() -> usize {

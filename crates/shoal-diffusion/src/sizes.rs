@@ -1,0 +1,105 @@
+//! How much memory each component needs: weights from the safetensors headers
+//! (in the dtype they will be loaded in) plus an activation allowance for the
+//! requested resolution and batch. Used by the device-map planner; reads no
+//! tensor data.
+//!
+//! Allowance formulas (s = bytes per element of the compute dtype, B = batch,
+//! 2B with classifier-free guidance, h·w = latent pixels at the level named):
+//! - UNet: 2B × (heads × (h·w at its first attention level)² + 16 × C0 × h·w) × s,
+//!   the materialized attention scores of the largest attention plus feature maps;
+//! - VAE decode: B × (4 × C0 × H × W + (h·w)²) × s_vae, full-resolution feature
+//!   maps and the mid-block attention (s_vae is 4 when `force_upcast`);
+//! - text encoders: 2B × (heads × 77² + 4 × hidden × 77) × s.
+
+use std::path::Path;
+
+use candle_core::DType;
+
+use crate::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig, read_json};
+use crate::error::Result;
+use crate::weights::{find_weights, header_tensors};
+
+/// One component's needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSize {
+    /// The component (folder) name.
+    pub name: String,
+    /// Weight bytes in the load dtype.
+    pub weights: u64,
+    /// Activation allowance.
+    pub activations: u64,
+}
+
+fn weight_bytes(dir: &Path, stem: &str, dtype: DType) -> Result<u64> {
+    let mut total = 0u64;
+    for f in find_weights(dir, stem, None)? {
+        for (_, dt, shape) in header_tensors(&f)? {
+            let n: u64 = shape.iter().product();
+            let size = match dt.as_str() {
+                "F32" | "F16" | "BF16" | "F64" => dtype.size_in_bytes() as u64,
+                "I64" | "U64" => 8,
+                "I32" | "U32" => 4,
+                "I16" | "U16" => 2,
+                _ => 1,
+            };
+            total += n * size;
+        }
+    }
+    Ok(total)
+}
+
+/// The components of the model in `dir` with their needs for images of
+/// `height × width`, `batch` at a time, computed in `dtype`.
+pub fn component_sizes(
+    dir: &Path,
+    dtype: DType,
+    height: usize,
+    width: usize,
+    batch: usize,
+) -> Result<Vec<ComponentSize>> {
+    let index = ModelIndex::load(dir)?;
+    let s = dtype.size_in_bytes() as u64;
+    let b2 = 2 * batch as u64;
+    let unet_path = dir.join("unet").join("config.json");
+    let unet: UNetConfig = read_json(&unet_path)?;
+    let blocks = unet.blocks(&unet_path)?;
+    let vae: VaeConfig = read_json(&dir.join("vae").join("config.json"))?;
+    let f = vae.scale_factor();
+    let hw = ((height / f) * (width / f)) as u64;
+    let mut out = Vec::new();
+    for te in ["text_encoder", "text_encoder_2"] {
+        if index.component(te).is_none() {
+            continue;
+        }
+        let d = dir.join(te);
+        let c: ClipConfig = read_json(&d.join("config.json"))?;
+        let act = b2 * (c.num_attention_heads as u64 * 77 * 77 + 4 * c.hidden_size as u64 * 77) * s;
+        out.push(ComponentSize {
+            name: te.into(),
+            weights: weight_bytes(&d, "model", dtype)?,
+            activations: act,
+        });
+    }
+    let first_attn = blocks
+        .iter()
+        .position(|b| b.cross_attn)
+        .unwrap_or(blocks.len() - 1);
+    let hw_attn = hw >> (2 * first_attn);
+    let heads = blocks[first_attn].heads as u64;
+    let unet_act = b2 * (heads * hw_attn * hw_attn + 16 * blocks[0].channels as u64 * hw) * s;
+    out.push(ComponentSize {
+        name: "unet".into(),
+        weights: weight_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype)?,
+        activations: unet_act,
+    });
+    let vae_dtype = if vae.force_upcast { DType::F32 } else { dtype };
+    let sv = vae_dtype.size_in_bytes() as u64;
+    let c0 = vae.block_out_channels.first().copied().unwrap_or(128) as u64;
+    let vae_act = batch as u64 * (4 * c0 * (height * width) as u64 + hw * hw) * sv;
+    out.push(ComponentSize {
+        name: "vae".into(),
+        weights: weight_bytes(&dir.join("vae"), "diffusion_pytorch_model", vae_dtype)?,
+        activations: vae_act,
+    });
+    Ok(out)
+}

@@ -1,0 +1,149 @@
+//! `shoal plan`: a device map for a model, without loading any weight; also
+//! the resolution of `--device-map` for `shoal generate`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use clap::Args;
+use shoal_diffusion::pipeline::ComponentDevices;
+use shoal_plan::{Component, Dev, Plan, Strategy, format_bytes};
+
+use super::UsageError;
+use super::generate::parse_dtype;
+
+#[derive(Debug, Args)]
+pub struct PlanCmd {
+    /// A diffusers model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// balanced, sequential, or an explicit map such as unet=1,vae=1,text_encoder=0.
+    #[arg(long, default_value = "balanced")]
+    device_map: String,
+    /// Per-device limits, e.g. 0=20GiB,1=20GiB,cpu=64GiB (devices not listed are not used;
+    /// default: each GPU's free memory, no CPU).
+    #[arg(long)]
+    max_memory: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Plans a device map for `model`; every input error is a usage error naming the value.
+pub fn make_plan(
+    model: &Path,
+    map: &str,
+    max_memory: Option<&str>,
+    dtype: DType,
+    (height, width, batch): (usize, usize, usize),
+) -> Result<Plan> {
+    let strategy: Strategy = map
+        .parse()
+        .map_err(|e: shoal_plan::PlanError| UsageError(e.to_string()))?;
+    let capacity: Vec<(Dev, u64)> = match max_memory {
+        Some(m) => shoal_plan::parse_max_memory(m).map_err(|e| UsageError(format!("--max-memory: {e}")))?,
+        None => shoal_dist::cuda_memory()
+            .into_iter()
+            .map(|(i, free, _)| (Dev::Gpu(i), free))
+            .collect(),
+    };
+    let visible = shoal_dist::cuda_device_count();
+    if max_memory.is_some() && visible > 0 {
+        if let Some((d, _)) = capacity
+            .iter()
+            .find(|(d, _)| matches!(d, Dev::Gpu(i) if *i >= visible))
+        {
+            return Err(UsageError(format!(
+                "--max-memory lists GPU {d}, but {visible} GPU(s) are visible"
+            ))
+            .into());
+        }
+    }
+    let sizes = shoal_diffusion::sizes::component_sizes(model, dtype, height, width, batch)?;
+    let components: Vec<Component> = sizes
+        .into_iter()
+        .map(|c| Component {
+            name: c.name,
+            weights: c.weights,
+            activations: c.activations,
+        })
+        .collect();
+    Ok(shoal_plan::plan(&components, &capacity, &strategy).map_err(|e| UsageError(e.to_string()))?)
+}
+
+/// The candle devices of a plan.
+pub fn devices_of(plan: &Plan) -> Result<ComponentDevices> {
+    let dev = |name: &str| -> Result<Device> {
+        Ok(match plan.map.get(name) {
+            Some(Dev::Gpu(i)) => Device::new_cuda(*i)?,
+            _ => Device::Cpu,
+        })
+    };
+    Ok(ComponentDevices {
+        text_encoder: dev("text_encoder")?,
+        text_encoder_2: if plan.map.contains_key("text_encoder_2") {
+            dev("text_encoder_2")?
+        } else {
+            dev("text_encoder")?
+        },
+        unet: dev("unet")?,
+        vae: dev("vae")?,
+    })
+}
+
+pub fn run(c: PlanCmd) -> Result<()> {
+    let dtype = parse_dtype(&c.dtype)?;
+    let plan = make_plan(
+        &c.model,
+        &c.device_map,
+        c.max_memory.as_deref(),
+        dtype,
+        (c.height, c.width, c.batch_size),
+    )?;
+    if c.json {
+        let per_device: serde_json::Map<String, serde_json::Value> = plan
+            .used
+            .iter()
+            .map(|(d, u)| {
+                (
+                    d.to_string(),
+                    serde_json::json!({"used": u, "capacity": plan.capacity[d]}),
+                )
+            })
+            .collect();
+        let v = serde_json::json!({
+            "device_map": plan.map.iter().map(|(k, d)| (k.clone(), d.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "per_device": per_device,
+            "on_cpu": plan.on_cpu,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "device map ({}, {}×{}, batch {}, {:?}):",
+        c.device_map, c.width, c.height, c.batch_size, dtype
+    );
+    for (comp, d) in &plan.map {
+        println!("  {comp}: {d}");
+    }
+    println!("per device:");
+    for (d, used) in &plan.used {
+        println!(
+            "  {d}: {} of {}",
+            format_bytes(*used),
+            format_bytes(plan.capacity[d])
+        );
+    }
+    if !plan.on_cpu.is_empty() {
+        println!("on the CPU (slow): {}", plan.on_cpu.join(", "));
+    }
+    Ok(())
+}

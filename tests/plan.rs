@@ -1,0 +1,141 @@
+//! Issue 6: `shoal plan` and the placement flags of `shoal generate`, through the real binary.
+
+use std::time::Duration;
+
+use crate::util::{run_timed, shoal, text};
+
+fn model() -> (tempfile::TempDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    let (o, _) = run_timed(
+        shoal().args(["make-model", "--preset", "tiny", "--out", m.to_str().unwrap()]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s = m.to_str().unwrap().to_string();
+    (tmp, s)
+}
+
+#[test]
+fn r6_plan_prints_maps_and_totals_without_loading_weights() {
+    let (_t, m) = model();
+    let (o, _) = run_timed(
+        shoal().args([
+            "plan",
+            "--model",
+            &m,
+            "--device-map",
+            "unet=1,vae=1,text_encoder=0",
+            "--max-memory",
+            "0=1GB,1=1GB",
+        ]),
+        Duration::from_secs(30),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("unet: 1") && t.contains("text_encoder: 0"), "{t}");
+    let (o, _) = run_timed(
+        shoal().args(["plan", "--model", &m, "--max-memory", "0=2MB,cpu=1GB", "--json"]),
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!v["on_cpu"].as_array().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn r6_bad_placement_inputs_exit_2_naming_the_value() {
+    let (_t, m) = model();
+    for (args, needle) in [
+        (vec!["--max-memory", "0=16Gb"], "16Gb"),
+        (
+            vec![
+                "--max-memory",
+                "0=1GB",
+                "--device-map",
+                "unet=3,vae=0,text_encoder=0",
+            ],
+            "device 3",
+        ),
+        (
+            vec![
+                "--max-memory",
+                "0=1GB",
+                "--device-map",
+                "unet=0,vea=0,text_encoder=0",
+            ],
+            "vea",
+        ),
+        (vec!["--max-memory", "0=2MB"], "short"),
+        (vec!["--max-memory", "x=1GB"], "\"x\""),
+        (vec!["--max-memory", "cpu=1GB"], "no GPU"),
+        (
+            vec!["--max-memory", "0=1GB", "--device-map", "fastest"],
+            "fastest",
+        ),
+    ] {
+        let mut cmd = shoal();
+        cmd.args(["plan", "--model", &m]).args(&args);
+        let (o, _) = run_timed(&mut cmd, Duration::from_secs(30));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(
+            t.contains(needle) || (needle == "short" && t.contains("more than any device")),
+            "{args:?}: {t}"
+        );
+    }
+    let (o, _) = run_timed(
+        shoal().args([
+            "generate",
+            "x",
+            "--model",
+            &m,
+            "--device-map",
+            "balanced",
+            "--offload",
+            "model",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("exclude each other"));
+}
+
+#[test]
+fn r6_model_offload_writes_the_same_file() {
+    let (t, m) = model();
+    let run = |out: &str, extra: &[&str]| {
+        let mut cmd = shoal();
+        cmd.args([
+            "generate",
+            "a red fox",
+            "--model",
+            &m,
+            "--steps",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--quiet",
+        ])
+        .args(["--out", out])
+        .args(extra);
+        let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let a = t.path().join("a");
+    let b = t.path().join("b");
+    run(a.to_str().unwrap(), &[]);
+    run(b.to_str().unwrap(), &["--offload", "model"]);
+    let read = |d: &std::path::Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(read(&a), read(&b));
+}
