@@ -38,7 +38,7 @@ enum Command {
     /// A small distributed demo: splits prompts and checks every collective.
     Demo(demo::DemoCmd),
     /// Generate images from prompts with a Stable Diffusion model.
-    Generate(generate::GenerateCmd),
+    Generate(Box<generate::GenerateCmd>),
     /// Write a model with random weights in the diffusers layout.
     MakeModel(make_model::MakeModelCmd),
     /// Benchmarks that print tables: `sd` (the pipeline), `comm` (collectives).
@@ -70,7 +70,7 @@ pub fn run() -> i32 {
         Command::Config(c) => config::run(c),
         Command::Env(c) => env::run(c),
         Command::Demo(c) => demo::run(c),
-        Command::Generate(c) => generate::run(c),
+        Command::Generate(c) => generate::run(*c),
         Command::MakeModel(c) => make_model::run(c),
         Command::Bench(c) => bench::run(c),
         Command::ImageDiff(c) => image_diff::run(c),

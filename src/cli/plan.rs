@@ -56,16 +56,14 @@ pub fn make_plan(
             .collect(),
     };
     let visible = shoal_dist::cuda_device_count();
-    if max_memory.is_some() && visible > 0 {
-        if let Some((d, _)) = capacity
-            .iter()
-            .find(|(d, _)| matches!(d, Dev::Gpu(i) if *i >= visible))
-        {
-            return Err(UsageError(format!(
-                "--max-memory lists GPU {d}, but {visible} GPU(s) are visible"
-            ))
-            .into());
-        }
+    if let Some((d, _)) = capacity
+        .iter()
+        .find(|(d, _)| max_memory.is_some() && visible > 0 && matches!(d, Dev::Gpu(i) if *i >= visible))
+    {
+        return Err(UsageError(format!(
+            "--max-memory lists GPU {d}, but {visible} GPU(s) are visible"
+        ))
+        .into());
     }
     let sizes = shoal_diffusion::sizes::component_sizes(model, dtype, height, width, batch)?;
     let components: Vec<Component> = sizes
