@@ -48,6 +48,15 @@ pub struct SdBench {
     reps: usize,
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Time a device map (balanced, sequential, or unet=1,...) instead of one device.
+    #[arg(long)]
+    device_map: Option<String>,
+    /// Limits for --device-map.
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// Time model CPU offload (`model`).
+    #[arg(long)]
+    offload: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,8 +96,20 @@ fn sd(b: SdBench) -> Result<()> {
         .collect::<Option<_>>()
         .ok_or_else(|| UsageError(format!("invalid --batches {:?}: expected e.g. 1,4,8", b.batches)))?;
     ensure!(b.reps > 0, UsageError("--reps must be at least 1".into()));
+    use shoal_diffusion::pipeline::Placement;
+    let placement = match (&b.device_map, b.offload.as_deref()) {
+        (Some(m), None) => {
+            let batch = batches.iter().copied().max().unwrap_or(1);
+            let plan = super::plan::make_plan(&b.model, m, b.max_memory.as_deref(), dtype, (b.height, b.width, batch))?;
+            println!("device map: {:?}", plan.map);
+            Placement::Map(super::plan::devices_of(&plan)?)
+        }
+        (None, Some("model")) => Placement::OffloadModel(device.clone()),
+        (None, None) => Placement::Device(device.clone()),
+        _ => return Err(UsageError("--device-map and --offload model exclude each other".into()).into()),
+    };
     let t = Instant::now();
-    let pipe = Pipeline::load(&b.model, &device, dtype, &LoadOptions::default())?;
+    let pipe = Pipeline::load_placed(&b.model, placement, dtype, &LoadOptions::default())?;
     sync(&device)?;
     let load_s = t.elapsed().as_secs_f64();
     let params = |steps| Params {
