@@ -83,21 +83,24 @@ fn r6_bad_placement_inputs_exit_2_naming_the_value() {
             "{args:?}: {t}"
         );
     }
-    let (o, _) = run_timed(
-        shoal().args([
-            "generate",
-            "x",
-            "--model",
-            &m,
-            "--device-map",
-            "balanced",
-            "--offload",
-            "model",
-        ]),
-        Duration::from_secs(30),
-    );
+    let out = tempfile::tempdir().unwrap();
+    let o_ = out.path().join("o");
+    let mut cmd = shoal();
+    cmd.args([
+        "generate",
+        "x",
+        "--model",
+        &m,
+        "--device-map",
+        "balanced",
+        "--offload",
+        "model",
+    ])
+    .args(["--out", o_.to_str().unwrap()]);
+    let (o, _) = run_timed(&mut cmd, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("exclude each other"));
+    assert!(text(&o).contains("exclude each other"), "{}", text(&o));
+    assert!(!o_.exists(), "a usage error must write nothing");
 }
 
 #[test]

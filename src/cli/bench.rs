@@ -100,7 +100,13 @@ fn sd(b: SdBench) -> Result<()> {
     let placement = match (&b.device_map, b.offload.as_deref()) {
         (Some(m), None) => {
             let batch = batches.iter().copied().max().unwrap_or(1);
-            let plan = super::plan::make_plan(&b.model, m, b.max_memory.as_deref(), dtype, (b.height, b.width, batch))?;
+            let plan = super::plan::make_plan(
+                &b.model,
+                m,
+                b.max_memory.as_deref(),
+                dtype,
+                (b.height, b.width, batch),
+            )?;
             println!("device map: {:?}", plan.map);
             Placement::Map(super::plan::devices_of(&plan)?)
         }

@@ -266,6 +266,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         None => None,
     };
 
+    let placement = placement(&c, &model, &device, dtype, world, &defaults.params)?;
     let pg = if world > 1 {
         Some(state.process_group(Backend::Cpu, GroupOptions::from_env(&std::env::vars().collect())?)?)
     } else {
@@ -278,18 +279,18 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         out: &c.out,
         pg: pg.as_ref(),
     };
-    // Rank 0 opens (or resumes) the job and tells everyone what is left.
-    let spec = JobSpec::new(&model_id, &info.scheduler_class, &format!("{dtype:?}"), &items);
-    let todo = agree_on_todo(&job, &spec, c.resume)?;
-
+    // The model loads before the job folder is touched: a bad weight file
+    // must not leave a job behind.
     let start = Instant::now();
-    let placement = placement(&c, &model, &device, dtype, world, &defaults.params)?;
     let pipe = Pipeline::load_placed(&model, placement, dtype, &opts)?;
     if rank == 0
         && let Some(m) = pipe.device_map()
     {
         eprintln!("generate: device map {m:?}");
     }
+    // Rank 0 opens (or resumes) the job and tells everyone what is left.
+    let spec = JobSpec::new(&model_id, &info.scheduler_class, &format!("{dtype:?}"), &items);
+    let todo = agree_on_todo(&job, &spec, c.resume)?;
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, c.batch_size);
     let bar = rank == 0 && !c.quiet && std::io::stderr().is_terminal();
