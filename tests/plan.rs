@@ -104,7 +104,7 @@ fn r6_bad_placement_inputs_exit_2_naming_the_value() {
 }
 
 #[test]
-fn r6_model_offload_writes_the_same_file() {
+fn r6_model_and_sequential_offload_write_the_same_file() {
     let (t, m) = model();
     let run = |out: &str, extra: &[&str]| {
         let mut cmd = shoal();
@@ -128,8 +128,10 @@ fn r6_model_offload_writes_the_same_file() {
     };
     let a = t.path().join("a");
     let b = t.path().join("b");
+    let q = t.path().join("q");
     run(a.to_str().unwrap(), &[]);
     run(b.to_str().unwrap(), &["--offload", "model"]);
+    run(q.to_str().unwrap(), &["--offload", "sequential"]);
     let read = |d: &std::path::Path| {
         let mut v: Vec<_> = std::fs::read_dir(d)
             .unwrap()
@@ -141,4 +143,5 @@ fn r6_model_offload_writes_the_same_file() {
         v
     };
     assert_eq!(read(&a), read(&b));
+    assert_eq!(read(&a), read(&q));
 }

@@ -54,7 +54,7 @@ pub struct SdBench {
     /// Limits for --device-map.
     #[arg(long)]
     max_memory: Option<String>,
-    /// Time model CPU offload (`model`).
+    /// Time CPU offload (`model` or `sequential`).
     #[arg(long)]
     offload: Option<String>,
 }
@@ -111,8 +111,14 @@ fn sd(b: SdBench) -> Result<()> {
             Placement::Map(super::plan::devices_of(&plan)?)
         }
         (None, Some("model")) => Placement::OffloadModel(device.clone()),
+        (None, Some("sequential")) => Placement::OffloadSequential(device.clone()),
         (None, None) => Placement::Device(device.clone()),
-        _ => return Err(UsageError("--device-map and --offload model exclude each other".into()).into()),
+        _ => {
+            return Err(UsageError(
+                "--device-map and --offload exclude each other; --offload takes model or sequential".into(),
+            )
+            .into());
+        }
     };
     let t = Instant::now();
     let pipe = Pipeline::load_placed(&b.model, placement, dtype, &LoadOptions::default())?;

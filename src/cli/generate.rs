@@ -98,7 +98,8 @@ pub struct GenerateCmd {
     /// Limits for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB (default: each GPU's free memory).
     #[arg(long)]
     max_memory: Option<String>,
-    /// CPU offload: `model` (a component is on the GPU only while it runs).
+    /// CPU offload: `model` (a component is on the GPU only while it runs) or
+    /// `sequential` (the UNet's weights streamed to the GPU one block at a time).
     #[arg(long)]
     offload: Option<String>,
     /// Fault injection for tests: this rank dies (SIGKILL) after --fail-after images.
@@ -373,11 +374,8 @@ fn placement(
         )
         .into()),
         (None, Some("model")) => Ok(Placement::OffloadModel(device.clone())),
-        (None, Some("sequential")) => Err(UsageError(
-            "--offload sequential (weights streamed layer by layer) is not implemented yet; use --offload model".into(),
-        )
-        .into()),
-        (None, Some(o)) => Err(UsageError(format!("invalid --offload {o:?}: expected model")).into()),
+        (None, Some("sequential")) => Ok(Placement::OffloadSequential(device.clone())),
+        (None, Some(o)) => Err(UsageError(format!("invalid --offload {o:?}: expected model or sequential")).into()),
         (Some(map), None) => {
             if world > 1 {
                 bail!(UsageError("--device-map spreads one process over GPUs; run it without a multi-process launcher".into()));

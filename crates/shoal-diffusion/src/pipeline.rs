@@ -188,6 +188,10 @@ pub enum Placement {
     /// it runs (text encoders, then the UNet, then the VAE), from memory-mapped
     /// files, and freed after.
     OffloadModel(Device),
+    /// Sequential CPU offload: as model offload for the text encoders and the
+    /// VAE; the UNet's weights are streamed onto the device one block at a time
+    /// for every step.
+    OffloadSequential(Device),
 }
 
 /// The device of each component.
@@ -356,7 +360,7 @@ impl Pipeline {
         // diffusers decodes SDXL's VAE in f32 (`force_upcast`): f16 overflows there.
         let vae_dtype = if vae_cfg.force_upcast { DType::F32 } else { dtype };
         let exec = match &placement {
-            Placement::Device(d) | Placement::OffloadModel(d) => d.clone(),
+            Placement::Device(d) | Placement::OffloadModel(d) | Placement::OffloadSequential(d) => d.clone(),
             Placement::Map(m) => m.unet.clone(),
         };
         let mut pipe = Pipeline {
@@ -382,7 +386,9 @@ impl Pipeline {
 
     fn devices(&self) -> ComponentDevices {
         match &self.placement {
-            Placement::Device(d) | Placement::OffloadModel(d) => ComponentDevices::all(d),
+            Placement::Device(d) | Placement::OffloadModel(d) | Placement::OffloadSequential(d) => {
+                ComponentDevices::all(d)
+            }
             Placement::Map(m) => m.clone(),
         }
     }
@@ -391,7 +397,7 @@ impl Pipeline {
     /// offload, where every weight file is only checked).
     fn reload(&mut self) -> Result<()> {
         self.resident = None;
-        if let Placement::OffloadModel(_) = self.placement {
+        if let Placement::OffloadModel(_) | Placement::OffloadSequential(_) = self.placement {
             let v = self.variant.as_deref();
             for (d, stem) in [
                 ("text_encoder", "model"),
@@ -516,6 +522,15 @@ impl Pipeline {
         self.reload()
     }
 
+    /// Sequential CPU offload onto `device`; an error while a device map is active.
+    pub fn enable_sequential_cpu_offload(&mut self, device: &Device) -> Result<()> {
+        if matches!(self.placement, Placement::Map(_)) {
+            return Err(map_active());
+        }
+        self.placement = Placement::OffloadSequential(device.clone());
+        self.reload()
+    }
+
     /// Model CPU offload onto `device`; an error while a device map is active.
     pub fn enable_model_cpu_offload(&mut self, device: &Device) -> Result<()> {
         if matches!(self.placement, Placement::Map(_)) {
@@ -533,9 +548,21 @@ impl Pipeline {
     }
 
     fn unet(&self) -> Result<Held<'_, UNet>> {
-        Ok(match &self.resident {
-            Some(r) => Held::Borrowed(&r.unet),
-            None => Held::Owned(self.load_unet(&self.devices().unet)?),
+        Ok(match (&self.resident, &self.placement) {
+            (Some(r), _) => Held::Borrowed(&r.unet),
+            (None, Placement::OffloadSequential(d)) => {
+                let files = weights::find_weights(
+                    &self.dir.join("unet"),
+                    "diffusion_pytorch_model",
+                    self.variant.as_deref(),
+                )?;
+                Held::Owned(UNet::streamed(
+                    weights::load(&files, self.dtype, d)?,
+                    &self.unet_cfg,
+                    &self.blocks,
+                )?)
+            }
+            (None, _) => Held::Owned(self.load_unet(&self.devices().unet)?),
         })
     }
 

@@ -277,19 +277,238 @@ struct Level {
     resample: Option<Conv2d>,
 }
 
-/// The UNet.
+/// The mid block.
 #[derive(Debug)]
-pub struct UNet {
-    config: UNetConfig,
+struct Mid {
+    resnets: [Resnet; 2],
+    attn: Transformer2D,
+}
+
+/// The input side: time embeddings and `conv_in`.
+#[derive(Debug)]
+struct Head {
     time_embedding: TimestepEmbedding,
     add_embedding: Option<TimestepEmbedding>,
     conv_in: Conv2d,
-    down: Vec<Level>,
-    mid_resnets: [Resnet; 2],
-    mid_attn: Transformer2D,
-    up: Vec<Level>,
+}
+
+/// The output side: `conv_norm_out`, `conv_out`.
+#[derive(Debug)]
+struct Tail {
     norm_out: GroupNorm,
     conv_out: Conv2d,
+}
+
+/// Builds the UNet's parts from a `VarBuilder` (state-dict paths), one at a time.
+struct Builder<'a> {
+    vb: VarBuilder<'a>,
+    c: &'a UNetConfig,
+    blocks: &'a [BlockSpec],
+}
+
+impl Builder<'_> {
+    fn temb(&self) -> usize {
+        self.blocks[0].channels * 4
+    }
+
+    fn head(&self) -> CResult<Head> {
+        let (c, vb, ch0) = (self.c, &self.vb, self.blocks[0].channels);
+        let add_embedding = match (
+            c.addition_embed_type.as_deref(),
+            c.projection_class_embeddings_input_dim,
+        ) {
+            (Some("text_time"), Some(cin)) => {
+                Some(TimestepEmbedding::new(vb.pp("add_embedding"), cin, self.temb())?)
+            }
+            _ => None,
+        };
+        Ok(Head {
+            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, self.temb())?,
+            add_embedding,
+            conv_in: conv(vb.pp("conv_in"), c.in_channels, ch0, 3, 1)?,
+        })
+    }
+
+    fn down(&self, i: usize) -> CResult<Level> {
+        let (c, b, n) = (self.c, &self.blocks[i], self.blocks.len());
+        let cin = if i == 0 {
+            self.blocks[0].channels
+        } else {
+            self.blocks[i - 1].channels
+        };
+        let vbi = self.vb.pp("down_blocks").pp(i);
+        let mut resnets = Vec::new();
+        let mut attns = Vec::new();
+        for j in 0..b.layers {
+            let rin = if j == 0 { cin } else { b.channels };
+            resnets.push(Resnet::new(
+                vbi.pp("resnets").pp(j),
+                rin,
+                b.channels,
+                self.temb(),
+                c,
+                1.0,
+            )?);
+            if b.cross_attn {
+                attns.push(Transformer2D::new(
+                    vbi.pp("attentions").pp(j),
+                    b.channels,
+                    b,
+                    b.transformer_layers,
+                    c,
+                )?);
+            }
+        }
+        let resample = if i + 1 < n {
+            Some(conv(
+                vbi.pp("downsamplers").pp(0).pp("conv"),
+                b.channels,
+                b.channels,
+                3,
+                2,
+            )?)
+        } else {
+            None
+        };
+        Ok(Level {
+            resnets,
+            attns,
+            resample,
+        })
+    }
+
+    fn mid(&self) -> CResult<Mid> {
+        let (c, last) = (self.c, &self.blocks[self.blocks.len() - 1]);
+        let mid = self.vb.pp("mid_block");
+        let r = |j: usize| {
+            Resnet::new(
+                mid.pp("resnets").pp(j),
+                last.channels,
+                last.channels,
+                self.temb(),
+                c,
+                c.mid_block_scale_factor,
+            )
+        };
+        Ok(Mid {
+            resnets: [r(0)?, r(1)?],
+            attn: Transformer2D::new(
+                mid.pp("attentions").pp(0),
+                last.channels,
+                last,
+                last.transformer_layers,
+                c,
+            )?,
+        })
+    }
+
+    fn up(&self, i: usize) -> CResult<Level> {
+        let (c, n) = (self.c, self.blocks.len());
+        let b = &self.blocks[n - 1 - i];
+        let prev = if i == 0 {
+            self.blocks[n - 1].channels
+        } else {
+            self.blocks[n - i].channels
+        };
+        let skip_in = self.blocks[(n - 1 - i).saturating_sub(1)].channels;
+        let vbi = self.vb.pp("up_blocks").pp(i);
+        let mut resnets = Vec::new();
+        let mut attns = Vec::new();
+        for j in 0..=b.layers {
+            let skip = if j == b.layers { skip_in } else { b.channels };
+            let rin = if j == 0 { prev } else { b.channels };
+            resnets.push(Resnet::new(
+                vbi.pp("resnets").pp(j),
+                rin + skip,
+                b.channels,
+                self.temb(),
+                c,
+                1.0,
+            )?);
+            if b.cross_attn {
+                attns.push(Transformer2D::new(
+                    vbi.pp("attentions").pp(j),
+                    b.channels,
+                    b,
+                    b.transformer_layers,
+                    c,
+                )?);
+            }
+        }
+        let resample = if i + 1 < n {
+            Some(conv(
+                vbi.pp("upsamplers").pp(0).pp("conv"),
+                b.channels,
+                b.channels,
+                3,
+                1,
+            )?)
+        } else {
+            None
+        };
+        Ok(Level {
+            resnets,
+            attns,
+            resample,
+        })
+    }
+
+    fn tail(&self) -> CResult<Tail> {
+        let (c, ch0) = (self.c, self.blocks[0].channels);
+        Ok(Tail {
+            norm_out: candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, self.vb.pp("conv_norm_out"))?,
+            conv_out: conv(self.vb.pp("conv_out"), ch0, c.out_channels, 3, 1)?,
+        })
+    }
+}
+
+/// A part, resident or built for this call only.
+enum Part<'a, T> {
+    Borrowed(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Part<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Part::Borrowed(t) => t,
+            Part::Owned(t) => t,
+        }
+    }
+}
+
+/// Where the UNet's weights are between calls.
+enum Parts {
+    /// Every part built once and kept on its device.
+    Resident {
+        head: Head,
+        down: Vec<Level>,
+        mid: Mid,
+        up: Vec<Level>,
+        tail: Tail,
+    },
+    /// Sequential offload: each part is built from the memory-mapped file onto
+    /// the device right before it runs and freed right after, so only one
+    /// block's weights are on the device at a time.
+    Streamed(VarBuilder<'static>),
+}
+
+/// The UNet.
+pub struct UNet {
+    config: UNetConfig,
+    blocks: Vec<BlockSpec>,
+    parts: Parts,
+}
+
+impl std::fmt::Debug for UNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.parts {
+            Parts::Resident { .. } => "resident",
+            Parts::Streamed(_) => "streamed",
+        };
+        write!(f, "UNet({} blocks, {mode})", self.blocks.len())
+    }
 }
 
 /// SDXL's extra conditioning: pooled text embeddings and the six time ids.
@@ -304,155 +523,91 @@ pub struct AddedCond {
 impl UNet {
     /// Builds the UNet from its config; `vb` is rooted at the state dict.
     pub fn new(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
-        let c = config;
-        let ch0 = blocks[0].channels;
-        let temb = ch0 * 4;
-        let add_embedding = match (
-            c.addition_embed_type.as_deref(),
-            c.projection_class_embeddings_input_dim,
-        ) {
-            (Some("text_time"), Some(cin)) => {
-                Some(TimestepEmbedding::new(vb.pp("add_embedding"), cin, temb)?)
-            }
-            _ => None,
+        let b = Builder {
+            vb,
+            c: config,
+            blocks,
         };
         let n = blocks.len();
-        let mut down = Vec::with_capacity(n);
-        let mut cin = ch0;
-        for (i, b) in blocks.iter().enumerate() {
-            let vbi = vb.pp("down_blocks").pp(i);
-            let mut resnets = Vec::new();
-            let mut attns = Vec::new();
-            for j in 0..b.layers {
-                let rin = if j == 0 { cin } else { b.channels };
-                resnets.push(Resnet::new(
-                    vbi.pp("resnets").pp(j),
-                    rin,
-                    b.channels,
-                    temb,
-                    c,
-                    1.0,
-                )?);
-                if b.cross_attn {
-                    attns.push(Transformer2D::new(
-                        vbi.pp("attentions").pp(j),
-                        b.channels,
-                        b,
-                        b.transformer_layers,
-                        c,
-                    )?);
-                }
-            }
-            let resample = if i + 1 < n {
-                Some(conv(
-                    vbi.pp("downsamplers").pp(0).pp("conv"),
-                    b.channels,
-                    b.channels,
-                    3,
-                    2,
-                )?)
-            } else {
-                None
-            };
-            down.push(Level {
-                resnets,
-                attns,
-                resample,
-            });
-            cin = b.channels;
-        }
-        let last = &blocks[n - 1];
-        let scale = c.mid_block_scale_factor;
-        let mid = vb.pp("mid_block");
-        let mid_resnets = [
-            Resnet::new(
-                mid.pp("resnets").pp(0),
-                last.channels,
-                last.channels,
-                temb,
-                c,
-                scale,
-            )?,
-            Resnet::new(
-                mid.pp("resnets").pp(1),
-                last.channels,
-                last.channels,
-                temb,
-                c,
-                scale,
-            )?,
-        ];
-        let mid_attn = Transformer2D::new(
-            mid.pp("attentions").pp(0),
-            last.channels,
-            last,
-            last.transformer_layers,
-            c,
-        )?;
-        let mut up = Vec::with_capacity(n);
-        let mut prev = last.channels;
-        for i in 0..n {
-            let b = &blocks[n - 1 - i];
-            let skip_in = blocks[(n - 1 - i).saturating_sub(1)].channels;
-            let vbi = vb.pp("up_blocks").pp(i);
-            let mut resnets = Vec::new();
-            let mut attns = Vec::new();
-            for j in 0..=b.layers {
-                let skip = if j == b.layers { skip_in } else { b.channels };
-                let rin = if j == 0 { prev } else { b.channels };
-                resnets.push(Resnet::new(
-                    vbi.pp("resnets").pp(j),
-                    rin + skip,
-                    b.channels,
-                    temb,
-                    c,
-                    1.0,
-                )?);
-                if b.cross_attn {
-                    attns.push(Transformer2D::new(
-                        vbi.pp("attentions").pp(j),
-                        b.channels,
-                        b,
-                        b.transformer_layers,
-                        c,
-                    )?);
-                }
-            }
-            let resample = if i + 1 < n {
-                Some(conv(
-                    vbi.pp("upsamplers").pp(0).pp("conv"),
-                    b.channels,
-                    b.channels,
-                    3,
-                    1,
-                )?)
-            } else {
-                None
-            };
-            up.push(Level {
-                resnets,
-                attns,
-                resample,
-            });
-            prev = b.channels;
-        }
+        let parts = Parts::Resident {
+            head: b.head()?,
+            down: (0..n).map(|i| b.down(i)).collect::<CResult<_>>()?,
+            mid: b.mid()?,
+            up: (0..n).map(|i| b.up(i)).collect::<CResult<_>>()?,
+            tail: b.tail()?,
+        };
         Ok(UNet {
-            config: c.clone(),
-            time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, temb)?,
-            add_embedding,
-            conv_in: conv(vb.pp("conv_in"), c.in_channels, ch0, 3, 1)?,
-            down,
-            mid_resnets,
-            mid_attn,
-            up,
-            norm_out: candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, vb.pp("conv_norm_out"))?,
-            conv_out: conv(vb.pp("conv_out"), ch0, c.out_channels, 3, 1)?,
+            config: config.clone(),
+            blocks: blocks.to_vec(),
+            parts,
         })
+    }
+
+    /// A UNet whose weights stay in `vb` (memory-mapped files) and are moved to
+    /// `vb`'s device one block at a time, for each forward pass. A weight that
+    /// does not match the config is reported when its block first runs.
+    pub fn streamed(vb: VarBuilder<'static>, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
+        Ok(UNet {
+            config: config.clone(),
+            blocks: blocks.to_vec(),
+            parts: Parts::Streamed(vb),
+        })
+    }
+
+    fn builder(&self) -> Option<Builder<'_>> {
+        match &self.parts {
+            Parts::Streamed(vb) => Some(Builder {
+                vb: vb.clone(),
+                c: &self.config,
+                blocks: &self.blocks,
+            }),
+            Parts::Resident { .. } => None,
+        }
+    }
+
+    fn head(&self) -> CResult<Part<'_, Head>> {
+        match (&self.parts, self.builder()) {
+            (Parts::Resident { head, .. }, _) => Ok(Part::Borrowed(head)),
+            (_, Some(b)) => Ok(Part::Owned(b.head()?)),
+            _ => candle_core::bail!("unreachable UNet part"),
+        }
+    }
+
+    fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
+        match (&self.parts, self.builder()) {
+            (Parts::Resident { down, .. }, _) => Ok(Part::Borrowed(&down[i])),
+            (_, Some(b)) => Ok(Part::Owned(b.down(i)?)),
+            _ => candle_core::bail!("unreachable UNet part"),
+        }
+    }
+
+    fn mid(&self) -> CResult<Part<'_, Mid>> {
+        match (&self.parts, self.builder()) {
+            (Parts::Resident { mid, .. }, _) => Ok(Part::Borrowed(mid)),
+            (_, Some(b)) => Ok(Part::Owned(b.mid()?)),
+            _ => candle_core::bail!("unreachable UNet part"),
+        }
+    }
+
+    fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
+        match (&self.parts, self.builder()) {
+            (Parts::Resident { up, .. }, _) => Ok(Part::Borrowed(&up[i])),
+            (_, Some(b)) => Ok(Part::Owned(b.up(i)?)),
+            _ => candle_core::bail!("unreachable UNet part"),
+        }
+    }
+
+    fn tail(&self) -> CResult<Part<'_, Tail>> {
+        match (&self.parts, self.builder()) {
+            (Parts::Resident { tail, .. }, _) => Ok(Part::Borrowed(tail)),
+            (_, Some(b)) => Ok(Part::Owned(b.tail()?)),
+            _ => candle_core::bail!("unreachable UNet part"),
+        }
     }
 
     /// Whether the model needs [`AddedCond`] (SDXL).
     pub fn needs_added_cond(&self) -> bool {
-        self.add_embedding.is_some()
+        self.config.addition_embed_type.is_some()
     }
 
     /// Predicts noise (or v) for `sample` `(b, c, h, w)` at timestep `t`,
@@ -468,15 +623,16 @@ impl UNet {
         let dtype = sample.dtype();
         let device: &Device = sample.device();
         let b = sample.dim(0)?;
+        let head = self.head()?;
         let ts = Tensor::full(t as f32, (b,), device)?;
         let t_emb = timestep_embedding(
             &ts,
-            self.conv_in.weight().dim(0)?,
+            self.blocks[0].channels,
             c.flip_sin_to_cos,
             c.freq_shift as f64,
         )?;
-        let mut emb = self.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
-        if let (Some(add), Some(cond)) = (&self.add_embedding, added) {
+        let mut emb = head.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
+        if let (Some(add), Some(cond)) = (&head.add_embedding, added) {
             let dim = c.addition_time_embed_dim.unwrap_or(256);
             let ids = cond.time_ids.flatten_all()?;
             let te =
@@ -489,9 +645,11 @@ impl UNet {
         } else {
             sample.clone()
         };
-        x = self.conv_in.forward(&x)?;
+        x = head.conv_in.forward(&x)?;
+        drop(head);
         let mut skips = vec![x.clone()];
-        for lvl in &self.down {
+        for i in 0..self.blocks.len() {
+            let lvl = self.down(i)?;
             for (j, r) in lvl.resnets.iter().enumerate() {
                 x = r.forward(&x, &emb)?;
                 if let Some(a) = lvl.attns.get(j) {
@@ -504,10 +662,14 @@ impl UNet {
                 skips.push(x.clone());
             }
         }
-        x = self.mid_resnets[0].forward(&x, &emb)?;
-        x = self.mid_attn.forward(&x, ctx)?;
-        x = self.mid_resnets[1].forward(&x, &emb)?;
-        for lvl in &self.up {
+        {
+            let mid = self.mid()?;
+            x = mid.resnets[0].forward(&x, &emb)?;
+            x = mid.attn.forward(&x, ctx)?;
+            x = mid.resnets[1].forward(&x, &emb)?;
+        }
+        for i in 0..self.blocks.len() {
+            let lvl = self.up(i)?;
             for (j, r) in lvl.resnets.iter().enumerate() {
                 let skip = skips
                     .pop()
@@ -527,7 +689,8 @@ impl UNet {
                 x = u.forward(&x.upsample_nearest2d(h, w)?)?;
             }
         }
-        x = self.conv_out.forward(&self.norm_out.forward(&x)?.silu()?)?;
+        let tail = self.tail()?;
+        x = tail.conv_out.forward(&tail.norm_out.forward(&x)?.silu()?)?;
         Ok(x)
     }
 }

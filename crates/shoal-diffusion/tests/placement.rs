@@ -66,6 +66,11 @@ fn r6_maps_and_offload_give_the_same_image_and_exclude_each_other() {
         image(&mapped) == reference,
         "model offload must not change the image"
     );
+    mapped.enable_sequential_cpu_offload(&Device::Cpu).unwrap();
+    assert!(
+        image(&mapped) == reference,
+        "sequential offload must not change the image"
+    );
     mapped.to(&Device::Cpu).unwrap();
     assert!(image(&mapped) == reference);
 }
