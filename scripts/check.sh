@@ -9,13 +9,14 @@ cargo test --workspace --locked
 # The seed's programs, run as a user would (issue 5): under `shoal launch` and with `spawn`.
 cargo build --locked --examples --bin shoal
 root=$(pwd)
+bin=${CARGO_TARGET_DIR:-$root/target}/debug
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (
   cd "$tmp"
-  "$root/target/debug/shoal" launch --num-processes 2 "$root/target/debug/examples/seed_distributed"
+  "$bin/shoal" launch --num-processes 2 "$bin/examples/seed_distributed"
   test -s result_0.png && test -s result_1.png
-  "$root/target/debug/examples/seed_spawn"
+  "$bin/examples/seed_spawn"
   test -s a-dog.png && test -s a-cat.png
 )
 echo "check.sh: all checks passed"

@@ -329,22 +329,13 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             let name = file_name(it);
             let bytes = shoal_diffusion::image::png_bytes(img)?;
             shoal_diffusion::image::write_atomic(&c.out.join(&name), &bytes)?;
-            records.push(Record {
-                index: it.index,
-                prompt: it.prompt.clone(),
-                negative_prompt: it.negative_prompt.clone(),
-                seed: it.seed,
-                steps: it.params.steps,
-                guidance: it.params.guidance,
-                height: it.params.height,
-                width: it.params.width,
-                file: name,
-                sha256: sha256_hex(&bytes),
-                bytes: bytes.len() as u64,
+            records.push(Record::new(
+                it,
+                &bytes,
                 rank,
-                duration_s: per_image,
-                prompt_tokens: out.prompt_tokens.get(k).copied().unwrap_or(0),
-            });
+                per_image,
+                out.prompt_tokens.get(k).copied().unwrap_or(0),
+            ));
         }
         made += records.len();
         monitor.report(records)?;
@@ -448,24 +439,9 @@ fn on_disk(path: &Path) -> OnDisk {
 }
 
 fn recover_record(it: &WorkItem, out: &Path) -> Option<Record> {
-    let name = file_name(it);
-    let bytes = std::fs::read(out.join(&name)).ok()?;
-    Some(Record {
-        index: it.index,
-        prompt: it.prompt.clone(),
-        negative_prompt: it.negative_prompt.clone(),
-        seed: it.seed,
-        steps: it.params.steps,
-        guidance: it.params.guidance,
-        height: it.params.height,
-        width: it.params.width,
-        file: name,
-        sha256: sha256_hex(&bytes),
-        bytes: bytes.len() as u64,
-        rank: usize::MAX,
-        duration_s: 0.0,
-        prompt_tokens: 0,
-    })
+    let bytes = std::fs::read(out.join(file_name(it))).ok()?;
+    // Made before a crash by an unknown rank, in an unknown time.
+    Some(Record::new(it, &bytes, usize::MAX, 0.0, 0))
 }
 
 /// Progress and records: every rank reports; rank 0 writes the manifest and

@@ -554,55 +554,87 @@ impl UNet {
         })
     }
 
-    fn builder(&self) -> Option<Builder<'_>> {
+    /// A part: borrowed when resident, built from the weights when streamed.
+    fn part<'a, T>(
+        &'a self,
+        resident: impl FnOnce(&'a Parts) -> Option<&'a T>,
+        build: impl FnOnce(&Builder<'_>) -> CResult<T>,
+    ) -> CResult<Part<'a, T>> {
         match &self.parts {
-            Parts::Streamed(vb) => Some(Builder {
+            Parts::Streamed(vb) => Ok(Part::Owned(build(&Builder {
                 vb: vb.clone(),
                 c: &self.config,
                 blocks: &self.blocks,
-            }),
-            Parts::Resident { .. } => None,
+            })?)),
+            parts => resident(parts)
+                .map(Part::Borrowed)
+                .ok_or_else(|| candle_core::Error::Msg("UNet part missing".into())),
         }
     }
 
     fn head(&self) -> CResult<Part<'_, Head>> {
-        match (&self.parts, self.builder()) {
-            (Parts::Resident { head, .. }, _) => Ok(Part::Borrowed(head)),
-            (_, Some(b)) => Ok(Part::Owned(b.head()?)),
-            _ => candle_core::bail!("unreachable UNet part"),
-        }
+        self.part(
+            |p| {
+                if let Parts::Resident { head, .. } = p {
+                    Some(head)
+                } else {
+                    None
+                }
+            },
+            |b| b.head(),
+        )
     }
 
     fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
-        match (&self.parts, self.builder()) {
-            (Parts::Resident { down, .. }, _) => Ok(Part::Borrowed(&down[i])),
-            (_, Some(b)) => Ok(Part::Owned(b.down(i)?)),
-            _ => candle_core::bail!("unreachable UNet part"),
-        }
+        self.part(
+            |p| {
+                if let Parts::Resident { down, .. } = p {
+                    down.get(i)
+                } else {
+                    None
+                }
+            },
+            |b| b.down(i),
+        )
     }
 
     fn mid(&self) -> CResult<Part<'_, Mid>> {
-        match (&self.parts, self.builder()) {
-            (Parts::Resident { mid, .. }, _) => Ok(Part::Borrowed(mid)),
-            (_, Some(b)) => Ok(Part::Owned(b.mid()?)),
-            _ => candle_core::bail!("unreachable UNet part"),
-        }
+        self.part(
+            |p| {
+                if let Parts::Resident { mid, .. } = p {
+                    Some(mid)
+                } else {
+                    None
+                }
+            },
+            |b| b.mid(),
+        )
     }
 
     fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
-        match (&self.parts, self.builder()) {
-            (Parts::Resident { up, .. }, _) => Ok(Part::Borrowed(&up[i])),
-            (_, Some(b)) => Ok(Part::Owned(b.up(i)?)),
-            _ => candle_core::bail!("unreachable UNet part"),
-        }
+        self.part(
+            |p| {
+                if let Parts::Resident { up, .. } = p {
+                    up.get(i)
+                } else {
+                    None
+                }
+            },
+            |b| b.up(i),
+        )
     }
 
     fn tail(&self) -> CResult<Part<'_, Tail>> {
-        match (&self.parts, self.builder()) {
-            (Parts::Resident { tail, .. }, _) => Ok(Part::Borrowed(tail)),
-            (_, Some(b)) => Ok(Part::Owned(b.tail()?)),
-            _ => candle_core::bail!("unreachable UNet part"),
-        }
+        self.part(
+            |p| {
+                if let Parts::Resident { tail, .. } = p {
+                    Some(tail)
+                } else {
+                    None
+                }
+            },
+            |b| b.tail(),
+        )
     }
 
     /// Whether the model needs [`AddedCond`] (SDXL).

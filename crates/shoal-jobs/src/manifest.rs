@@ -115,6 +115,28 @@ pub struct Record {
     pub prompt_tokens: usize,
 }
 
+impl Record {
+    /// The record of `item`'s image, whose file holds `bytes`.
+    pub fn new(item: &WorkItem, bytes: &[u8], rank: usize, duration_s: f64, prompt_tokens: usize) -> Self {
+        Record {
+            index: item.index,
+            prompt: item.prompt.clone(),
+            negative_prompt: item.negative_prompt.clone(),
+            seed: item.seed,
+            steps: item.params.steps,
+            guidance: item.params.guidance,
+            height: item.params.height,
+            width: item.params.width,
+            file: file_name(item),
+            sha256: sha256_hex(bytes),
+            bytes: bytes.len() as u64,
+            rank,
+            duration_s,
+            prompt_tokens,
+        }
+    }
+}
+
 /// The sha256 of bytes, as hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
