@@ -478,16 +478,19 @@ impl<T> std::ops::Deref for Part<'_, T> {
     }
 }
 
+/// Every part of a resident UNet.
+struct Resident {
+    head: Head,
+    down: Vec<Level>,
+    mid: Mid,
+    up: Vec<Level>,
+    tail: Tail,
+}
+
 /// Where the UNet's weights are between calls.
 enum Parts {
     /// Every part built once and kept on its device.
-    Resident {
-        head: Head,
-        down: Vec<Level>,
-        mid: Mid,
-        up: Vec<Level>,
-        tail: Tail,
-    },
+    Resident(Box<Resident>),
     /// Sequential offload: each part is built from the memory-mapped file onto
     /// the device right before it runs and freed right after, so only one
     /// block's weights are on the device at a time.
@@ -504,7 +507,7 @@ pub struct UNet {
 impl std::fmt::Debug for UNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match self.parts {
-            Parts::Resident { .. } => "resident",
+            Parts::Resident(_) => "resident",
             Parts::Streamed(_) => "streamed",
         };
         write!(f, "UNet({} blocks, {mode})", self.blocks.len())
@@ -529,13 +532,13 @@ impl UNet {
             blocks,
         };
         let n = blocks.len();
-        let parts = Parts::Resident {
+        let parts = Parts::Resident(Box::new(Resident {
             head: b.head()?,
             down: (0..n).map(|i| b.down(i)).collect::<CResult<_>>()?,
             mid: b.mid()?,
             up: (0..n).map(|i| b.up(i)).collect::<CResult<_>>()?,
             tail: b.tail()?,
-        };
+        }));
         Ok(UNet {
             config: config.clone(),
             blocks: blocks.to_vec(),
@@ -557,7 +560,7 @@ impl UNet {
     /// A part: borrowed when resident, built from the weights when streamed.
     fn part<'a, T>(
         &'a self,
-        resident: impl FnOnce(&'a Parts) -> Option<&'a T>,
+        resident: impl FnOnce(&'a Resident) -> Option<&'a T>,
         build: impl FnOnce(&Builder<'_>) -> CResult<T>,
     ) -> CResult<Part<'a, T>> {
         match &self.parts {
@@ -566,75 +569,30 @@ impl UNet {
                 c: &self.config,
                 blocks: &self.blocks,
             })?)),
-            parts => resident(parts)
+            Parts::Resident(r) => resident(r)
                 .map(Part::Borrowed)
                 .ok_or_else(|| candle_core::Error::Msg("UNet part missing".into())),
         }
     }
 
     fn head(&self) -> CResult<Part<'_, Head>> {
-        self.part(
-            |p| {
-                if let Parts::Resident { head, .. } = p {
-                    Some(head)
-                } else {
-                    None
-                }
-            },
-            |b| b.head(),
-        )
+        self.part(|r| Some(&r.head), |b| b.head())
     }
 
     fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(
-            |p| {
-                if let Parts::Resident { down, .. } = p {
-                    down.get(i)
-                } else {
-                    None
-                }
-            },
-            |b| b.down(i),
-        )
+        self.part(|r| r.down.get(i), |b| b.down(i))
     }
 
     fn mid(&self) -> CResult<Part<'_, Mid>> {
-        self.part(
-            |p| {
-                if let Parts::Resident { mid, .. } = p {
-                    Some(mid)
-                } else {
-                    None
-                }
-            },
-            |b| b.mid(),
-        )
+        self.part(|r| Some(&r.mid), |b| b.mid())
     }
 
     fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(
-            |p| {
-                if let Parts::Resident { up, .. } = p {
-                    up.get(i)
-                } else {
-                    None
-                }
-            },
-            |b| b.up(i),
-        )
+        self.part(|r| r.up.get(i), |b| b.up(i))
     }
 
     fn tail(&self) -> CResult<Part<'_, Tail>> {
-        self.part(
-            |p| {
-                if let Parts::Resident { tail, .. } = p {
-                    Some(tail)
-                } else {
-                    None
-                }
-            },
-            |b| b.tail(),
-        )
+        self.part(|r| Some(&r.tail), |b| b.tail())
     }
 
     /// Whether the model needs [`AddedCond`] (SDXL).
