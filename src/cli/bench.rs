@@ -120,6 +120,7 @@ fn sd(b: SdBench) -> Result<()> {
             .into());
         }
     };
+    let mem = shoal_dist::MemoryPeak::start(std::time::Duration::from_millis(20));
     let t = Instant::now();
     let pipe = Pipeline::load_placed(&b.model, placement, dtype, &LoadOptions::default())?;
     sync(&device)?;
@@ -171,6 +172,19 @@ fn sd(b: SdBench) -> Result<()> {
             "| {n} | {dt:.3} | {:.3} | {:.2} |",
             n as f64 / dt,
             b.steps as f64 / dt
+        );
+    }
+    drop(pipe);
+    let peaks: Vec<String> = mem
+        .finish()
+        .into_iter()
+        .filter(|(_, base, peak)| peak > base)
+        .map(|(i, base, peak)| format!("gpu{i} {:.2} GiB", (peak - base) as f64 / (1u64 << 30) as f64))
+        .collect();
+    if !peaks.is_empty() {
+        println!(
+            "peak GPU memory over the start (driver view, contexts and caches included): {}",
+            peaks.join(", ")
         );
     }
     Ok(())

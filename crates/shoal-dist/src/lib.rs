@@ -32,5 +32,5 @@ pub use hostlist::{expand_hostlist, expand_tasks_per_node};
 pub use split::{
     Split, Splittable, TensorSplit, padded_len, split_between_processes, split_indices, split_range,
 };
-pub use state::{DistributedState, check_gpu_sharing, cuda_device_count, cuda_memory};
+pub use state::{DistributedState, MemoryPeak, check_gpu_sharing, cuda_device_count, cuda_memory};
 pub use store::{StoreClient, StoreServer};

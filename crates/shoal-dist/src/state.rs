@@ -158,6 +158,61 @@ pub fn cuda_memory() -> Vec<(usize, u64, u64)> {
     }
 }
 
+/// Samples every visible GPU's used memory (driver view: total − free, so
+/// CUDA contexts and allocator caches count) from a thread until stopped.
+pub struct MemoryPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<(usize, u64, u64)>>>,
+}
+
+impl MemoryPeak {
+    /// Starts sampling every `every`; a build without CUDA samples nothing.
+    pub fn start(every: std::time::Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        #[cfg(feature = "cuda")]
+        let handle = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("shoal-mem-peak".into())
+                .spawn(move || {
+                    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+                    let ctxs: Vec<_> = (0..cuda_device_count())
+                        .filter_map(|i| CudaContext::new(i).ok())
+                        .collect();
+                    let used = |c: &std::sync::Arc<CudaContext>| {
+                        c.mem_get_info().map(|(f, t)| (t - f) as u64).unwrap_or(0)
+                    };
+                    let base: Vec<u64> = ctxs.iter().map(used).collect();
+                    let mut peak = base.clone();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        for (p, c) in peak.iter_mut().zip(&ctxs) {
+                            *p = (*p).max(used(c));
+                        }
+                        std::thread::sleep(every);
+                    }
+                    base.into_iter()
+                        .zip(peak)
+                        .enumerate()
+                        .map(|(i, (b, p))| (i, b, p))
+                        .collect()
+                })
+                .ok()
+        };
+        #[cfg(not(feature = "cuda"))]
+        let handle = {
+            let _ = every;
+            None
+        };
+        MemoryPeak { stop, handle }
+    }
+
+    /// Stops and returns `(gpu, used at start, peak used)` in bytes per GPU.
+    pub fn finish(mut self) -> Vec<(usize, u64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
 /// How many CUDA devices the driver reports; 0 in a build without CUDA or
 /// on a machine without a driver.
 pub fn cuda_device_count() -> usize {
