@@ -329,52 +329,64 @@ impl Builder<'_> {
         })
     }
 
-    fn down(&self, i: usize) -> CResult<Level> {
-        let (c, b, n) = (self.c, &self.blocks[i], self.blocks.len());
-        let cin = if i == 0 {
-            self.blocks[0].channels
-        } else {
-            self.blocks[i - 1].channels
-        };
-        let vbi = self.vb.pp("down_blocks").pp(i);
+    /// One level of `block`: a ResNet (with its attention, if any) for each
+    /// input width in `rins`, and the resampler named `sampler` if `stride` is given.
+    fn level(
+        &self,
+        vbi: VarBuilder,
+        block: &BlockSpec,
+        rins: impl IntoIterator<Item = usize>,
+        sampler: (&str, Option<usize>),
+    ) -> CResult<Level> {
         let mut resnets = Vec::new();
         let mut attns = Vec::new();
-        for j in 0..b.layers {
-            let rin = if j == 0 { cin } else { b.channels };
+        for (j, rin) in rins.into_iter().enumerate() {
             resnets.push(Resnet::new(
                 vbi.pp("resnets").pp(j),
                 rin,
-                b.channels,
+                block.channels,
                 self.temb(),
-                c,
+                self.c,
                 1.0,
             )?);
-            if b.cross_attn {
+            if block.cross_attn {
+                let vba = vbi.pp("attentions").pp(j);
                 attns.push(Transformer2D::new(
-                    vbi.pp("attentions").pp(j),
-                    b.channels,
-                    b,
-                    b.transformer_layers,
-                    c,
+                    vba,
+                    block.channels,
+                    block,
+                    block.transformer_layers,
+                    self.c,
                 )?);
             }
         }
-        let resample = if i + 1 < n {
-            Some(conv(
-                vbi.pp("downsamplers").pp(0).pp("conv"),
-                b.channels,
-                b.channels,
+        let resample = match sampler {
+            (name, Some(stride)) => Some(conv(
+                vbi.pp(name).pp(0).pp("conv"),
+                block.channels,
+                block.channels,
                 3,
-                2,
-            )?)
-        } else {
-            None
+                stride,
+            )?),
+            (_, None) => None,
         };
         Ok(Level {
             resnets,
             attns,
             resample,
         })
+    }
+
+    fn down(&self, i: usize) -> CResult<Level> {
+        let (b, n) = (&self.blocks[i], self.blocks.len());
+        let cin = if i == 0 {
+            self.blocks[0].channels
+        } else {
+            self.blocks[i - 1].channels
+        };
+        let rins = (0..b.layers).map(|j| if j == 0 { cin } else { b.channels });
+        let stride = (i + 1 < n).then_some(2);
+        self.level(self.vb.pp("down_blocks").pp(i), b, rins, ("downsamplers", stride))
     }
 
     fn mid(&self) -> CResult<Mid> {
@@ -403,7 +415,7 @@ impl Builder<'_> {
     }
 
     fn up(&self, i: usize) -> CResult<Level> {
-        let (c, n) = (self.c, self.blocks.len());
+        let n = self.blocks.len();
         let b = &self.blocks[n - 1 - i];
         let prev = if i == 0 {
             self.blocks[n - 1].channels
@@ -411,46 +423,13 @@ impl Builder<'_> {
             self.blocks[n - i].channels
         };
         let skip_in = self.blocks[(n - 1 - i).saturating_sub(1)].channels;
-        let vbi = self.vb.pp("up_blocks").pp(i);
-        let mut resnets = Vec::new();
-        let mut attns = Vec::new();
-        for j in 0..=b.layers {
+        // Each ResNet takes the previous output and one skip connection.
+        let rins = (0..=b.layers).map(|j| {
             let skip = if j == b.layers { skip_in } else { b.channels };
-            let rin = if j == 0 { prev } else { b.channels };
-            resnets.push(Resnet::new(
-                vbi.pp("resnets").pp(j),
-                rin + skip,
-                b.channels,
-                self.temb(),
-                c,
-                1.0,
-            )?);
-            if b.cross_attn {
-                attns.push(Transformer2D::new(
-                    vbi.pp("attentions").pp(j),
-                    b.channels,
-                    b,
-                    b.transformer_layers,
-                    c,
-                )?);
-            }
-        }
-        let resample = if i + 1 < n {
-            Some(conv(
-                vbi.pp("upsamplers").pp(0).pp("conv"),
-                b.channels,
-                b.channels,
-                3,
-                1,
-            )?)
-        } else {
-            None
-        };
-        Ok(Level {
-            resnets,
-            attns,
-            resample,
-        })
+            (if j == 0 { prev } else { b.channels }) + skip
+        });
+        let stride = (i + 1 < n).then_some(1);
+        self.level(self.vb.pp("up_blocks").pp(i), b, rins, ("upsamplers", stride))
     }
 
     fn tail(&self) -> CResult<Tail> {
