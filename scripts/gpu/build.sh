@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the stripped release binary with the GPU features into .gpu/ (ignored), ready to
 # travel to a GPU machine. Needs the CUDA 13.0 build toolchain of ../shared/gpu/setup-cuda.sh.
-#   scripts/gpu/build.sh            # features cuda,nccl
-#   FEATURES=cuda,nccl,cudnn scripts/gpu/build.sh
+#   scripts/gpu/build.sh            # features cuda,nccl,cudnn,fused (needs scripts/gpu/setup-kernels.sh)
+#   FEATURES=cuda,nccl scripts/gpu/build.sh   # without the fast kernels
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENV=${CUDA_ENV:-$HOME/.cache/cuda-13.0/env.sh}
@@ -13,7 +13,7 @@ fi
 # shellcheck disable=SC1090
 source "$ENV"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/gpu}
-cargo build --release --locked --features "${FEATURES:-cuda,nccl}" --bin shoal
+cargo build --release --locked --features "${FEATURES:-cuda,nccl,cudnn,fused}" --bin shoal
 mkdir -p .gpu
 cp -f "$CARGO_TARGET_DIR/release/shoal" .gpu/shoal
 for f in device-env.sh; do

@@ -6,6 +6,7 @@
 //! - `bench comm`: all-reduce and all-gather bus bandwidth over sizes, under a
 //!   launcher (nccl-tests' definitions: busbw = algbw × 2(n−1)/n for
 //!   all-reduce, × (n−1)/n for all-gather).
+//! - `bench ops`: per-op table, plain against fast kernels (`bench_ops.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +25,8 @@ pub enum BenchCmd {
     Sd(SdBench),
     /// Collective bandwidth (run it under `shoal launch`).
     Comm(CommBench),
+    /// Every SD conv and attention shape on the plain and the fast kernels (GPU).
+    Ops(super::bench_ops::OpsBench),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +81,7 @@ pub fn run(c: BenchCmd) -> Result<()> {
     match c {
         BenchCmd::Sd(b) => sd(b),
         BenchCmd::Comm(b) => comm(b),
+        BenchCmd::Ops(b) => super::bench_ops::run(b),
     }
 }
 
@@ -146,6 +150,7 @@ fn sd(b: SdBench) -> Result<()> {
     pipe.generate(&items(1), &params(b.steps), &mut |_, _| {})?;
     sync(&device)?;
     let first_s = t.elapsed().as_secs_f64();
+    shoal_diffusion::nn::profile::take();
     println!(
         "shoal bench sd: model {}, {:?} on {device:?}, {}×{}, {} steps, guidance {}, scheduler {}",
         b.model.display(),
@@ -162,6 +167,7 @@ fn sd(b: SdBench) -> Result<()> {
     for &n in &batches {
         pipe.generate(&items(n), &params(2), &mut |_, _| {})?; // warm-up
         sync(&device)?;
+        shoal_diffusion::nn::profile::take();
         let t = Instant::now();
         for _ in 0..b.reps {
             pipe.generate(&items(n), &params(b.steps), &mut |_, _| {})?;
@@ -173,6 +179,7 @@ fn sd(b: SdBench) -> Result<()> {
             n as f64 / dt,
             b.steps as f64 / dt
         );
+        profile_table(n, b.reps);
     }
     drop(pipe);
     let peaks: Vec<String> = mem
@@ -188,6 +195,25 @@ fn sd(b: SdBench) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// With `SHOAL_PROFILE=1`: where the timed batches went, per kind of op
+/// (each op synchronized, so the sum is above the unprofiled time).
+fn profile_table(batch: usize, reps: usize) {
+    let rows = shoal_diffusion::nn::profile::take();
+    if rows.is_empty() {
+        return;
+    }
+    println!("profile, batch {batch}, per batch (SHOAL_PROFILE: every op synchronized):");
+    println!("| op | ms per batch | calls per batch |");
+    println!("| --- | --- | --- |");
+    for (name, s, calls) in rows {
+        println!(
+            "| {name} | {:.1} | {} |",
+            s * 1e3 / reps as f64,
+            calls / reps as u64
+        );
+    }
 }
 
 fn comm(b: CommBench) -> Result<()> {

@@ -7,6 +7,7 @@
 //! signal). See README.md.
 
 mod bench;
+mod bench_ops;
 mod config;
 mod demo;
 mod env;

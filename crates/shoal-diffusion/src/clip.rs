@@ -6,11 +6,12 @@
 //! both `quick_gelu` (SD 1) and `gelu` (SD 2, SDXL) are supported, and the
 //! penultimate hidden state and the projected pooled output (SDXL) are exposed.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::config::ClipConfig;
 use crate::error::Result;
+use crate::nn::{self, AttentionOpts, Kernels};
 
 #[derive(Debug, Clone, Copy)]
 enum Act {
@@ -34,12 +35,14 @@ struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    kernels: Kernels,
 }
 
 impl Attention {
     fn new(vb: VarBuilder, c: &ClipConfig) -> candle_core::Result<Self> {
         let h = c.hidden_size;
         Ok(Attention {
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
             q: candle_nn::linear(h, h, vb.pp("q_proj"))?,
             k: candle_nn::linear(h, h, vb.pp("k_proj"))?,
             v: candle_nn::linear(h, h, vb.pp("v_proj"))?,
@@ -49,17 +52,15 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, s, h) = x.dims3()?;
-        let d = h / self.heads;
-        let split = |t: Tensor| t.reshape((b, s, self.heads, d))?.transpose(1, 2)?.contiguous();
-        let q = split((self.q.forward(x)? * (d as f64).powf(-0.5))?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let dtype = q.dtype();
-        let w = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.broadcast_add(mask)?;
-        let w = candle_nn::ops::softmax_last_dim(&w)?.to_dtype(dtype)?;
-        let o = w.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-        self.out.forward(&o)
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        let opts = AttentionOpts {
+            heads: self.heads,
+            mask: Some(mask),
+            causal: true,
+            upcast: false,
+            kernels: self.kernels,
+        };
+        self.out.forward(&nn::attention(&q, &k, &v, &opts)?)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 pub mod image;
 pub mod make_model;
+pub mod nn;
 pub mod pipeline;
 pub mod presets;
 pub mod random;

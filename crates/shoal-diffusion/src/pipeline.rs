@@ -779,9 +779,11 @@ impl Pipeline {
                 x.clone()
             };
             let xin = sched.scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
-            let out = unet
-                .forward(&xin, t, &ctx, added.as_ref())?
-                .to_dtype(DType::F32)?;
+            let out = crate::nn::profile::scope("UNet (whole call)", xin.device(), || {
+                unet.forward(&xin, t, &ctx, added.as_ref())
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                    .to_dtype(DType::F32)
+            })?;
             let out = if cfg {
                 let (u, c) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
                 (&u + ((c - &u)? * p.guidance)?)?
@@ -805,7 +807,11 @@ impl Pipeline {
             } else {
                 None
             };
-            x = sched.step(&out, i, &x, noise.as_ref())?;
+            x = crate::nn::profile::scope("scheduler + CFG", x.device(), || {
+                sched
+                    .step(&out, i, &x, noise.as_ref())
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
             on_step(i + 1, n);
         }
         drop(unet);
@@ -822,7 +828,8 @@ impl Pipeline {
         let vae = self.vae()?;
         let z = (latents.to_device(&self.devices().vae)? / self.vae_cfg.scaling_factor)?
             .to_dtype(self.vae_dtype)?;
-        let img = vae.decode(&z)?.to_dtype(DType::F32)?;
+        let img = crate::nn::profile::scope("VAE decode (whole)", z.device(), || vae.decode(&z))?
+            .to_dtype(DType::F32)?;
         Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
     }
 

@@ -9,20 +9,16 @@
 //! text_time`).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::{BlockSpec, UNetConfig};
 use crate::error::Result;
+use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Linear};
 
 type CResult<T> = candle_core::Result<T>;
 
 fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> CResult<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: k / 2,
-        stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, k, cfg, vb)
+    nn::conv2d(vb, cin, cout, k, stride, k / 2)
 }
 
 /// `get_timestep_embedding`: sinusoidal embedding of `t` (shape `(b,)`, f32).
@@ -57,8 +53,8 @@ struct TimestepEmbedding {
 impl TimestepEmbedding {
     fn new(vb: VarBuilder, cin: usize, dim: usize) -> CResult<Self> {
         Ok(TimestepEmbedding {
-            l1: candle_nn::linear(cin, dim, vb.pp("linear_1"))?,
-            l2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            l1: nn::linear(cin, dim, vb.pp("linear_1"))?,
+            l2: nn::linear(dim, dim, vb.pp("linear_2"))?,
         })
     }
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
@@ -76,6 +72,7 @@ struct Resnet {
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
     scale: f64,
+    kernels: Kernels,
 }
 
 impl Resnet {
@@ -89,10 +86,10 @@ impl Resnet {
     ) -> CResult<Self> {
         let g = c.norm_num_groups;
         Ok(Resnet {
-            norm1: candle_nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
+            norm1: nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
             conv1: conv(vb.pp("conv1"), cin, cout, 3, 1)?,
-            temb: candle_nn::linear(temb, cout, vb.pp("time_emb_proj"))?,
-            norm2: candle_nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
+            temb: nn::linear(temb, cout, vb.pp("time_emb_proj"))?,
+            norm2: nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
             conv2: conv(vb.pp("conv2"), cout, cout, 3, 1)?,
             shortcut: if cin != cout {
                 Some(conv(vb.pp("conv_shortcut"), cin, cout, 1, 1)?)
@@ -100,14 +97,15 @@ impl Resnet {
                 None
             },
             scale,
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
         })
     }
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let t = self.temb.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let t = self.temb.forward(&temb.silu()?)?;
+        let h = nn::add_per_channel(h, &t, self.kernels)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -130,15 +128,18 @@ struct Attention {
     out: Linear,
     heads: usize,
     upcast: bool,
+    kernels: Kernels,
 }
 
 impl Attention {
     fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize, upcast: bool) -> CResult<Self> {
+        let kernels = Kernels::for_weights(vb.device(), vb.dtype());
         Ok(Attention {
-            q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            k: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_k"))?,
-            v: candle_nn::linear_no_bias(ctx, dim, vb.pp("to_v"))?,
-            out: candle_nn::linear(dim, dim, vb.pp("to_out").pp(0))?,
+            kernels,
+            q: nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            k: nn::linear_no_bias(ctx, dim, vb.pp("to_k"))?,
+            v: nn::linear_no_bias(ctx, dim, vb.pp("to_v"))?,
+            out: nn::linear(dim, dim, vb.pp("to_out").pp(0))?,
             heads,
             upcast,
         })
@@ -146,27 +147,18 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, ctx: Option<&Tensor>) -> CResult<Tensor> {
         let ctx = ctx.unwrap_or(x);
-        let (b, s, dim) = x.dims3()?;
-        let d = dim / self.heads;
-        let split = |t: Tensor| -> CResult<Tensor> {
-            let n = t.dim(1)?;
-            t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous()
+        let (q, k, v) = nn::profile::scope("attn linear", x.device(), || {
+            Ok((self.q.forward(x)?, self.k.forward(ctx)?, self.v.forward(ctx)?))
+        })?;
+        let opts = AttentionOpts {
+            heads: self.heads,
+            mask: None,
+            causal: false,
+            upcast: self.upcast,
+            kernels: self.kernels,
         };
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(ctx)?)?;
-        let v = split(self.v.forward(ctx)?)?;
-        let dtype = q.dtype();
-        let q = (q * (d as f64).powf(-0.5))?;
-        // Scores in the model dtype, as diffusers' SDPA; in f32 when the config
-        // asks (`upcast_attention`, SD 2.1), where f16 scores can overflow.
-        let w = if self.upcast && dtype == DType::F16 {
-            q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)?
-        } else {
-            q.matmul(&k.t()?)?
-        };
-        let w = candle_nn::ops::softmax_last_dim(&w)?.to_dtype(dtype)?;
-        let o = w.matmul(&v)?.transpose(1, 2)?.reshape((b, s, dim))?;
-        self.out.forward(&o)
+        let o = nn::attention(&q, &k, &v, &opts)?;
+        nn::profile::scope("attn linear", x.device(), || self.out.forward(&o))
     }
 }
 
@@ -191,18 +183,25 @@ impl TransformerBlock {
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads, upcast)?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: candle_nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
-            ff_out: candle_nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
+            ff_in: nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
+            ff_out: nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
         })
     }
 
     fn forward(&self, x: &Tensor, ctx: &Tensor) -> CResult<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(ctx))? + &x)?;
-        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(2)? / 2;
-        let (a, gate) = (h.narrow(2, 0, half)?, h.narrow(2, half, half)?);
-        let h = self.ff_out.forward(&(a * gate.gelu_erf()?)?)?;
+        use nn::profile::scope;
+        let dev = x.device();
+        let x = (self
+            .attn1
+            .forward(&scope("layer_norm", dev, || self.norm1.forward(x))?, None)?
+            + x)?;
+        let x = (self
+            .attn2
+            .forward(&scope("layer_norm", dev, || self.norm2.forward(&x))?, Some(ctx))?
+            + &x)?;
+        let n3 = scope("layer_norm", dev, || self.norm3.forward(&x))?;
+        let h = scope("ff linear + geglu", dev, || self.ff_in.forward_geglu(&n3))?;
+        let h = scope("ff linear", dev, || self.ff_out.forward(&h))?;
         h + x
     }
 }
@@ -226,13 +225,13 @@ impl Transformer2D {
     fn new(vb: VarBuilder, ch: usize, spec: &BlockSpec, layers: usize, c: &UNetConfig) -> CResult<Self> {
         let proj = |name: &str| -> CResult<Proj> {
             Ok(if c.use_linear_projection {
-                Proj::Linear(candle_nn::linear(ch, ch, vb.pp(name))?)
+                Proj::Linear(nn::linear(ch, ch, vb.pp(name))?)
             } else {
                 Proj::Conv(conv(vb.pp(name), ch, ch, 1, 1)?)
             })
         };
         Ok(Transformer2D {
-            norm: candle_nn::group_norm(c.norm_num_groups, ch, 1e-6, vb.pp("norm"))?,
+            norm: nn::group_norm(c.norm_num_groups, ch, 1e-6, vb.pp("norm"))?,
             proj_in: proj("proj_in")?,
             blocks: (0..layers)
                 .map(|i| {
@@ -435,7 +434,7 @@ impl Builder<'_> {
     fn tail(&self) -> CResult<Tail> {
         let (c, ch0) = (self.c, self.blocks[0].channels);
         Ok(Tail {
-            norm_out: candle_nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, self.vb.pp("conv_norm_out"))?,
+            norm_out: nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, self.vb.pp("conv_norm_out"))?,
             conv_out: conv(self.vb.pp("conv_out"), ch0, c.out_channels, 3, 1)?,
         })
     }
@@ -659,7 +658,7 @@ impl UNet {
             }
         }
         let tail = self.tail()?;
-        x = tail.conv_out.forward(&tail.norm_out.forward(&x)?.silu()?)?;
+        x = tail.conv_out.forward(&tail.norm_out.forward_silu(&x)?)?;
         Ok(x)
     }
 }

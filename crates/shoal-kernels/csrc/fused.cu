@@ -1,0 +1,169 @@
+// shoal's fused elementwise kernels (feature `fused`), compiled to PTX by build.rs with nvcc
+// and loaded through candle's custom-module cache. Each kernel exists for f16, bf16 and f32
+// (suffixes _f16, _bf16, _f32); arithmetic is in f32.
+//
+// GroupNorm on contiguous NCHW: one group of one image is the contiguous run of
+// (C / G) * H * W elements starting at (n * G + g) * group_len. Three launches:
+//   gn_partial  — each block sums (x - pivot) and (x - pivot)^2 over a chunk of a group,
+//                 pivot = the group's first element (guards against cancellation);
+//   gn_finalize — one thread per group: mean and 1 / sqrt(var + eps);
+//   gn_apply    — y = (x - mean) * rstd * gamma[c] + beta[c], then SiLU if asked (row-wise, below).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+// Block-wide sum of two floats (blockDim.x a multiple of 32, at most 1024).
+__device__ __forceinline__ void block_sum2(float &a, float &b) {
+    __shared__ float sa[32], sb[32];
+    for (int o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffff, a, o);
+        b += __shfl_xor_sync(0xffffffff, b, o);
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { sa[warp] = a; sb[warp] = b; }
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    a = lane < nw ? sa[lane] : 0.0f;
+    b = lane < nw ? sb[lane] : 0.0f;
+    if (warp == 0) {
+        for (int o = 16; o > 0; o >>= 1) {
+            a += __shfl_xor_sync(0xffffffff, a, o);
+            b += __shfl_xor_sync(0xffffffff, b, o);
+        }
+    }
+}
+
+// grid (chunks, groups_total); partial[(group * chunks + chunk) * 2 + {0,1}]
+template <typename T>
+__device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint64_t chunk_len) {
+    uint64_t group = blockIdx.y, chunk = blockIdx.x;
+    const T *g = x + group * group_len;
+    float pivot = to_f(g[0]);
+    uint64_t lo = chunk * chunk_len;
+    uint64_t hi = lo + chunk_len < group_len ? lo + chunk_len : group_len;
+    float s1 = 0.0f, s2 = 0.0f;
+    for (uint64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float v = to_f(g[i]) - pivot;
+        s1 += v;
+        s2 += v * v;
+    }
+    block_sum2(s1, s2);
+    if (threadIdx.x == 0) {
+        partial[(group * gridDim.x + chunk) * 2] = s1;
+        partial[(group * gridDim.x + chunk) * 2 + 1] = s2;
+    }
+}
+
+// stats[group * 2] = mean, stats[group * 2 + 1] = rstd
+template <typename T>
+__device__ void gn_finalize(const T *x, const float *partial, float *stats, uint64_t groups_total, uint64_t chunks,
+                            uint64_t group_len, float eps) {
+    uint64_t group = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
+    if (group >= groups_total) return;
+    double s1 = 0.0, s2 = 0.0;
+    for (uint64_t c = 0; c < chunks; ++c) {
+        s1 += partial[(group * chunks + c) * 2];
+        s2 += partial[(group * chunks + c) * 2 + 1];
+    }
+    double n = (double)group_len;
+    double m = s1 / n;
+    double var = s2 / n - m * m;
+    if (var < 0.0) var = 0.0;
+    stats[group * 2] = (float)(m + (double)to_f(x[group * group_len]));
+    stats[group * 2 + 1] = (float)(1.0 / sqrt(var + (double)eps));
+}
+
+// Row-wise kernels: grid.x covers a row of `cols` elements, grid.y strides over the rows,
+// so per-row values are loaded once per block and no element index is divided.
+
+// GroupNorm apply. Rows are the (n, c) planes of hw elements; the planes of one group are
+// consecutive, so group = plane / (channels / groups).
+template <typename T>
+__device__ void gn_apply(const T *x, const float *stats, const T *gamma, const T *beta, T *y, uint64_t planes,
+                         uint64_t hw, uint64_t channels, uint64_t cpg, int act_silu) {
+    for (uint64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+        uint64_t c = p % channels, group = p / cpg;
+        float scale = stats[group * 2 + 1] * to_f(gamma[c]);
+        float shift = to_f(beta[c]) - stats[group * 2] * scale;
+        const T *xr = x + p * hw;
+        T *yr = y + p * hw;
+        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < hw; j += (uint64_t)gridDim.x * blockDim.x) {
+            float v = to_f(xr[j]) * scale + shift;
+            if (act_silu) v = silu(v);
+            yr[j] = from_f<T>(v);
+        }
+    }
+}
+
+// In place: y[r, j] += bias[j] for `rows` rows of `cols`.
+template <typename T>
+__device__ void add_row_bias(T *y, const T *bias, uint64_t rows, uint64_t cols) {
+    for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        T *yr = y + r * cols;
+        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < cols; j += (uint64_t)gridDim.x * blockDim.x) {
+            yr[j] = from_f<T>(to_f(yr[j]) + to_f(bias[j]));
+        }
+    }
+}
+
+// In place on NCHW: y[p, :] += t[p] for each (n, c) plane p of hw elements (the time embedding).
+template <typename T>
+__device__ void add_nc(T *y, const T *t, uint64_t planes, uint64_t hw) {
+    for (uint64_t p = blockIdx.y; p < planes; p += gridDim.y) {
+        float add = to_f(t[p]);
+        T *yr = y + p * hw;
+        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < hw; j += (uint64_t)gridDim.x * blockDim.x) {
+            yr[j] = from_f<T>(to_f(yr[j]) + add);
+        }
+    }
+}
+
+// GEGLU with the projection's bias: h (rows, 2 * inner) without bias, bias (2 * inner,);
+// out[r, j] = (h[r, j] + b[j]) * gelu_erf(h[r, inner + j] + b[inner + j]).
+template <typename T>
+__device__ void bias_geglu(const T *h, const T *bias, T *out, uint64_t rows, uint64_t inner) {
+    for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const T *hr = h + r * 2 * inner;
+        T *orow = out + r * inner;
+        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < inner; j += (uint64_t)gridDim.x * blockDim.x) {
+            float a = to_f(hr[j]) + to_f(bias[j]);
+            float g = to_f(hr[inner + j]) + to_f(bias[inner + j]);
+            orow[j] = from_f<T>(a * gelu_erf(g));
+        }
+    }
+}
+
+#define INSTANTIATE(T, S)                                                                                          \
+    extern "C" __global__ void gn_partial_##S(const T *x, float *p, uint64_t gl, uint64_t cl) {                   \
+        gn_partial<T>(x, p, gl, cl);                                                                               \
+    }                                                                                                              \
+    extern "C" __global__ void gn_finalize_##S(const T *x, const float *p, float *st, uint64_t g, uint64_t ch,    \
+                                               uint64_t gl, float eps) {                                           \
+        gn_finalize<T>(x, p, st, g, ch, gl, eps);                                                                  \
+    }                                                                                                              \
+    extern "C" __global__ void gn_apply_##S(const T *x, const float *st, const T *ga, const T *be, T *y,          \
+                                            uint64_t planes, uint64_t hw, uint64_t c, uint64_t cpg, int act) {    \
+        gn_apply<T>(x, st, ga, be, y, planes, hw, c, cpg, act);                                                    \
+    }                                                                                                              \
+    extern "C" __global__ void add_row_bias_##S(T *y, const T *b, uint64_t n, uint64_t cols) {                   \
+        add_row_bias<T>(y, b, n, cols);                                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void add_nc_##S(T *y, const T *t, uint64_t n, uint64_t hw) { add_nc<T>(y, t, n, hw); } \
+    extern "C" __global__ void bias_geglu_##S(const T *h, const T *b, T *o, uint64_t rows, uint64_t inner) {      \
+        bias_geglu<T>(h, b, o, rows, inner);                                                                       \
+    }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(__half, f16)
+INSTANTIATE(__nv_bfloat16, bf16)

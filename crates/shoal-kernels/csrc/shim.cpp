@@ -1,0 +1,218 @@
+// shoal's host-only shim over the cudnn-frontend graph API: builds one cuDNN
+// execution plan per operation shape and executes it on the caller's stream,
+// with the caller's device buffers and workspace. No device memory is
+// allocated here; cuDNN is loaded at run time (NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING),
+// so a binary built with this shim starts on machines without cuDNN.
+//
+// Every entry point returns 0 on success, or writes a message into `err` and
+// returns non-zero. No C++ exception crosses the C boundary.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <cudnn_frontend.h>
+
+#include <dlfcn.h>
+
+namespace fe = cudnn_frontend;
+
+// The frontend's dynamic loading resolves every cuDNN symbol through this handle.
+namespace cudnn_frontend {
+void *cudnn_dlhandle = nullptr;
+}
+
+struct ShoalPlan {
+    std::shared_ptr<fe::graph::Graph> graph;
+    int n_uids;
+};
+
+namespace {
+
+void put_err(char *err, size_t len, const std::string &msg) {
+    if (err == nullptr || len == 0) return;
+    std::snprintf(err, len, "%s", msg.c_str());
+}
+
+// Opens libcudnn once; false (with the loader's message) when it is not on the library path.
+bool load_cudnn(std::string &why) {
+    if (fe::cudnn_dlhandle != nullptr) return true;
+    for (const char *name : {"libcudnn.so.9", "libcudnn.so"}) {
+        fe::cudnn_dlhandle = dlopen(name, RTLD_NOW | RTLD_GLOBAL);
+        if (fe::cudnn_dlhandle != nullptr) return true;
+    }
+    const char *e = dlerror();
+    why = std::string("cannot load libcudnn.so.9: ") + (e ? e : "unknown error");
+    return false;
+}
+
+fe::DataType_t io_type(int dtype) {
+    // 0: f16, 1: bf16, 2: f32
+    switch (dtype) {
+        case 0: return fe::DataType_t::HALF;
+        case 1: return fe::DataType_t::BFLOAT16;
+        default: return fe::DataType_t::FLOAT;
+    }
+}
+
+#define SHOAL_TRY(expr, what)                                                        \
+    do {                                                                             \
+        auto _e = (expr);                                                            \
+        if (!_e.is_good()) {                                                         \
+            put_err(err, err_len, std::string(what) + ": " + _e.get_message());      \
+            return 1;                                                                \
+        }                                                                            \
+    } while (0)
+
+int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, ShoalPlan **out,
+           int64_t *workspace, char *err, size_t err_len) {
+    SHOAL_TRY(g->validate(), "validate");
+    SHOAL_TRY(g->build_operation_graph(handle), "build_operation_graph");
+    SHOAL_TRY(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), "create_execution_plans");
+    SHOAL_TRY(g->check_support(), "check_support");
+    SHOAL_TRY(g->build_plans(fe::BuildPlanPolicy_t::HEURISTICS_CHOICE), "build_plans");
+    int64_t ws = 0;
+    SHOAL_TRY(g->get_workspace_size(ws), "get_workspace_size");
+    *workspace = ws;
+    *out = new ShoalPlan{std::move(g), n_uids};
+    return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+int shoal_cudnn_handle_create(void **handle, void *stream, char *err, size_t err_len) {
+    try {
+        std::string why;
+        if (!load_cudnn(why)) {
+            put_err(err, err_len, why);
+            return 1;
+        }
+        cudnnHandle_t h = nullptr;
+        auto st = fe::detail::create_handle(&h);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            put_err(err, err_len, std::string("cudnnCreate: ") + fe::detail::get_error_string(st));
+            return 1;
+        }
+        st = fe::detail::set_stream(h, static_cast<cudaStream_t>(stream));
+        if (st != CUDNN_STATUS_SUCCESS) {
+            put_err(err, err_len, std::string("cudnnSetStream: ") + fe::detail::get_error_string(st));
+            return 1;
+        }
+        *handle = h;
+        return 0;
+    } catch (const std::exception &e) {
+        put_err(err, err_len, e.what());
+        return 1;
+    }
+}
+
+size_t shoal_cudnn_version(void) {
+    try {
+        std::string why;
+        if (!load_cudnn(why)) return 0;
+        return static_cast<size_t>(fe::detail::get_backend_version());
+    } catch (...) {
+        return 0;
+    }
+}
+
+// Convolution (cross-correlation), optional per-channel bias, optional residual:
+// y = conv(x, w) + bias + residual. `nhwc` selects channels-last strides for x, y and
+// the residual (dims stay n, c, h, w) and KRSC for w.
+// uids: x 1, w 2, bias 3, y 4, residual 5.
+int shoal_cudnn_conv_build(void *handle, int dtype, int64_t n, int64_t c, int64_t h, int64_t w, int64_t k,
+                           int64_t r, int64_t s, int64_t pad, int64_t stride, int nhwc, int has_bias,
+                           int has_residual, ShoalPlan **out, int64_t *workspace, char *err, size_t err_len) {
+    try {
+        auto g = std::make_shared<fe::graph::Graph>();
+        g->set_io_data_type(io_type(dtype))
+            .set_intermediate_data_type(fe::DataType_t::FLOAT)
+            .set_compute_data_type(fe::DataType_t::FLOAT);
+        auto strides = [nhwc](int64_t, int64_t c_, int64_t h_, int64_t w_) -> std::vector<int64_t> {
+            if (nhwc) return {c_ * h_ * w_, 1, w_ * c_, c_};
+            return {c_ * h_ * w_, h_ * w_, w_, 1};
+        };
+        auto X = g->tensor(fe::graph::Tensor_attributes().set_name("x").set_uid(1).set_dim({n, c, h, w}).set_stride(
+            strides(n, c, h, w)));
+        auto W = g->tensor(fe::graph::Tensor_attributes().set_name("w").set_uid(2).set_dim({k, c, r, s}).set_stride(
+            strides(k, c, r, s)));
+        auto opts = fe::graph::Conv_fprop_attributes()
+                        .set_padding({pad, pad})
+                        .set_stride({stride, stride})
+                        .set_dilation({1, 1});
+        auto Y = g->conv_fprop(X, W, opts);
+        int64_t ho = (h + 2 * pad - r) / stride + 1;
+        int64_t wo = (w + 2 * pad - s) / stride + 1;
+        if (has_bias) {
+            auto B = g->tensor(
+                fe::graph::Tensor_attributes().set_name("b").set_uid(3).set_dim({1, k, 1, 1}).set_stride({k, 1, k, k}));
+            Y = g->pointwise(Y, B, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+        }
+        if (has_residual) {
+            auto Z = g->tensor(fe::graph::Tensor_attributes().set_name("z").set_uid(5).set_dim({n, k, ho, wo}).set_stride(
+                strides(n, k, ho, wo)));
+            Y = g->pointwise(Y, Z, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+        }
+        Y->set_output(true).set_uid(4).set_dim({n, k, ho, wo}).set_stride(strides(n, k, ho, wo));
+        return finish(g, static_cast<cudnnHandle_t>(handle), 5, out, workspace, err, err_len);
+    } catch (const std::exception &e) {
+        put_err(err, err_len, e.what());
+        return 1;
+    }
+}
+
+// Scaled dot-product attention, inference (no statistics). Every tensor has
+// logical dims (b, heads, seq, d) with caller-given strides, so the (b, seq,
+// heads * d) rows that the projections produce need no transpose.
+// uids: q 1, k 2, v 3, o 4.
+int shoal_cudnn_sdpa_build(void *handle, int dtype, int64_t b, int64_t heads, int64_t sq, int64_t skv, int64_t d,
+                           const int64_t *q_stride, const int64_t *k_stride, const int64_t *v_stride,
+                           const int64_t *o_stride, float scale, int causal, ShoalPlan **out, int64_t *workspace,
+                           char *err, size_t err_len) {
+    try {
+        auto g = std::make_shared<fe::graph::Graph>();
+        g->set_io_data_type(io_type(dtype))
+            .set_intermediate_data_type(fe::DataType_t::FLOAT)
+            .set_compute_data_type(fe::DataType_t::FLOAT);
+        auto vec = [](const int64_t *p) { return std::vector<int64_t>(p, p + 4); };
+        auto Q = g->tensor(
+            fe::graph::Tensor_attributes().set_name("q").set_uid(1).set_dim({b, heads, sq, d}).set_stride(vec(q_stride)));
+        auto K = g->tensor(fe::graph::Tensor_attributes().set_name("k").set_uid(2).set_dim({b, heads, skv, d}).set_stride(
+            vec(k_stride)));
+        auto V = g->tensor(fe::graph::Tensor_attributes().set_name("v").set_uid(3).set_dim({b, heads, skv, d}).set_stride(
+            vec(v_stride)));
+        auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(false).set_attn_scale(scale);
+        if (causal) opts.set_causal_mask(true);
+        auto outs = g->sdpa(Q, K, V, opts);
+        outs[0]->set_output(true).set_uid(4).set_dim({b, heads, sq, d}).set_stride(vec(o_stride));
+        return finish(g, static_cast<cudnnHandle_t>(handle), 4, out, workspace, err, err_len);
+    } catch (const std::exception &e) {
+        put_err(err, err_len, e.what());
+        return 1;
+    }
+}
+
+// Runs a plan. `ptrs[i]` is the buffer of uid i + 1 (null for uids the plan does not use).
+int shoal_cudnn_execute(void *handle, const ShoalPlan *plan, void *const *ptrs, void *workspace, char *err,
+                        size_t err_len) {
+    try {
+        std::unordered_map<int64_t, void *> pack;
+        for (int i = 0; i < plan->n_uids; ++i) {
+            if (ptrs[i] != nullptr) pack.emplace(i + 1, ptrs[i]);
+        }
+        SHOAL_TRY(plan->graph->execute(static_cast<cudnnHandle_t>(handle), pack, workspace), "execute");
+        return 0;
+    } catch (const std::exception &e) {
+        put_err(err, err_len, e.what());
+        return 1;
+    }
+}
+
+void shoal_cudnn_plan_free(ShoalPlan *plan) { delete plan; }
+
+}  // extern "C"

@@ -1,0 +1,423 @@
+//! Fused elementwise kernels (feature `fused`): GroupNorm (+SiLU), row-bias
+//! add, per-(n, c) add and bias + GEGLU, from `csrc/fused.cu` compiled to PTX
+//! at build time (nvcc) and loaded once per device through candle's module
+//! cache. Every kernel computes in f32 and exists for f16, bf16 and f32.
+//!
+//! The in-place ops ([`add_row_bias_`], [`add_nc_`]) write into their first
+//! argument: call them only on a tensor nothing else holds (a fresh GEMM or
+//! convolution output).
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, InplaceOp2, Layout, Shape, Tensor};
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+const MODULE: &str = "shoal_fused";
+const THREADS: u32 = 256;
+
+fn suffix(op: &'static str, d: DType) -> Result<&'static str> {
+    match d {
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
+        DType::F32 => Ok("f32"),
+        d => Err(Error::Unsupported {
+            op,
+            why: format!("dtype {d:?}"),
+        }),
+    }
+}
+
+fn check_cuda(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.device().is_cuda() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            op,
+            why: format!("tensor on {:?}", t.device()),
+        })
+    }
+}
+
+/// A launch over `rows` rows of `cols` elements: x covers a row, y strides over rows.
+fn row_grid(rows: usize, cols: usize) -> LaunchConfig {
+    let x = cols.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
+    let y = rows.clamp(1, 65_535) as u32;
+    LaunchConfig {
+        grid_dim: (x, y, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn slice<'a, T: CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("fused kernel: {what} not contiguous")))?;
+    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+/// `GroupNorm(groups, eps)` with affine `gamma`, `beta` over `x` `(n, c, ...)`,
+/// then SiLU when `silu`. Statistics in f32 (each group's sums shifted by its
+/// first element), like candle-nn's composition but in three launches.
+pub fn group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    check_cuda(OP, x)?;
+    suffix(OP, x.dtype())?;
+    let dims = x.dims();
+    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 || x.elem_count() == 0 {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("input {dims:?} with {groups} groups"),
+        });
+    }
+    let c = dims[1];
+    if dims[0] * groups > 65_535 {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("{} groups in all (at most 65535)", dims[0] * groups),
+        });
+    }
+    if gamma.dims1()? != c || beta.dims1()? != c || gamma.dtype() != x.dtype() || beta.dtype() != x.dtype() {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("affine {:?}/{:?} for {c} channels", gamma.dims(), beta.dims()),
+        });
+    }
+    let x = x.contiguous()?;
+    Ok(x.apply_op3_no_bwd(gamma, beta, &GroupNormOp { groups, eps, silu })?)
+}
+
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl GroupNormOp {
+    #[allow(clippy::too_many_arguments)]
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev: &CudaDevice = &xs.device;
+        let x = slice::<T>(xs, xl, "input")?;
+        let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
+        let dims = xl.dims();
+        let (n, c) = (dims[0], dims[1]);
+        let hw: usize = dims[2..].iter().product();
+        let groups_total = n * self.groups;
+        let group_len = (c / self.groups) * hw;
+        const CHUNK: usize = 8192;
+        let chunks = group_len.div_ceil(CHUNK);
+        let stream = dev.cuda_stream();
+        // SAFETY: every partial, statistic and output element is written before it is read.
+        let mut partial = unsafe { dev.alloc::<f32>(groups_total * chunks * 2) }?;
+        let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
+        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
+        let (gl64, cl64, gt64, ch64) = (group_len as u64, CHUNK as u64, groups_total as u64, chunks as u64);
+        let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x).arg(&mut partial).arg(&gl64).arg(&cl64);
+        let cfg = LaunchConfig {
+            grid_dim: (chunks as u32, groups_total as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
+        unsafe { b.launch(cfg) }.w()?;
+        let f = dev.get_or_load_custom_func(&format!("gn_finalize_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        let eps = self.eps as f32;
+        b.arg(&x)
+            .arg(&partial)
+            .arg(&mut stats)
+            .arg(&gt64)
+            .arg(&ch64)
+            .arg(&gl64)
+            .arg(&eps);
+        let cfg = LaunchConfig {
+            grid_dim: (groups_total.div_ceil(THREADS as usize) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as above.
+        unsafe { b.launch(cfg) }.w()?;
+        let f = dev.get_or_load_custom_func(&format!("gn_apply_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        let (planes, hw64, c64, cpg) = ((n * c) as u64, hw as u64, c as u64, (c / self.groups) as u64);
+        let act = i32::from(self.silu);
+        b.arg(&x)
+            .arg(&stats)
+            .arg(&gamma)
+            .arg(&beta)
+            .arg(&mut y)
+            .arg(&planes)
+            .arg(&hw64)
+            .arg(&c64)
+            .arg(&cpg)
+            .arg(&act);
+        // SAFETY: as above.
+        unsafe { b.launch(row_grid(n * c, hw)) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
+    }
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "shoal-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused GroupNorm needs CUDA tensors")
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        match xs.dtype() {
+            DType::F16 => self.typed::<f16>("f16", xs, xl, gs, gl, bs, bl),
+            DType::BF16 => self.typed::<bf16>("bf16", xs, xl, gs, gl, bs, bl),
+            DType::F32 => self.typed::<f32>("f32", xs, xl, gs, gl, bs, bl),
+            d => candle_core::bail!("fused GroupNorm: dtype {d:?}"),
+        }
+    }
+}
+
+/// What an in-place kernel adds.
+#[derive(Clone, Copy)]
+enum Add {
+    /// `y[r, j] += b[j]`.
+    RowBias,
+    /// `y[n, c, ...] += t[n, c]`.
+    PerPlane,
+}
+
+struct InplaceAdd(Add);
+
+impl InplaceAdd {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        ys: &mut CudaStorage,
+        yl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<()> {
+        let dev = ys.device.clone();
+        let b = slice::<T>(bs, bl, "addend")?;
+        let (a, e) = yl
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("in-place add: output not contiguous".into()))?;
+        let numel = e - a;
+        let (rows, cols, name) = match self.0 {
+            Add::RowBias => (numel / b.len().max(1), b.len(), "add_row_bias"),
+            Add::PerPlane => (b.len(), numel / b.len().max(1), "add_nc"),
+        };
+        if rows * cols != numel {
+            candle_core::bail!("in-place add: {numel} elements are not {rows} × {cols}")
+        }
+        let stream = dev.cuda_stream();
+        let mut y = ys.as_cuda_slice_mut::<T>()?.slice_mut(a..e);
+        let f = dev.get_or_load_custom_func(&format!("{name}_{sfx}"), MODULE, PTX)?;
+        let mut l = stream.launch_builder(&f);
+        let (r64, c64) = (rows as u64, cols as u64);
+        l.arg(&mut y).arg(&b).arg(&r64).arg(&c64);
+        // SAFETY: the argument list matches the kernel's signature; `y` holds rows × cols elements.
+        unsafe { l.launch(row_grid(rows, cols)) }.w()?;
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for InplaceAdd {
+    fn name(&self) -> &'static str {
+        "shoal-inplace-add"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<()> {
+        candle_core::bail!("the fused add needs CUDA tensors")
+    }
+
+    fn cuda_fwd(
+        &self,
+        ys: &mut CudaStorage,
+        yl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<()> {
+        match ys.dtype() {
+            DType::F16 => self.typed::<f16>("f16", ys, yl, bs, bl),
+            DType::BF16 => self.typed::<bf16>("bf16", ys, yl, bs, bl),
+            DType::F32 => self.typed::<f32>("f32", ys, yl, bs, bl),
+            d => candle_core::bail!("fused add: dtype {d:?}"),
+        }
+    }
+}
+
+fn inplace_add(op: &'static str, y: &Tensor, addend: &Tensor, kind: Add, want: usize) -> Result<()> {
+    check_cuda(op, y)?;
+    suffix(op, y.dtype())?;
+    if !y.is_contiguous() || addend.dtype() != y.dtype() || addend.elem_count() != want || want == 0 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("{:?} {:?} with addend {:?}", y.dims(), y.dtype(), addend.dims()),
+        });
+    }
+    let addend = addend.contiguous()?;
+    y.inplace_op2(&addend, &InplaceAdd(kind))?;
+    Ok(())
+}
+
+/// In place: `y[..., j] += bias[j]` (`y` contiguous, last dimension = `bias`'s length).
+pub fn add_row_bias_(y: &Tensor, bias: &Tensor) -> Result<()> {
+    let cols = y.dims().last().copied().unwrap_or(0);
+    inplace_add("add_row_bias", y, bias, Add::RowBias, cols)
+}
+
+/// In place: `y[n, c, ...] += t[n, c]` for `y` `(n, c, ...)` contiguous and `t` `n × c` values.
+pub fn add_nc_(y: &Tensor, t: &Tensor) -> Result<()> {
+    let dims = y.dims();
+    let want = if dims.len() >= 2 { dims[0] * dims[1] } else { 0 };
+    inplace_add("add_nc", y, t, Add::PerPlane, want)
+}
+
+/// `x · wᵀ + b` for `x` `(..., k)`, `w` `(n, k)`, `b` `(n,)`: one GEMM over all rows,
+/// then the bias added in place.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "linear";
+    check_cuda(OP, x)?;
+    let dims = x.dims().to_vec();
+    let k = *dims.last().unwrap_or(&0);
+    let (n, k2) = w.dims2()?;
+    if k != k2 {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("input {dims:?}, weight {:?}", w.dims()),
+        });
+    }
+    let rows = x.elem_count() / k.max(1);
+    let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
+    if let Some(b) = b {
+        add_row_bias_(&y, b)?;
+    }
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = n;
+    }
+    Ok(y.reshape(out)?)
+}
+
+/// GEGLU on a projection without its bias: `h` `(..., 2·inner)`, `bias` `(2·inner,)`;
+/// `(h₁ + b₁) · gelu_erf(h₂ + b₂)`, `(..., inner)`.
+pub fn bias_geglu(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    const OP: &str = "bias_geglu";
+    check_cuda(OP, h)?;
+    suffix(OP, h.dtype())?;
+    let two = h.dims().last().copied().unwrap_or(0);
+    if two % 2 != 0 || two == 0 || bias.elem_count() != two || bias.dtype() != h.dtype() {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("{:?} with bias {:?}", h.dims(), bias.dims()),
+        });
+    }
+    let h = h.contiguous()?;
+    Ok(h.apply_op2_no_bwd(&bias.contiguous()?, &GegluOp)?)
+}
+
+struct GegluOp;
+
+impl GegluOp {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        hs: &CudaStorage,
+        hl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &hs.device;
+        let h = slice::<T>(hs, hl, "input")?;
+        let b = slice::<T>(bs, bl, "bias")?;
+        let inner = b.len() / 2;
+        let rows = h.len() / (2 * inner);
+        // SAFETY: every output element is written by the kernel.
+        let mut out = unsafe { dev.alloc::<T>(rows * inner) }?;
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("bias_geglu_{sfx}"), MODULE, PTX)?;
+        let mut l = stream.launch_builder(&f);
+        let (r64, i64_) = (rows as u64, inner as u64);
+        l.arg(&h).arg(&b).arg(&mut out).arg(&r64).arg(&i64_);
+        // SAFETY: the argument list matches the kernel's signature.
+        unsafe { l.launch(row_grid(rows, inner)) }.w()?;
+        let mut dims = hl.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = inner;
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from(dims)))
+    }
+}
+
+impl CustomOp2 for GegluOp {
+    fn name(&self) -> &'static str {
+        "shoal-bias-geglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused GEGLU needs CUDA tensors")
+    }
+
+    fn cuda_fwd(
+        &self,
+        hs: &CudaStorage,
+        hl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        match hs.dtype() {
+            DType::F16 => self.typed::<f16>("f16", hs, hl, bs, bl),
+            DType::BF16 => self.typed::<bf16>("bf16", hs, hl, bs, bl),
+            DType::F32 => self.typed::<f32>("f32", hs, hl, bs, bl),
+            d => candle_core::bail!("fused GEGLU: dtype {d:?}"),
+        }
+    }
+}

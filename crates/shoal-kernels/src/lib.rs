@@ -1,0 +1,30 @@
+//! Fast GPU kernels for shoal, each behind a cargo feature.
+//!
+//! - `cudnn`: convolutions and scaled-dot-product attention through cuDNN's
+//!   graph API (a host-only C++ shim over the header-only cudnn-frontend, in
+//!   `csrc/shim.cpp`). One execution plan per shape, built on first use and
+//!   cached per device; one workspace per device that only grows; cuDNN is
+//!   loaded at run time.
+//!
+//! - `fused`: GroupNorm (+SiLU), bias adds and bias + GEGLU as single kernels
+//!   (`csrc/fused.cu`, PTX from nvcc at build time).
+//!
+//! Without features this crate holds only the pure parts (shape arithmetic,
+//! the fallback report), so the CPU build compiles no C++.
+//!
+//! A shape or dtype a kernel does not cover is an [`Error::Unsupported`]; the
+//! caller runs its plain path and the fallback is counted in [`fallbacks`]
+//! (`shoal bench` prints it), so nothing changes results silently.
+
+mod error;
+mod report;
+mod shape;
+
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
+#[cfg(feature = "fused")]
+pub mod fused;
+
+pub use error::{Error, Result};
+pub use report::{Fallback, fallbacks, note_fallback};
+pub use shape::{ConvShape, conv_out_side};

@@ -1,0 +1,507 @@
+//! `shoal bench ops`: every convolution and attention shape of the SD 1.5 UNet
+//! and VAE at 512² (and SDXL's attention), each run on the plain path (candle's
+//! ops) and on the fast kernels (feature `cudnn`), on the same random inputs.
+//!
+//! For each op it prints the time of both paths, the fast path's TFLOP/s, and
+//! the error of both against an f32 reference of the plain path
+//! (‖out − ref‖ / ‖ref‖ and the largest |out − ref|). An op whose fast error is
+//! over the bound, or that fell back, fails the command (exit 1): the same
+//! run is the kernels' GPU test. `scripts/gpu/ops_peer.py` times the same
+//! shapes in PyTorch, in the same call.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+
+use super::UsageError;
+use super::generate::{parse_device, parse_dtype};
+
+#[derive(Debug, Args)]
+pub struct OpsBench {
+    #[arg(long, default_value = "f16")]
+    dtype: String,
+    #[arg(long, default_value = "cuda")]
+    device: String,
+    /// Timed repetitions per op.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Only ops whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// UNet batch sizes (with CFG: 2 = one image).
+    #[arg(long, default_value = "2,16")]
+    batches: String,
+}
+
+/// A convolution: name, input channels, side, output channels, kernel, stride.
+struct Conv(&'static str, usize, usize, usize, usize, usize);
+
+/// The SD 1.5 UNet's distinct convolutions at 512² (64² latents).
+const UNET_CONVS: &[Conv] = &[
+    Conv("conv_in", 4, 64, 320, 3, 1),
+    Conv("l0 resnet", 320, 64, 320, 3, 1),
+    Conv("l0 proj 1x1", 320, 64, 320, 1, 1),
+    Conv("l0 down", 320, 64, 320, 3, 2),
+    Conv("l1 resnet in", 320, 32, 640, 3, 1),
+    Conv("l1 resnet", 640, 32, 640, 3, 1),
+    Conv("l1 shortcut 1x1", 320, 32, 640, 1, 1),
+    Conv("l1 down", 640, 32, 640, 3, 2),
+    Conv("l2 resnet in", 640, 16, 1280, 3, 1),
+    Conv("l2 resnet", 1280, 16, 1280, 3, 1),
+    Conv("l2 down", 1280, 16, 1280, 3, 2),
+    Conv("l3/mid resnet", 1280, 8, 1280, 3, 1),
+    Conv("up0 resnet in", 2560, 8, 1280, 3, 1),
+    Conv("up0 shortcut 1x1", 2560, 8, 1280, 1, 1),
+    Conv("up1 upsample", 1280, 16, 1280, 3, 1),
+    Conv("up1 resnet in", 1920, 16, 1280, 3, 1),
+    Conv("up2 resnet in", 1920, 32, 640, 3, 1),
+    Conv("up2 resnet in b", 960, 32, 640, 3, 1),
+    Conv("up3 resnet in", 960, 64, 320, 3, 1),
+    Conv("up3 resnet in b", 640, 64, 320, 3, 1),
+    Conv("conv_out", 320, 64, 4, 3, 1),
+];
+
+/// The SD 1.5 VAE decoder's convolutions for one 512² image.
+const VAE_CONVS: &[Conv] = &[
+    Conv("vae conv_in", 4, 64, 512, 3, 1),
+    Conv("vae 512@64", 512, 64, 512, 3, 1),
+    Conv("vae 512@128", 512, 128, 512, 3, 1),
+    Conv("vae 512@256", 512, 256, 512, 3, 1),
+    Conv("vae 512→256@256", 512, 256, 256, 3, 1),
+    Conv("vae 256@256", 256, 256, 256, 3, 1),
+    Conv("vae 256@512", 256, 512, 256, 3, 1),
+    Conv("vae 256→128@512", 256, 512, 128, 3, 1),
+    Conv("vae 128@512", 128, 512, 128, 3, 1),
+    Conv("vae conv_out", 128, 512, 3, 3, 1),
+];
+
+/// An attention: name, query tokens, key tokens, width, heads.
+struct Attn(&'static str, usize, usize, usize, usize);
+
+const ATTNS: &[Attn] = &[
+    Attn("sd15 l0 self d40", 4096, 4096, 320, 8),
+    Attn("sd15 l0 cross d40", 4096, 77, 320, 8),
+    Attn("sd15 l1 self d80", 1024, 1024, 640, 8),
+    Attn("sd15 l1 cross d80", 1024, 77, 640, 8),
+    Attn("sd15 l2 self d160", 256, 256, 1280, 8),
+    Attn("sd15 mid self d160", 64, 64, 1280, 8),
+    Attn("sdxl l1 self d64", 4096, 4096, 640, 10),
+    Attn("sdxl l2 self d64", 1024, 1024, 1280, 20),
+];
+
+/// GroupNorm(32)+SiLU inputs of the UNet (channels, side) at 512², and of the VAE decoder.
+const UNET_NORMS: &[(usize, usize)] = &[
+    (320, 64),
+    (640, 64),
+    (960, 64),
+    (640, 32),
+    (960, 32),
+    (1920, 32),
+    (1280, 16),
+    (1920, 16),
+    (2560, 16),
+    (1280, 8),
+    (2560, 8),
+];
+const VAE_NORMS: &[(usize, usize)] = &[
+    (512, 64),
+    (512, 128),
+    (512, 256),
+    (256, 256),
+    (256, 512),
+    (128, 512),
+];
+
+/// A feed-forward projection: name, tokens, in, out, GEGLU after it.
+struct Lin(&'static str, usize, usize, usize, bool);
+
+const LINEARS: &[Lin] = &[
+    Lin("ff l0 in+geglu", 4096, 320, 2560, true),
+    Lin("ff l0 out", 4096, 1280, 320, false),
+    Lin("ff l1 in+geglu", 1024, 640, 5120, true),
+    Lin("ff l1 out", 1024, 2560, 640, false),
+    Lin("ff l2 in+geglu", 256, 1280, 10240, true),
+    Lin("ff l2 out", 256, 5120, 1280, false),
+    Lin("attn l0 out", 4096, 320, 320, false),
+];
+
+pub fn run(b: OpsBench) -> Result<()> {
+    let dtype = parse_dtype(&b.dtype)?;
+    let device = parse_device(&b.device)?;
+    if !device.is_cuda() {
+        return Err(UsageError("bench ops compares GPU kernels: give --device cuda".into()).into());
+    }
+    if dtype == DType::F32 {
+        return Err(
+            UsageError("bench ops times the f16/bf16 kernels: give --dtype f16 or bf16".into()).into(),
+        );
+    }
+    let batches: Vec<usize> = b
+        .batches
+        .split(',')
+        .map(|x| x.trim().parse().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| UsageError(format!("invalid --batches {:?}", b.batches)))?;
+    if b.iters == 0 {
+        return Err(UsageError("--iters must be at least 1".into()).into());
+    }
+    let fast_built = cfg!(feature = "cudnn");
+    println!(
+        "shoal bench ops: {dtype:?} on {device:?}, {} iterations, fast kernels built: {fast_built}",
+        b.iters
+    );
+    println!(
+        "| op | shape | plain ms | fast ms | fast TFLOP/s (or GB/s) | speedup | plain rel err | fast rel err | fast max abs err | check |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let want = |name: &str| b.only.as_deref().is_none_or(|o| name.contains(o));
+    let mut failures = 0;
+    let mut cases: Vec<(usize, &Conv)> = Vec::new();
+    for &n in &batches {
+        cases.extend(UNET_CONVS.iter().map(|c| (n, c)));
+    }
+    cases.extend(VAE_CONVS.iter().map(|c| (1, c)));
+    for (n, c) in cases {
+        if want(c.0) {
+            failures += conv_case(&device, dtype, n, c, b.iters)?;
+        }
+    }
+    for &n in &batches {
+        for a in ATTNS {
+            if want(a.0) {
+                failures += attn_case(&device, dtype, n, a, b.iters)?;
+            }
+        }
+    }
+    let mut norms: Vec<(usize, &(usize, usize))> = Vec::new();
+    for &n in &batches {
+        norms.extend(UNET_NORMS.iter().map(|c| (n, c)));
+    }
+    norms.extend(VAE_NORMS.iter().map(|c| (1, c)));
+    for (n, c) in norms {
+        if want("group_norm") {
+            failures += norm_case(&device, dtype, n, *c, b.iters)?;
+        }
+    }
+    for &n in &batches {
+        for l in LINEARS {
+            if want(l.0) {
+                failures += linear_case(&device, dtype, n, l, b.iters)?;
+            }
+        }
+    }
+    #[cfg(feature = "cudnn")]
+    {
+        println!(
+            "cuDNN {} ; plans built: {}",
+            shoal_kernels::cudnn::version(),
+            shoal_kernels::cudnn::plans_built()
+        );
+        for f in shoal_kernels::fallbacks() {
+            println!("fell back: {} ({} calls): {}", f.what, f.calls, f.why);
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} ops failed their check");
+    }
+    println!("bench ops: every op passed its check");
+    Ok(())
+}
+
+/// Seconds per call of `f`, after one warm-up call, with the device synchronized around.
+fn time(device: &Device, iters: usize, f: &mut dyn FnMut() -> Result<Tensor>) -> Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    device.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / iters as f64)
+}
+
+/// (‖a − r‖ / ‖r‖, max |a − r|), in f32.
+fn errors(a: &Tensor, r: &Tensor) -> Result<(f64, f64)> {
+    let a = a.to_dtype(DType::F32)?;
+    let r = r.to_dtype(DType::F32)?;
+    let d = (&a - &r)?;
+    let num = d.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
+    let den = r.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
+    let max = d.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+    if !num.is_finite() || !max.is_finite() {
+        return Ok((f64::INFINITY, f64::INFINITY));
+    }
+    Ok((num / den.max(f64::MIN_POSITIVE), max))
+}
+
+/// The bound on the fast path's relative error: that of the plain path in the
+/// same dtype (both round their output to it), with room for another order of
+/// summation, and never under the dtype's own rounding.
+#[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+fn bound(dtype: DType, plain_rel: f64) -> f64 {
+    let eps = if dtype == DType::BF16 { 8e-3 } else { 1e-3 };
+    (plain_rel * 3.0).max(eps)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    name: &str,
+    shape: &str,
+    plain_s: f64,
+    fast_s: f64,
+    flops: f64,
+    plain_rel: f64,
+    fast: (f64, f64),
+    ok: bool,
+) {
+    println!(
+        "| {name} | {shape} | {:.3} | {:.3} | {:.0} | {:.2}× | {plain_rel:.1e} | {:.1e} | {:.1e} | {} |",
+        plain_s * 1e3,
+        fast_s * 1e3,
+        flops / fast_s / 1e12,
+        plain_s / fast_s,
+        fast.0,
+        fast.1,
+        if ok { "PASS" } else { "FAIL" }
+    );
+}
+
+fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) -> Result<usize> {
+    let &Conv(name, cin, side, cout, k, stride) = c;
+    let pad = k / 2;
+    let x = Tensor::randn(0f32, 1., (n, cin, side, side), device)?;
+    let w = (Tensor::randn(0f32, 1., (cout, cin, k, k), device)? / ((cin * k * k) as f64).sqrt())?;
+    let bias = Tensor::randn(0f32, 1., cout, device)?;
+    let plain = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        Ok(x.conv2d(w, pad, stride, 1, 1)?
+            .broadcast_add(&b.reshape((1, cout, 1, 1))?)?)
+    };
+    let reference = plain(&x, &w, &bias)?;
+    let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+    let plain_out = plain(&xl, &wl, &bl)?;
+    let plain_s = time(device, iters, &mut || plain(&xl, &wl, &bl))?;
+    let (plain_rel, _) = errors(&plain_out, &reference)?;
+    let shape = format!("{n}×{cin}×{side}² → {cout}, {k}×{k}/{stride}");
+    let flops = shoal_kernels_flops(n, cin, side, cout, k, stride);
+    #[cfg(feature = "cudnn")]
+    {
+        let fast = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+            Ok(shoal_kernels::cudnn::conv2d(x, w, b, pad, stride)?)
+        };
+        let out = match fast(&xl, &wl, &bl) {
+            Ok(o) => o,
+            Err(e) => {
+                println!(
+                    "| {name} | {shape} | {:.3} | fell back: {e} | | | | | | FAIL |",
+                    plain_s * 1e3
+                );
+                return Ok(1);
+            }
+        };
+        let fast_s = time(device, iters, &mut || fast(&xl, &wl, &bl))?;
+        let errs = errors(&out, &reference)?;
+        let ok = errs.0 <= bound(dtype, plain_rel);
+        row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
+        Ok(usize::from(!ok))
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        row(
+            name,
+            &shape,
+            plain_s,
+            plain_s,
+            flops,
+            plain_rel,
+            (plain_rel, 0.0),
+            true,
+        );
+        Ok(0)
+    }
+}
+
+fn shoal_kernels_flops(n: usize, c: usize, side: usize, k: usize, r: usize, stride: usize) -> f64 {
+    let out = (side + 2 * (r / 2) - r) / stride + 1;
+    2.0 * (n * k * out * out) as f64 * (c * r * r) as f64
+}
+
+fn attn_case(device: &Device, dtype: DType, n: usize, a: &Attn, iters: usize) -> Result<usize> {
+    use shoal_diffusion::nn::{AttentionOpts, Kernels, attention};
+    let &Attn(name, sq, skv, dim, heads) = a;
+    let q = Tensor::randn(0f32, 1., (n, sq, dim), device)?;
+    let k = Tensor::randn(0f32, 1., (n, skv, dim), device)?;
+    let v = Tensor::randn(0f32, 1., (n, skv, dim), device)?;
+    let opts = |kernels| AttentionOpts {
+        heads,
+        mask: None,
+        causal: false,
+        upcast: false,
+        kernels,
+    };
+    // candle's materialized path indexes with 32 bits: past 2^31 scores it is not run.
+    if (n * heads * sq * skv) as u64 >= 1 << 31 {
+        println!(
+            "| {name} | {n}×{heads} heads, q {sq}, k {skv} | too large for the plain path | | | | | | | skipped |"
+        );
+        return Ok(0);
+    }
+    let reference = attention(&q, &k, &v, &opts(Kernels::Plain))?;
+    let (ql, kl, vl) = (q.to_dtype(dtype)?, k.to_dtype(dtype)?, v.to_dtype(dtype)?);
+    let plain_out = attention(&ql, &kl, &vl, &opts(Kernels::Plain))?;
+    let plain_s = time(device, iters, &mut || {
+        Ok(attention(&ql, &kl, &vl, &opts(Kernels::Plain))?)
+    })?;
+    let (plain_rel, _) = errors(&plain_out, &reference)?;
+    let d = dim / heads;
+    let shape = format!("{n}×{heads} heads, q {sq}, k {skv}, d {d}");
+    let flops = 4.0 * (n * heads * sq * skv * d) as f64;
+    #[cfg(feature = "cudnn")]
+    {
+        let before = shoal_kernels::fallbacks().iter().map(|f| f.calls).sum::<u64>();
+        let out = attention(&ql, &kl, &vl, &opts(Kernels::Fast))?;
+        let fell = shoal_kernels::fallbacks().iter().map(|f| f.calls).sum::<u64>() > before;
+        let fast_s = time(device, iters, &mut || {
+            Ok(attention(&ql, &kl, &vl, &opts(Kernels::Fast))?)
+        })?;
+        let errs = errors(&out, &reference)?;
+        let ok = !fell && errs.0 <= bound(dtype, plain_rel);
+        row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
+        Ok(usize::from(!ok))
+    }
+    #[cfg(not(feature = "cudnn"))]
+    {
+        row(
+            name,
+            &shape,
+            plain_s,
+            plain_s,
+            flops,
+            plain_rel,
+            (plain_rel, 0.0),
+            true,
+        );
+        Ok(0)
+    }
+}
+
+/// Plain and fast outputs of one op on the same inputs, against `reference`, timed; one table row.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    device: &Device,
+    dtype: DType,
+    iters: usize,
+    name: &str,
+    shape: &str,
+    work: f64,
+    bytes: bool,
+    reference: &Tensor,
+    plain: &mut dyn FnMut() -> Result<Tensor>,
+    fast: &mut dyn FnMut() -> Result<Tensor>,
+) -> Result<usize> {
+    let plain_out = plain()?;
+    let plain_s = time(device, iters, plain)?;
+    let (plain_rel, _) = errors(&plain_out, reference)?;
+    let out = fast()?;
+    let fast_s = time(device, iters, fast)?;
+    let errs = errors(&out, reference)?;
+    let ok = errs.0 <= bound(dtype, plain_rel);
+    let rate = if bytes {
+        format!("{:.0} GB/s", work / fast_s / 1e9)
+    } else {
+        format!("{:.0}", work / fast_s / 1e12)
+    };
+    println!(
+        "| {name} | {shape} | {:.3} | {:.3} | {rate} | {:.2}× | {plain_rel:.1e} | {:.1e} | {:.1e} | {} |",
+        plain_s * 1e3,
+        fast_s * 1e3,
+        plain_s / fast_s,
+        errs.0,
+        errs.1,
+        if ok { "PASS" } else { "FAIL" }
+    );
+    Ok(usize::from(!ok))
+}
+
+fn var_builder(
+    tensors: Vec<(&str, Tensor)>,
+    dtype: DType,
+    device: &Device,
+) -> candle_nn::VarBuilder<'static> {
+    let map = tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    candle_nn::VarBuilder::from_tensors(map, dtype, device)
+}
+
+fn norm_case(
+    device: &Device,
+    dtype: DType,
+    n: usize,
+    (c, side): (usize, usize),
+    iters: usize,
+) -> Result<usize> {
+    use candle_core::Module;
+    let x = (Tensor::randn(0f32, 1., (n, c, side, side), device)? + 0.5)?;
+    let w = (Tensor::randn(0f32, 0.2, c, device)? + 1.0)?;
+    let bias = Tensor::randn(0f32, 0.2, c, device)?;
+    let plain_of = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        let gn = candle_nn::GroupNorm::new(w.clone(), b.clone(), c, 32, 1e-5)?;
+        Ok(gn.forward(x)?.silu()?)
+    };
+    let reference = plain_of(&x, &w, &bias)?;
+    let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+    let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
+    let gn = shoal_diffusion::nn::group_norm(32, c, 1e-5, vb)?;
+    let bytes = 2.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
+    compare(
+        device,
+        dtype,
+        iters,
+        "group_norm+silu",
+        &format!("{n}×{c}×{side}²"),
+        bytes,
+        true,
+        &reference,
+        &mut || plain_of(&xl, &wl, &bl),
+        &mut || Ok(gn.forward_silu(&xl)?),
+    )
+}
+
+fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -> Result<usize> {
+    use candle_core::Module;
+    let &Lin(name, tokens, cin, cout, geglu) = l;
+    let x = Tensor::randn(0f32, 1., (n, tokens, cin), device)?;
+    let w = (Tensor::randn(0f32, 1., (cout, cin), device)? / (cin as f64).sqrt())?;
+    let bias = Tensor::randn(0f32, 1., cout, device)?;
+    let plain_of = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        let h = candle_nn::Linear::new(w.clone(), Some(b.clone())).forward(x)?;
+        if !geglu {
+            return Ok(h);
+        }
+        let half = cout / 2;
+        Ok((h.narrow(2, 0, half)? * h.narrow(2, half, half)?.gelu_erf()?)?)
+    };
+    let reference = plain_of(&x, &w, &bias)?;
+    let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
+    let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
+    let lin = shoal_diffusion::nn::linear(cin, cout, vb)?;
+    let flops = 2.0 * (n * tokens * cin * cout) as f64;
+    compare(
+        device,
+        dtype,
+        iters,
+        name,
+        &format!("{n}×{tokens} × {cin} → {cout}"),
+        flops,
+        false,
+        &reference,
+        &mut || plain_of(&xl, &wl, &bl),
+        &mut || {
+            Ok(if geglu {
+                lin.forward_geglu(&xl)?
+            } else {
+                lin.forward(&xl)?
+            })
+        },
+    )
+}
