@@ -80,6 +80,7 @@ fn build_shim() {
         .define("NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING", None)
         .flag_if_supported("-Wno-deprecated-declarations")
         .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-unused-function")
         .opt_level(2)
         .compile("shoal_cudnn_shim");
     println!("cargo:rustc-link-lib=dylib=stdc++");

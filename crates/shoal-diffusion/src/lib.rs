@@ -25,6 +25,7 @@ pub mod scheduler;
 pub mod sizes;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use error::{Error, Result};

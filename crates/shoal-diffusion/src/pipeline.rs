@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -22,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::scheduler::{Scheduler, SchedulerConfig, class_for};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{AddedCond, UNet};
+use crate::vae::Decoder;
 use crate::weights;
 
 /// The largest side accepted, in pixels (a guard against typos such as 51200).
@@ -223,7 +223,7 @@ impl ComponentDevices {
 struct Resident {
     encoders: Encoders,
     unet: UNet,
-    vae: AutoEncoderKL,
+    vae: Decoder,
 }
 
 /// A component loaded for this call, or borrowed from the resident set.
@@ -462,28 +462,14 @@ impl Pipeline {
         .map_err(weights::in_file(&files))
     }
 
-    fn load_vae(&self, device: &Device) -> Result<AutoEncoderKL> {
-        let c = &self.vae_cfg;
+    fn load_vae(&self, device: &Device) -> Result<Decoder> {
         let files = weights::find_weights(
             &self.dir.join("vae"),
             "diffusion_pytorch_model",
             self.variant.as_deref(),
         )?;
         let vb = weights::load(&files, self.vae_dtype, device)?;
-        AutoEncoderKL::new(
-            vb,
-            c.in_channels,
-            c.out_channels,
-            AutoEncoderKLConfig {
-                block_out_channels: c.block_out_channels.clone(),
-                layers_per_block: c.layers_per_block,
-                latent_channels: c.latent_channels,
-                norm_num_groups: c.norm_num_groups,
-                use_quant_conv: c.use_quant_conv,
-                use_post_quant_conv: c.use_post_quant_conv,
-            },
-        )
-        .map_err(|e| weights::in_file(&files)(Error::Candle(e)))
+        Decoder::new(vb, &self.vae_cfg).map_err(|e| weights::in_file(&files)(Error::Candle(e)))
     }
 
     /// The `hf_device_map` analog: component → device, when a map is active.
@@ -566,7 +552,7 @@ impl Pipeline {
         })
     }
 
-    fn vae(&self) -> Result<Held<'_, AutoEncoderKL>> {
+    fn vae(&self) -> Result<Held<'_, Decoder>> {
         Ok(match &self.resident {
             Some(r) => Held::Borrowed(&r.vae),
             None => Held::Owned(self.load_vae(&self.devices().vae)?),

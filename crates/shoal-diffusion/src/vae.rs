@@ -1,0 +1,216 @@
+//! `AutoencoderKL`'s decoder (and `post_quant_conv`), through the kernel seam.
+//!
+//! Written from `diffusers src/diffusers/models/autoencoders/vae.py` (`Decoder`),
+//! `unet_2d_blocks.py` (`UNetMidBlock2D`, `UpDecoderBlock2D`), `resnet.py`
+//! and `attention_processor.py`; the state-dict names are diffusers' (the
+//! mid-block attention also under the old `query`/`key`/`value`/`proj_attn`
+//! names, with 1×1-conv-shaped weights, as candle-transformers accepts).
+//! Unlike candle-transformers' VAE it goes through `nn::`, so on CUDA its
+//! convolutions, GroupNorms and linear layers use the fast kernels.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::VaeConfig;
+use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Linear};
+
+type CResult<T> = candle_core::Result<T>;
+
+const EPS: f64 = 1e-6;
+
+/// `ResnetBlock2D` without a time embedding.
+#[derive(Debug)]
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, groups: usize) -> CResult<Self> {
+        Ok(Resnet {
+            norm1: nn::group_norm(groups, cin, EPS, vb.pp("norm1"))?,
+            conv1: nn::conv2d(vb.pp("conv1"), cin, cout, 3, 1, 1)?,
+            norm2: nn::group_norm(groups, cout, EPS, vb.pp("norm2"))?,
+            conv2: nn::conv2d(vb.pp("conv2"), cout, cout, 3, 1, 1)?,
+            shortcut: if cin != cout {
+                Some(nn::conv2d(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        match &self.shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// A projection of the mid-block attention: `(c, c)` or `(c, c, 1, 1)` weights.
+fn proj(vb: VarBuilder, c: usize) -> CResult<Linear> {
+    if vb.contains_tensor("weight") && vb.get((c, c), "weight").is_err() {
+        let w = vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?;
+        let b = vb.get(c, "bias")?;
+        let tensors = [("weight".to_string(), w), ("bias".to_string(), b)]
+            .into_iter()
+            .collect();
+        return nn::linear(c, c, VarBuilder::from_tensors(tensors, vb.dtype(), vb.device()));
+    }
+    nn::linear(c, c, vb)
+}
+
+/// The mid block's single-head self-attention over the pixels, with its GroupNorm and residual.
+#[derive(Debug)]
+struct Attention {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    kernels: Kernels,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, c: usize, groups: usize) -> CResult<Self> {
+        let names = if vb.contains_tensor("to_q.weight") {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+        } else {
+            ["query", "key", "value", "proj_attn"]
+        };
+        Ok(Attention {
+            norm: nn::group_norm(groups, c, EPS, vb.pp("group_norm"))?,
+            q: proj(vb.pp(names[0]), c)?,
+            k: proj(vb.pp(names[1]), c)?,
+            v: proj(vb.pp(names[2]), c)?,
+            out: proj(vb.pp(names[3]), c)?,
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let y = self
+            .norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (q, k, v) = (self.q.forward(&y)?, self.k.forward(&y)?, self.v.forward(&y)?);
+        let opts = AttentionOpts {
+            heads: 1,
+            mask: None,
+            causal: false,
+            // candle-transformers' VAE forms these scores in f32; so does this one.
+            upcast: true,
+            kernels: self.kernels,
+        };
+        let o = self.out.forward(&nn::attention(&q, &k, &v, &opts)?)?;
+        o.transpose(1, 2)?.reshape((b, c, h, w))? + x
+    }
+}
+
+/// One up level: ResNets, then an optional nearest ×2 upsample and conv.
+#[derive(Debug)]
+struct Up {
+    resnets: Vec<Resnet>,
+    upsample: Option<Conv2d>,
+}
+
+/// The decoder from latents to images in [-1, 1].
+#[derive(Debug)]
+pub struct Decoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid: (Resnet, Attention, Resnet),
+    up: Vec<Up>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Decoder {
+    /// Builds the decoder; `vb` is rooted at the VAE's state dict.
+    pub fn new(vb: VarBuilder, c: &VaeConfig) -> CResult<Self> {
+        let g = c.norm_num_groups;
+        let ch = &c.block_out_channels;
+        let (Some(&last), Some(&first)) = (ch.last(), ch.first()) else {
+            candle_core::bail!("vae: block_out_channels is empty")
+        };
+        let post_quant_conv = if c.use_post_quant_conv {
+            Some(nn::conv2d(
+                vb.pp("post_quant_conv"),
+                c.latent_channels,
+                c.latent_channels,
+                1,
+                1,
+                0,
+            )?)
+        } else {
+            None
+        };
+        let d = vb.pp("decoder");
+        let mid = d.pp("mid_block");
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up = Vec::with_capacity(rev.len());
+        for (i, &out) in rev.iter().enumerate() {
+            let vbi = d.pp("up_blocks").pp(i);
+            let prev = if i == 0 { rev[0] } else { rev[i - 1] };
+            let resnets = (0..=c.layers_per_block)
+                .map(|j| Resnet::new(vbi.pp("resnets").pp(j), if j == 0 { prev } else { out }, out, g))
+                .collect::<CResult<_>>()?;
+            let upsample = if i + 1 < rev.len() {
+                Some(nn::conv2d(
+                    vbi.pp("upsamplers").pp(0).pp("conv"),
+                    out,
+                    out,
+                    3,
+                    1,
+                    1,
+                )?)
+            } else {
+                None
+            };
+            up.push(Up { resnets, upsample });
+        }
+        Ok(Decoder {
+            post_quant_conv,
+            conv_in: nn::conv2d(d.pp("conv_in"), c.latent_channels, last, 3, 1, 1)?,
+            mid: (
+                Resnet::new(mid.pp("resnets").pp(0), last, last, g)?,
+                Attention::new(mid.pp("attentions").pp(0), last, g)?,
+                Resnet::new(mid.pp("resnets").pp(1), last, last, g)?,
+            ),
+            up,
+            norm_out: nn::group_norm(g, first, EPS, d.pp("conv_norm_out"))?,
+            conv_out: nn::conv2d(d.pp("conv_out"), first, c.out_channels, 3, 1, 1)?,
+        })
+    }
+
+    /// Decodes scaled latents `(b, latent, h, w)` to images `(b, out, h·f, w·f)`.
+    pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
+        let z = match &self.post_quant_conv {
+            Some(p) => p.forward(z)?,
+            None => z.clone(),
+        };
+        let mut x = self.conv_in.forward(&z)?;
+        x = self.mid.0.forward(&x)?;
+        x = self.mid.1.forward(&x)?;
+        x = self.mid.2.forward(&x)?;
+        for lvl in &self.up {
+            for r in &lvl.resnets {
+                x = r.forward(&x)?;
+            }
+            if let Some(u) = &lvl.upsample {
+                let (h, w) = (x.dim(2)?, x.dim(3)?);
+                x = u.forward(&x.upsample_nearest2d(h * 2, w * 2)?)?;
+            }
+        }
+        self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
+    }
+}
