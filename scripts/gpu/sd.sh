@@ -13,5 +13,6 @@ echo "== shoal"; $S bench sd --model /tmp/sd15 --device cuda --steps "$STEPS" --
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 echo "== diffusers"; python3 .gpu/sd_bench.py /tmp/sd15 "$STEPS" "$B" 2>&1 | grep -E "^rank|FLOPs" | tee "$OUT/sd-diffusers.txt"
 echo "== image check"
+SHOAL_PLAIN_KERNELS=1 $S generate "a red fox in the snow" --model /tmp/sd15 --steps "$STEPS" --seed 3 --device cuda --dtype f32 --out /tmp/img-ref --quiet
 for d in f32 f16 bf16; do $S generate "a red fox in the snow" --model /tmp/sd15 --steps "$STEPS" --seed 3 --device cuda --dtype $d --out /tmp/img-$d --quiet; done
-for v in f16 bf16; do echo "f32 plain vs $v fast:"; $S image-diff /tmp/img-f32/*.png /tmp/img-$v/*.png; done 2>&1 | tee "$OUT/images.txt"
+for v in f32 f16 bf16; do echo "f32 plain vs $v fast:"; $S image-diff /tmp/img-ref/*.png /tmp/img-$v/*.png; done 2>&1 | tee "$OUT/images.txt"

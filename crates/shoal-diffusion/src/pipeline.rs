@@ -179,6 +179,8 @@ fn scheduler_config(dir: &Path, opts: &LoadOptions) -> Result<SchedulerConfig> {
 
 /// Where a pipeline's components run.
 #[derive(Debug, Clone)]
+// Made once per pipeline; with CUDA a `Device` is large, and boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Placement {
     /// Everything on one device (`pipe.to(device)`).
     Device(Device),

@@ -494,7 +494,7 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32, causal
         return Err(unsupported("mixed dtypes".into()));
     }
     let d = hd / heads;
-    if d % 8 != 0 || d > 256 {
+    if !d.is_multiple_of(8) || d > 256 {
         return Err(unsupported(format!(
             "head dim {d} (needs a multiple of 8, at most 256)"
         )));

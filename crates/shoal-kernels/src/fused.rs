@@ -79,7 +79,7 @@ pub fn group_norm(
     check_cuda(OP, x)?;
     suffix(OP, x.dtype())?;
     let dims = x.dims();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 || x.elem_count() == 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) || x.elem_count() == 0 {
         return Err(Error::Unsupported {
             op: OP,
             why: format!("input {dims:?} with {groups} groups"),
@@ -348,7 +348,7 @@ pub fn bias_geglu(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
     check_cuda(OP, h)?;
     suffix(OP, h.dtype())?;
     let two = h.dims().last().copied().unwrap_or(0);
-    if two % 2 != 0 || two == 0 || bias.elem_count() != two || bias.dtype() != h.dtype() {
+    if !two.is_multiple_of(2) || two == 0 || bias.elem_count() != two || bias.dtype() != h.dtype() {
         return Err(Error::Unsupported {
             op: OP,
             why: format!("{:?} with bias {:?}", h.dims(), bias.dims()),

@@ -60,6 +60,10 @@ fn plain(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::
 
 #[cfg(feature = "cudnn")]
 fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::Result<Tensor> {
+    if q.dtype() == candle_core::DType::F32 {
+        // cuDNN's SDPA takes f16/bf16: f32 attention is the plain path by design, not a fallback.
+        return plain(q, k, v, o);
+    }
     let why = if o.mask.is_some() && !o.causal {
         Some("a mask other than the causal one".to_string())
     } else {

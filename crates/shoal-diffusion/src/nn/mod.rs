@@ -38,10 +38,13 @@ pub enum Kernels {
 
 impl Kernels {
     /// The fastest kernels built in for weights of `dtype` on `device`
-    /// (`SHOAL_PLAIN_KERNELS=1` forces the plain path, for A/B runs).
+    /// (`SHOAL_PLAIN_KERNELS=1` forces the plain path, for A/B runs and as the
+    /// GPU reference). f32 layers use them too (SDXL's upcast VAE): cuDNN may
+    /// run f32 convolutions in TF32, as PyTorch does by default
+    /// (`torch.backends.cudnn.allow_tf32`); attention in f32 stays plain.
     pub fn for_weights(device: &Device, dtype: DType) -> Kernels {
         let built = cfg!(any(feature = "cudnn", feature = "fused"));
-        let fast = built && device.is_cuda() && matches!(dtype, DType::F16 | DType::BF16);
+        let fast = built && device.is_cuda() && matches!(dtype, DType::F16 | DType::BF16 | DType::F32);
         if fast && std::env::var_os("SHOAL_PLAIN_KERNELS").is_none_or(|v| v == "0") {
             Kernels::Fast
         } else {
