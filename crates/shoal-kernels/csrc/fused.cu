@@ -23,6 +23,18 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
 __device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
+// 16-byte vectors: V<T>::N elements of T per load or store.
+template <typename T> struct V {
+    static constexpr int N = 16 / sizeof(T);
+    union U {
+        uint4 raw;
+        T e[N];
+    };
+    __device__ __forceinline__ static U load(const T *p) { U u; u.raw = *reinterpret_cast<const uint4 *>(p); return u; }
+    __device__ __forceinline__ static void store(T *p, const U &u) { *reinterpret_cast<uint4 *>(p) = u.raw; }
+};
+__device__ __forceinline__ bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 // Block-wide sum of two floats (blockDim.x a multiple of 32, at most 1024).
 __device__ __forceinline__ void block_sum2(float &a, float &b) {
     __shared__ float sa[32], sb[32];
@@ -47,16 +59,29 @@ __device__ __forceinline__ void block_sum2(float &a, float &b) {
 // grid (chunks, groups_total); partial[(group * chunks + chunk) * 2 + {0,1}]
 template <typename T>
 __device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint64_t chunk_len) {
+    constexpr int N = V<T>::N;
     uint64_t group = blockIdx.y, chunk = blockIdx.x;
     const T *g = x + group * group_len;
     float pivot = to_f(g[0]);
     uint64_t lo = chunk * chunk_len;
     uint64_t hi = lo + chunk_len < group_len ? lo + chunk_len : group_len;
     float s1 = 0.0f, s2 = 0.0f;
-    for (uint64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        float v = to_f(g[i]) - pivot;
-        s1 += v;
-        s2 += v * v;
+    if (lo % N == 0 && hi % N == 0 && aligned16(g)) {
+        for (uint64_t i = lo + threadIdx.x * N; i < hi; i += blockDim.x * N) {
+            typename V<T>::U u = V<T>::load(g + i);
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                float v = to_f(u.e[k]) - pivot;
+                s1 += v;
+                s2 += v * v;
+            }
+        }
+    } else {
+        for (uint64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+            float v = to_f(g[i]) - pivot;
+            s1 += v;
+            s2 += v * v;
+        }
     }
     block_sum2(s1, s2);
     if (threadIdx.x == 0) {
@@ -92,16 +117,33 @@ __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint
 template <typename T>
 __device__ void gn_apply(const T *x, const float *stats, const T *gamma, const T *beta, T *y, uint64_t planes,
                          uint64_t hw, uint64_t channels, uint64_t cpg, int act_silu) {
+    constexpr int N = V<T>::N;
+    bool vec = hw % N == 0 && aligned16(x) && aligned16(y);
     for (uint64_t p = blockIdx.y; p < planes; p += gridDim.y) {
         uint64_t c = p % channels, group = p / cpg;
         float scale = stats[group * 2 + 1] * to_f(gamma[c]);
         float shift = to_f(beta[c]) - stats[group * 2] * scale;
         const T *xr = x + p * hw;
         T *yr = y + p * hw;
-        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < hw; j += (uint64_t)gridDim.x * blockDim.x) {
-            float v = to_f(xr[j]) * scale + shift;
-            if (act_silu) v = silu(v);
-            yr[j] = from_f<T>(v);
+        if (vec) {
+            for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < hw;
+                 j += (uint64_t)gridDim.x * blockDim.x * N) {
+                typename V<T>::U u = V<T>::load(xr + j);
+#pragma unroll
+                for (int k = 0; k < N; ++k) {
+                    float v = to_f(u.e[k]) * scale + shift;
+                    if (act_silu) v = silu(v);
+                    u.e[k] = from_f<T>(v);
+                }
+                V<T>::store(yr + j, u);
+            }
+        } else {
+            for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < hw;
+                 j += (uint64_t)gridDim.x * blockDim.x) {
+                float v = to_f(xr[j]) * scale + shift;
+                if (act_silu) v = silu(v);
+                yr[j] = from_f<T>(v);
+            }
         }
     }
 }
@@ -109,10 +151,23 @@ __device__ void gn_apply(const T *x, const float *stats, const T *gamma, const T
 // In place: y[r, j] += bias[j] for `rows` rows of `cols`.
 template <typename T>
 __device__ void add_row_bias(T *y, const T *bias, uint64_t rows, uint64_t cols) {
+    constexpr int N = V<T>::N;
+    bool vec = cols % N == 0 && aligned16(y) && aligned16(bias);
     for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         T *yr = y + r * cols;
-        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < cols; j += (uint64_t)gridDim.x * blockDim.x) {
-            yr[j] = from_f<T>(to_f(yr[j]) + to_f(bias[j]));
+        if (vec) {
+            for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < cols;
+                 j += (uint64_t)gridDim.x * blockDim.x * N) {
+                typename V<T>::U u = V<T>::load(yr + j), b = V<T>::load(bias + j);
+#pragma unroll
+                for (int k = 0; k < N; ++k) u.e[k] = from_f<T>(to_f(u.e[k]) + to_f(b.e[k]));
+                V<T>::store(yr + j, u);
+            }
+        } else {
+            for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < cols;
+                 j += (uint64_t)gridDim.x * blockDim.x) {
+                yr[j] = from_f<T>(to_f(yr[j]) + to_f(bias[j]));
+            }
         }
     }
 }
@@ -133,13 +188,29 @@ __device__ void add_nc(T *y, const T *t, uint64_t planes, uint64_t hw) {
 // out[r, j] = (h[r, j] + b[j]) * gelu_erf(h[r, inner + j] + b[inner + j]).
 template <typename T>
 __device__ void bias_geglu(const T *h, const T *bias, T *out, uint64_t rows, uint64_t inner) {
+    constexpr int N = V<T>::N;
+    bool vec = inner % N == 0 && aligned16(h) && aligned16(out) && aligned16(bias);
     for (uint64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         const T *hr = h + r * 2 * inner;
         T *orow = out + r * inner;
-        for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < inner; j += (uint64_t)gridDim.x * blockDim.x) {
-            float a = to_f(hr[j]) + to_f(bias[j]);
-            float g = to_f(hr[inner + j]) + to_f(bias[inner + j]);
-            orow[j] = from_f<T>(a * gelu_erf(g));
+        if (vec) {
+            for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < inner;
+                 j += (uint64_t)gridDim.x * blockDim.x * N) {
+                typename V<T>::U a = V<T>::load(hr + j), g = V<T>::load(hr + inner + j);
+                typename V<T>::U ba = V<T>::load(bias + j), bg = V<T>::load(bias + inner + j);
+#pragma unroll
+                for (int k = 0; k < N; ++k) {
+                    a.e[k] = from_f<T>((to_f(a.e[k]) + to_f(ba.e[k])) * gelu_erf(to_f(g.e[k]) + to_f(bg.e[k])));
+                }
+                V<T>::store(orow + j, a);
+            }
+        } else {
+            for (uint64_t j = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; j < inner;
+                 j += (uint64_t)gridDim.x * blockDim.x) {
+                float a = to_f(hr[j]) + to_f(bias[j]);
+                float g = to_f(hr[inner + j]) + to_f(bias[inner + j]);
+                orow[j] = from_f<T>(a * gelu_erf(g));
+            }
         }
     }
 }

@@ -42,9 +42,11 @@ fn check_cuda(op: &'static str, t: &Tensor) -> Result<()> {
     }
 }
 
-/// A launch over `rows` rows of `cols` elements: x covers a row, y strides over rows.
-fn row_grid(rows: usize, cols: usize) -> LaunchConfig {
-    let x = cols.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
+/// A launch over `rows` rows of `cols` elements of `elem` bytes: x covers a row (16 bytes per
+/// thread, the kernels' vector width), y strides over rows.
+fn row_grid(rows: usize, cols: usize, elem: usize) -> LaunchConfig {
+    let per_thread = (16 / elem.max(1)).max(1);
+    let x = cols.div_ceil(THREADS as usize * per_thread).clamp(1, 1 << 16) as u32;
     let y = rows.clamp(1, 65_535) as u32;
     LaunchConfig {
         grid_dim: (x, y, 1),
@@ -178,7 +180,7 @@ impl GroupNormOp {
             .arg(&cpg)
             .arg(&act);
         // SAFETY: as above.
-        unsafe { b.launch(row_grid(n * c, hw)) }.w()?;
+        unsafe { b.launch(row_grid(n * c, hw, std::mem::size_of::<T>())) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
     }
 }
@@ -258,7 +260,7 @@ impl InplaceAdd {
         let (r64, c64) = (rows as u64, cols as u64);
         l.arg(&mut y).arg(&b).arg(&r64).arg(&c64);
         // SAFETY: the argument list matches the kernel's signature; `y` holds rows × cols elements.
-        unsafe { l.launch(row_grid(rows, cols)) }.w()?;
+        unsafe { l.launch(row_grid(rows, cols, std::mem::size_of::<T>())) }.w()?;
         Ok(())
     }
 }
@@ -382,7 +384,7 @@ impl GegluOp {
         let (r64, i64_) = (rows as u64, inner as u64);
         l.arg(&h).arg(&b).arg(&mut out).arg(&r64).arg(&i64_);
         // SAFETY: the argument list matches the kernel's signature.
-        unsafe { l.launch(row_grid(rows, inner)) }.w()?;
+        unsafe { l.launch(row_grid(rows, inner, std::mem::size_of::<T>())) }.w()?;
         let mut dims = hl.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = inner;
