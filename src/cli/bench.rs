@@ -182,6 +182,13 @@ fn sd(b: SdBench) -> Result<()> {
         profile_table(n, b.reps);
     }
     drop(pipe);
+    #[cfg(any(feature = "cudnn", feature = "fused"))]
+    for f in shoal_kernels::fallbacks() {
+        println!(
+            "fell back to the plain path: {} ({} calls): {}",
+            f.what, f.calls, f.why
+        );
+    }
     let peaks: Vec<String> = mem
         .finish()
         .into_iter()
