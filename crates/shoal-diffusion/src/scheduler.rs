@@ -39,6 +39,36 @@ pub fn class_for(name: &str) -> Option<&'static str> {
     })
 }
 
+/// A scheduler class, parsed once from its name; every dispatch matches on it
+/// exhaustively, so a new class cannot fall into another's arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `PNDMScheduler` (PLMS steps).
+    Pndm,
+    /// `DDIMScheduler`.
+    Ddim,
+    /// `EulerDiscreteScheduler`.
+    Euler,
+    /// `EulerAncestralDiscreteScheduler`.
+    EulerAncestral,
+    /// `DPMSolverMultistepScheduler` (DPM-Solver++ 2M).
+    DpmSolver,
+}
+
+impl Kind {
+    /// The kind of a diffusers class name, `None` for a class shoal does not implement.
+    pub fn from_class(class: &str) -> Option<Kind> {
+        Some(match class {
+            "PNDMScheduler" => Kind::Pndm,
+            "DDIMScheduler" => Kind::Ddim,
+            "EulerDiscreteScheduler" => Kind::Euler,
+            "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
+            "DPMSolverMultistepScheduler" => Kind::DpmSolver,
+            _ => return None,
+        })
+    }
+}
+
 /// What the model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prediction {
@@ -53,6 +83,8 @@ pub enum Prediction {
 pub struct SchedulerConfig {
     /// The class.
     pub class: String,
+    /// The class, parsed.
+    pub kind: Kind,
     /// Training steps.
     pub num_train_timesteps: usize,
     /// First beta.
@@ -98,15 +130,15 @@ impl SchedulerConfig {
             Some(c) => c.to_string(),
             None => get_s(m, "_class_name", ""),
         };
-        if !SUPPORTED.contains(&class.as_str()) {
+        let Some(kind) = Kind::from_class(&class) else {
             return Err(bad(
                 "_class_name",
                 format!("{class:?} is not supported; supported: {}", SUPPORTED.join(", ")),
             ));
-        }
-        let default_spacing = match class.as_str() {
-            "PNDMScheduler" | "DDIMScheduler" => "leading",
-            _ => "linspace",
+        };
+        let default_spacing = match kind {
+            Kind::Pndm | Kind::Ddim => "leading",
+            Kind::Euler | Kind::EulerAncestral | Kind::DpmSolver => "linspace",
         };
         let prediction = match get_s(m, "prediction_type", "epsilon").as_str() {
             "epsilon" => Prediction::Epsilon,
@@ -129,10 +161,11 @@ impl SchedulerConfig {
             prediction,
             timestep_spacing: get_s(m, "timestep_spacing", default_spacing),
             steps_offset: m.get("steps_offset").and_then(Value::as_u64).unwrap_or(0) as usize,
-            clip_sample: get_b(m, "clip_sample", class == "DDIMScheduler"),
+            clip_sample: get_b(m, "clip_sample", kind == Kind::Ddim),
             clip_sample_range: get_f(m, "clip_sample_range", 1.0),
-            set_alpha_to_one: get_b(m, "set_alpha_to_one", class == "DDIMScheduler"),
+            set_alpha_to_one: get_b(m, "set_alpha_to_one", kind == Kind::Ddim),
             class,
+            kind,
         };
         if !["linear", "scaled_linear", "squaredcos_cap_v2"].contains(&c.beta_schedule.as_str()) {
             return Err(bad(
@@ -170,17 +203,17 @@ impl SchedulerConfig {
                 return Err(bad(k, "is not supported by shoal's schedulers".into()));
             }
         }
-        match c.class.as_str() {
-            "PNDMScheduler" if !get_b(m, "skip_prk_steps", false) => {
+        match c.kind {
+            Kind::Pndm if !get_b(m, "skip_prk_steps", false) => {
                 return Err(bad(
                     "skip_prk_steps",
                     "only PLMS (skip_prk_steps: true, as SD 1.x ships) is supported".into(),
                 ));
             }
-            "EulerDiscreteScheduler" if get_s(m, "interpolation_type", "linear") != "linear" => {
+            Kind::Euler if get_s(m, "interpolation_type", "linear") != "linear" => {
                 return Err(bad("interpolation_type", "only linear is supported".into()));
             }
-            "DPMSolverMultistepScheduler" => {
+            Kind::DpmSolver => {
                 for (k, want, d) in [
                     ("algorithm_type", "dpmsolver++", "dpmsolver++"),
                     ("solver_type", "midpoint", "midpoint"),
@@ -200,7 +233,7 @@ impl SchedulerConfig {
                     ));
                 }
             }
-            _ => {}
+            Kind::Pndm | Kind::Ddim | Kind::Euler | Kind::EulerAncestral => {}
         }
         Ok(c)
     }
@@ -334,8 +367,8 @@ impl Scheduler {
         let t = cfg.num_train_timesteps;
         let mut sigmas = Vec::new();
         let mut init_sigma = 1.0;
-        let timesteps = match cfg.class.as_str() {
-            "PNDMScheduler" => {
+        let timesteps = match cfg.kind {
+            Kind::Pndm => {
                 let ratio = t / steps;
                 let asc: Vec<f64> = (0..steps)
                     .map(|i| (i * ratio + cfg.steps_offset) as f64)
@@ -349,7 +382,7 @@ impl Scheduler {
                 plms.reverse();
                 plms
             }
-            "DPMSolverMultistepScheduler" => {
+            Kind::DpmSolver => {
                 let ts: Vec<f64> = match cfg.timestep_spacing.as_str() {
                     "linspace" => linspace(0.0, (t - 1) as f64, steps + 1)
                         .into_iter()
@@ -372,7 +405,7 @@ impl Scheduler {
                 sigmas.push(0.0);
                 ts
             }
-            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+            Kind::Euler | Kind::EulerAncestral => {
                 let ts = spaced(cfg, steps, false);
                 let full: Vec<f64> = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
                 sigmas = ts.iter().map(|&x| (interp(x, &full) as f32) as f64).collect();
@@ -385,7 +418,7 @@ impl Scheduler {
                 };
                 ts
             }
-            _ => spaced(cfg, steps, true),
+            Kind::Ddim => spaced(cfg, steps, true),
         };
         Ok(Scheduler {
             cfg: cfg.clone(),
@@ -414,17 +447,31 @@ impl Scheduler {
 
     /// Whether `step` takes fresh noise (ancestral sampling).
     pub fn needs_noise(&self) -> bool {
-        self.cfg.class == "EulerAncestralDiscreteScheduler"
+        self.cfg.kind == Kind::EulerAncestral
     }
 
     /// `scale_model_input` for step `i`.
     pub fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor> {
-        match self.cfg.class.as_str() {
-            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+        self.check_step(i)?;
+        match self.cfg.kind {
+            Kind::Euler | Kind::EulerAncestral => {
                 let s = self.sigmas[i];
                 Ok((x / (s * s + 1.0).sqrt())?)
             }
-            _ => Ok(x.clone()),
+            Kind::Pndm | Kind::Ddim | Kind::DpmSolver => Ok(x.clone()),
+        }
+    }
+
+    /// `i` must index a model call of this schedule (a step past the end is an error, not a panic).
+    fn check_step(&self, i: usize) -> Result<()> {
+        if i < self.timesteps.len() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "step",
+                i,
+                format!("the schedule has {} model calls", self.timesteps.len()),
+            ))
         }
     }
 
@@ -446,10 +493,11 @@ impl Scheduler {
 
     /// One denoising step: the sample at step `i + 1` from the model output at step `i`.
     pub fn step(&mut self, out: &Tensor, i: usize, x: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+        self.check_step(i)?;
         let t = self.timesteps[i];
         let ratio = (self.cfg.num_train_timesteps / self.n) as f64;
-        match self.cfg.class.as_str() {
-            "DDIMScheduler" => {
+        match self.cfg.kind {
+            Kind::Ddim => {
                 let (a, a_prev) = (self.alpha_at(t), self.alpha_at(t - ratio));
                 let b = 1.0 - a;
                 let (mut x0, eps) = match self.cfg.prediction {
@@ -465,8 +513,8 @@ impl Scheduler {
                 }
                 Ok(((x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?)?)
             }
-            "PNDMScheduler" => self.step_plms(out, t, ratio, x),
-            "EulerDiscreteScheduler" | "EulerAncestralDiscreteScheduler" => {
+            Kind::Pndm => self.step_plms(out, t, ratio, x),
+            Kind::Euler | Kind::EulerAncestral => {
                 let (s, s_next) = (self.sigmas[i], self.sigmas[i + 1]);
                 let x0 = match self.cfg.prediction {
                     Prediction::Epsilon => (x - (out * s)?)?,
@@ -490,7 +538,7 @@ impl Scheduler {
                     Ok((x + (deriv * (s_next - s))?)?)
                 }
             }
-            _ => self.step_dpm(out, i, x),
+            Kind::DpmSolver => self.step_dpm(out, i, x),
         }
     }
 
@@ -618,5 +666,26 @@ mod tests {
     #[test]
     fn zero_steps_are_rejected() {
         assert!(Scheduler::new(&cfg(SD15, None), 0).is_err());
+    }
+
+    #[test]
+    fn a_step_past_the_schedule_is_an_error_for_every_class() {
+        let x = Tensor::zeros((1, 4, 2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        for class in SUPPORTED {
+            let mut s = Scheduler::new(&cfg(SD15, Some(class)), 3).unwrap();
+            let n = s.timesteps().len();
+            let e = s.step(&x, n, &x, Some(&x)).unwrap_err().to_string();
+            assert!(e.contains("step") && e.contains(&n.to_string()), "{class}: {e}");
+            assert!(s.scale_model_input(&x, n).is_err(), "{class}");
+        }
+    }
+
+    #[test]
+    fn every_supported_class_has_a_kind() {
+        for class in SUPPORTED {
+            assert!(Kind::from_class(class).is_some(), "{class}");
+        }
+        assert_eq!(Kind::from_class("LMSDiscreteScheduler"), None);
+        assert_eq!(cfg(SD15, Some("EulerAncestralDiscreteScheduler")).kind, Kind::EulerAncestral);
     }
 }
