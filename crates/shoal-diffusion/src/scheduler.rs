@@ -686,6 +686,9 @@ mod tests {
             assert!(Kind::from_class(class).is_some(), "{class}");
         }
         assert_eq!(Kind::from_class("LMSDiscreteScheduler"), None);
-        assert_eq!(cfg(SD15, Some("EulerAncestralDiscreteScheduler")).kind, Kind::EulerAncestral);
+        assert_eq!(
+            cfg(SD15, Some("EulerAncestralDiscreteScheduler")).kind,
+            Kind::EulerAncestral
+        );
     }
 }

@@ -1,0 +1,497 @@
+//! `UNet2DConditionModel` for SD 1.x, 2.x and XL.
+//!
+//! Written from `huggingface/diffusers src/diffusers/models/unets/unet_2d_condition.py`,
+//! `unet_2d_blocks.py`, `models/resnet.py`, `models/attention.py` and
+//! `models/transformers/transformer_2d.py`. Weight paths are the PyTorch
+//! state-dict keys. Unlike candle-transformers' UNet it is built from
+//! `config.json` (any block count, widths, group count, heads, transformer
+//! depth per block) and has SDXL's `add_embedding` (`addition_embed_type:
+//! text_time`).
+
+//!
+//! The files follow diffusers': `embeddings.rs`, `resnet.rs`, `transformer_2d.rs`,
+//! `blocks.rs` (`unet_2d_blocks.py`), and this one (`unet_2d_condition.py`),
+//! which also holds the stage API ([`Stage`], [`Carry`]): the forward pass as
+//! a list of stages with everything passed between them made explicit, the
+//! basis for pipeline parallelism.
+
+mod blocks;
+mod embeddings;
+mod resnet;
+mod transformer_2d;
+
+pub use embeddings::timestep_embedding;
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::{BlockSpec, UNetConfig};
+use crate::error::{Error, Result};
+use crate::nn::{self, Conv2d};
+
+use blocks::{Builder, Head, Level, Mid, Tail};
+
+type CResult<T> = candle_core::Result<T>;
+
+fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> CResult<Conv2d> {
+    nn::conv2d(vb, cin, cout, k, stride, k / 2)
+}
+
+/// A part, resident or built for this call only.
+enum Part<'a, T> {
+    Borrowed(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Part<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Part::Borrowed(t) => t,
+            Part::Owned(t) => t,
+        }
+    }
+}
+
+/// Every part of a resident UNet.
+struct Resident {
+    head: Head,
+    down: Vec<Level>,
+    mid: Mid,
+    up: Vec<Level>,
+    tail: Tail,
+}
+
+/// Where the UNet's weights are between calls.
+enum Parts {
+    /// Every part built once and kept on its device.
+    Resident(Box<Resident>),
+    /// Sequential offload: each part is built from the memory-mapped file onto
+    /// the device right before it runs and freed right after, so only one
+    /// block's weights are on the device at a time.
+    Streamed(VarBuilder<'static>),
+}
+
+/// The UNet.
+pub struct UNet {
+    config: UNetConfig,
+    blocks: Vec<BlockSpec>,
+    parts: Parts,
+}
+
+impl std::fmt::Debug for UNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.parts {
+            Parts::Resident(_) => "resident",
+            Parts::Streamed(_) => "streamed",
+        };
+        write!(f, "UNet({} blocks, {mode})", self.blocks.len())
+    }
+}
+
+/// SDXL's extra conditioning: pooled text embeddings and the six time ids.
+#[derive(Debug, Clone)]
+pub struct AddedCond {
+    /// `text_embeds`: `(batch, pooled width)`.
+    pub text_embeds: Tensor,
+    /// `time_ids`: `(batch, 6)`.
+    pub time_ids: Tensor,
+}
+
+impl UNet {
+    /// Builds the UNet from its config; `vb` is rooted at the state dict.
+    pub fn new(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
+        let b = Builder {
+            vb,
+            c: config,
+            blocks,
+        };
+        let n = blocks.len();
+        let parts = Parts::Resident(Box::new(Resident {
+            head: b.head()?,
+            down: (0..n).map(|i| b.down(i)).collect::<CResult<_>>()?,
+            mid: b.mid()?,
+            up: (0..n).map(|i| b.up(i)).collect::<CResult<_>>()?,
+            tail: b.tail()?,
+        }));
+        Ok(UNet {
+            config: config.clone(),
+            blocks: blocks.to_vec(),
+            parts,
+        })
+    }
+
+    /// A UNet whose weights stay in `vb` (memory-mapped files) and are moved to
+    /// `vb`'s device one block at a time, for each forward pass. A weight that
+    /// does not match the config is reported when its block first runs.
+    pub fn streamed(vb: VarBuilder<'static>, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
+        Ok(UNet {
+            config: config.clone(),
+            blocks: blocks.to_vec(),
+            parts: Parts::Streamed(vb),
+        })
+    }
+
+    /// A part: borrowed when resident, built from the weights when streamed.
+    fn part<'a, T>(
+        &'a self,
+        resident: impl FnOnce(&'a Resident) -> Option<&'a T>,
+        build: impl FnOnce(&Builder<'_>) -> CResult<T>,
+    ) -> CResult<Part<'a, T>> {
+        match &self.parts {
+            Parts::Streamed(vb) => Ok(Part::Owned(build(&Builder {
+                vb: vb.clone(),
+                c: &self.config,
+                blocks: &self.blocks,
+            })?)),
+            Parts::Resident(r) => resident(r)
+                .map(Part::Borrowed)
+                .ok_or_else(|| candle_core::Error::Msg("UNet part missing".into())),
+        }
+    }
+
+    fn head(&self) -> CResult<Part<'_, Head>> {
+        self.part(|r| Some(&r.head), |b| b.head())
+    }
+
+    fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
+        self.part(|r| r.down.get(i), |b| b.down(i))
+    }
+
+    fn mid(&self) -> CResult<Part<'_, Mid>> {
+        self.part(|r| Some(&r.mid), |b| b.mid())
+    }
+
+    fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
+        self.part(|r| r.up.get(i), |b| b.up(i))
+    }
+
+    fn tail(&self) -> CResult<Part<'_, Tail>> {
+        self.part(|r| Some(&r.tail), |b| b.tail())
+    }
+
+    /// Whether the model needs [`AddedCond`] (SDXL).
+    pub fn needs_added_cond(&self) -> bool {
+        self.config.addition_embed_type.is_some()
+    }
+
+    /// The stages of the forward pass, in order: `head`, `down_blocks.0` …,
+    /// `mid_block`, `up_blocks.0` …, `tail`.
+    pub fn stages(&self) -> Vec<Stage> {
+        let n = self.blocks.len();
+        let mut v = vec![Stage::Head];
+        v.extend((0..n).map(Stage::Down));
+        v.push(Stage::Mid);
+        v.extend((0..n).map(Stage::Up));
+        v.push(Stage::Tail);
+        v
+    }
+
+    /// Predicts noise (or v) for `sample` `(b, c, h, w)` at timestep `t`,
+    /// conditioned on `ctx` `(b, 77, cross_attention_dim)`: every stage in turn.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        t: f64,
+        ctx: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
+        let mut carry = Carry::new(sample, t, ctx, added);
+        for stage in self.stages() {
+            carry = self.run_stage(stage, carry)?;
+        }
+        Ok(carry.x)
+    }
+
+    /// Runs one stage on `carry`, returning the carry for the next stage (after
+    /// `tail`, `x` holds the prediction). A stage needs nothing but the carry
+    /// and its own weights.
+    pub fn run_stage(&self, stage: Stage, mut c: Carry) -> Result<Carry> {
+        let n = self.blocks.len();
+        match stage {
+            Stage::Head => {
+                let cfg = &self.config;
+                let dtype = c.x.dtype();
+                let b = c.x.dim(0)?;
+                let head = self.head()?;
+                let ts = Tensor::full(c.t as f32, (b,), c.x.device())?;
+                let t_emb = timestep_embedding(
+                    &ts,
+                    self.blocks[0].channels,
+                    cfg.flip_sin_to_cos,
+                    cfg.freq_shift as f64,
+                )?;
+                let mut emb = head.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
+                if let (Some(add), Some(cond)) = (&head.add_embedding, &c.added) {
+                    let dim = cfg.addition_time_embed_dim.unwrap_or(256);
+                    let ids = cond.time_ids.flatten_all()?;
+                    let te = timestep_embedding(&ids, dim, cfg.flip_sin_to_cos, cfg.freq_shift as f64)?
+                        .reshape((b, ()))?;
+                    let add_in = Tensor::cat(&[cond.text_embeds.to_dtype(dtype)?, te.to_dtype(dtype)?], 1)?;
+                    emb = (emb + add.forward(&add_in)?)?;
+                }
+                let x = if cfg.center_input_sample {
+                    ((&c.x * 2.0)? - 1.0)?
+                } else {
+                    c.x.clone()
+                };
+                c.x = head.conv_in.forward(&x)?;
+                c.skips = vec![c.x.clone()];
+                c.emb = Some(emb);
+            }
+            Stage::Down(i) if i < n => {
+                let emb = c.emb()?;
+                let lvl = self.down(i)?;
+                for (j, r) in lvl.resnets.iter().enumerate() {
+                    c.x = r.forward(&c.x, &emb)?;
+                    if let Some(a) = lvl.attns.get(j) {
+                        c.x = a.forward(&c.x, &c.ctx)?;
+                    }
+                    c.skips.push(c.x.clone());
+                }
+                if let Some(d) = &lvl.resample {
+                    c.x = d.forward(&c.x)?;
+                    c.skips.push(c.x.clone());
+                }
+            }
+            Stage::Mid => {
+                let emb = c.emb()?;
+                let mid = self.mid()?;
+                c.x = mid.resnets[0].forward(&c.x, &emb)?;
+                c.x = mid.attn.forward(&c.x, &c.ctx)?;
+                c.x = mid.resnets[1].forward(&c.x, &emb)?;
+            }
+            Stage::Up(i) if i < n => {
+                let emb = c.emb()?;
+                let lvl = self.up(i)?;
+                for (j, r) in lvl.resnets.iter().enumerate() {
+                    let skip = c
+                        .skips
+                        .pop()
+                        .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+                    c.x = r.forward(&Tensor::cat(&[&c.x, &skip], 1)?, &emb)?;
+                    if let Some(a) = lvl.attns.get(j) {
+                        c.x = a.forward(&c.x, &c.ctx)?;
+                    }
+                }
+                if let Some(u) = &lvl.resample {
+                    // Upsample to the next skip's size (diffusers' `upsample_size`), which
+                    // also covers latents whose sides are not multiples of 2^levels.
+                    let (h, w) = match c.skips.last() {
+                        Some(s) => (s.dim(2)?, s.dim(3)?),
+                        None => (c.x.dim(2)? * 2, c.x.dim(3)? * 2),
+                    };
+                    c.x = u.forward(&c.x.upsample_nearest2d(h, w)?)?;
+                }
+            }
+            Stage::Tail => {
+                let tail = self.tail()?;
+                c.x = tail.conv_out.forward(&tail.norm_out.forward_silu(&c.x)?)?;
+                c.skips.clear();
+            }
+            Stage::Down(_) | Stage::Up(_) => {
+                return Err(Error::invalid(
+                    "stage",
+                    stage.name(),
+                    format!("this UNet has {n} down and up blocks"),
+                ));
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// One stage of the UNet's forward pass, named like the diffusers modules it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// `time_embedding`, `add_embedding` and `conv_in`.
+    Head,
+    /// `down_blocks.{i}`.
+    Down(usize),
+    /// `mid_block`.
+    Mid,
+    /// `up_blocks.{i}`.
+    Up(usize),
+    /// `conv_norm_out` and `conv_out`.
+    Tail,
+}
+
+impl Stage {
+    /// The name (`head`, `down_blocks.2`, `mid_block`, `up_blocks.1`, `tail`).
+    pub fn name(&self) -> String {
+        match self {
+            Stage::Head => "head".into(),
+            Stage::Down(i) => format!("down_blocks.{i}"),
+            Stage::Mid => "mid_block".into(),
+            Stage::Up(i) => format!("up_blocks.{i}"),
+            Stage::Tail => "tail".into(),
+        }
+    }
+
+    /// Parses a name as [`Stage::name`] writes it.
+    pub fn parse(name: &str) -> Option<Stage> {
+        let index = |p: &str| name.strip_prefix(p).and_then(|i| i.parse().ok());
+        match name {
+            "head" => Some(Stage::Head),
+            "mid_block" => Some(Stage::Mid),
+            "tail" => Some(Stage::Tail),
+            _ => index("down_blocks.")
+                .map(Stage::Down)
+                .or_else(|| index("up_blocks.").map(Stage::Up)),
+        }
+    }
+}
+
+/// Everything one stage passes to the next: the activations `x`, the skip
+/// connections the down blocks pushed and the up blocks pop, the time
+/// embedding (made by `head`), and the inputs every stage may read (text
+/// context, timestep, SDXL's added conditioning).
+#[derive(Debug, Clone)]
+pub struct Carry {
+    /// The activations (the sample before `head`, the prediction after `tail`).
+    pub x: Tensor,
+    /// Skip connections, in the order the down blocks pushed them.
+    pub skips: Vec<Tensor>,
+    /// The time embedding, from `head` on.
+    pub emb: Option<Tensor>,
+    /// The text context `(b, 77, cross_attention_dim)`.
+    pub ctx: Tensor,
+    /// The timestep.
+    pub t: f64,
+    /// SDXL's added conditioning.
+    pub added: Option<AddedCond>,
+}
+
+impl Carry {
+    /// The carry before `head`.
+    pub fn new(sample: &Tensor, t: f64, ctx: &Tensor, added: Option<&AddedCond>) -> Carry {
+        Carry {
+            x: sample.clone(),
+            skips: Vec::new(),
+            emb: None,
+            ctx: ctx.clone(),
+            t,
+            added: added.cloned(),
+        }
+    }
+
+    fn emb(&self) -> Result<Tensor> {
+        self.emb.clone().ok_or_else(|| {
+            Error::invalid(
+                "stage",
+                "before head",
+                "the time embedding is made by the head stage",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// A tiny UNet with random weights (the `tiny` and `tiny-sdxl` presets' configs).
+    fn tiny(preset: &str) -> (UNet, UNetConfig) {
+        let p = crate::presets::preset(preset).unwrap();
+        let cfg: UNetConfig = serde_json::from_value(p.unet.clone()).unwrap();
+        let blocks = cfg.blocks(std::path::Path::new("config.json")).unwrap();
+        let (vb, _) = crate::random::var_builder(7, DType::F32);
+        (UNet::new(vb, &cfg, &blocks).unwrap(), cfg)
+    }
+
+    fn pooled(c: &UNetConfig) -> usize {
+        c.projection_class_embeddings_input_dim.unwrap_or(0) - 6 * c.addition_time_embed_dim.unwrap_or(0)
+    }
+
+    /// Stages run one at a time, each from a carry rebuilt from copies of the
+    /// previous carry's fields (as another process would receive them), give
+    /// the same prediction as `forward`, bit for bit: the carry is all the state.
+    #[test]
+    fn stages_carry_all_the_state() {
+        for preset in ["tiny", "tiny-sdxl"] {
+            let (unet, cfg) = tiny(preset);
+            let dev = Device::Cpu;
+            let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, 8, 8), &dev).unwrap();
+            let width = unet.blocks[0].cross_attention_dim;
+            let ctx = Tensor::randn(0f32, 1., (2, 77, width), &dev).unwrap();
+            let added = unet.needs_added_cond().then(|| AddedCond {
+                text_embeds: Tensor::randn(0f32, 1., (2, pooled(&cfg)), &dev).unwrap(),
+                time_ids: Tensor::new(
+                    &[[64f32, 64., 0., 0., 64., 64.], [64., 64., 0., 0., 64., 64.]],
+                    &dev,
+                )
+                .unwrap(),
+            });
+            let want = unet.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
+            let copy = |t: &Tensor| {
+                Tensor::from_vec(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), t.dims(), &dev).unwrap()
+            };
+            let mut c = Carry::new(&x, 500.0, &ctx, added.as_ref());
+            for stage in unet.stages() {
+                let fresh = Carry {
+                    x: copy(&c.x),
+                    skips: c.skips.iter().map(copy).collect(),
+                    emb: c.emb.as_ref().map(copy),
+                    ctx: copy(&c.ctx),
+                    t: c.t,
+                    added: c.added.clone(),
+                };
+                c = unet.run_stage(stage, fresh).unwrap();
+            }
+            assert!(c.skips.is_empty(), "{preset}: skips left after tail");
+            let d = (c.x - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{preset}");
+        }
+    }
+
+    #[test]
+    fn a_stage_beyond_the_model_is_an_error() {
+        let (unet, cfg) = tiny("tiny");
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, cfg.in_channels, 8, 8), DType::F32, &dev).unwrap();
+        let ctx = Tensor::zeros((1, 77, unet.blocks[0].cross_attention_dim), DType::F32, &dev).unwrap();
+        let c = unet
+            .run_stage(Stage::Head, Carry::new(&x, 1.0, &ctx, None))
+            .unwrap();
+        let n = unet.stages().len();
+        let e = unet.run_stage(Stage::Down(n), c.clone()).unwrap_err().to_string();
+        assert!(e.contains(&format!("down_blocks.{n}")), "{e}");
+        let e = unet
+            .run_stage(Stage::Mid, Carry::new(&x, 1.0, &ctx, None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head"), "{e}");
+    }
+
+    #[test]
+    fn stage_names_round_trip() {
+        for s in [
+            Stage::Head,
+            Stage::Down(0),
+            Stage::Down(3),
+            Stage::Mid,
+            Stage::Up(2),
+            Stage::Tail,
+        ] {
+            assert_eq!(Stage::parse(&s.name()), Some(s));
+        }
+        for bad in [
+            "",
+            "down_blocks",
+            "down_blocks.x",
+            "up_blocks.-1",
+            "mid",
+            "transformer.h.6",
+        ] {
+            assert_eq!(Stage::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `ResnetBlock2D` with a time embedding (diffusers `models/resnet.py`).
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::UNetConfig;
+use crate::nn::{self, Conv2d, GroupNorm, Kernels, Linear};
+
+use super::{CResult, conv};
+
+/// `ResnetBlock2D` (time-scale-shift `default`).
+#[derive(Debug)]
+pub(super) struct Resnet {
+    pub(super) norm1: GroupNorm,
+    pub(super) conv1: Conv2d,
+    pub(super) temb: Linear,
+    pub(super) norm2: GroupNorm,
+    pub(super) conv2: Conv2d,
+    pub(super) shortcut: Option<Conv2d>,
+    pub(super) scale: f64,
+    pub(super) kernels: Kernels,
+}
+
+impl Resnet {
+    pub(super) fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: usize,
+        c: &UNetConfig,
+        scale: f64,
+    ) -> CResult<Self> {
+        let g = c.norm_num_groups;
+        Ok(Resnet {
+            norm1: nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
+            conv1: conv(vb.pp("conv1"), cin, cout, 3, 1)?,
+            temb: nn::linear(temb, cout, vb.pp("time_emb_proj"))?,
+            norm2: nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
+            conv2: conv(vb.pp("conv2"), cout, cout, 3, 1)?,
+            shortcut: if cin != cout {
+                Some(conv(vb.pp("conv_shortcut"), cin, cout, 1, 1)?)
+            } else {
+                None
+            },
+            scale,
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+        })
+    }
+
+    pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let t = self.temb.forward(&temb.silu()?)?;
+        let h = nn::add_per_channel(h, &t, self.kernels)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        let out = (skip + h)?;
+        if self.scale == 1.0 {
+            Ok(out)
+        } else {
+            out / self.scale
+        }
+    }
+}
