@@ -54,10 +54,7 @@ fn main() -> Result<()> {
             let result = pipe.generate(&[item], &params, &mut |_, _| {})?;
             let image = &shoal::diffusion::image::to_rgb8(&result.images)?[0];
             let name = format!("result_{}.png", distributed_state.process_index());
-            shoal::diffusion::image::write_atomic(
-                name.as_ref(),
-                &shoal::diffusion::image::png_bytes(image)?,
-            )?;
+            shoal::engine::write_atomic(name.as_ref(), &shoal::diffusion::image::png_bytes(image)?)?;
             println!("rank {}: {prompt:?} -> {name}", distributed_state.process_index());
         }
         Ok(())

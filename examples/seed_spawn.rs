@@ -42,7 +42,7 @@ fn run_inference(rank: usize, world_size: usize, backend: &str) -> Result<()> {
     let image = sd.generate(&[item], &params, &mut |_, _| {})?;
     let name = format!("{}.png", shoal::jobs::slug(prompt));
     let rgb = &shoal::diffusion::image::to_rgb8(&image.images)?[0];
-    shoal::diffusion::image::write_atomic(name.as_ref(), &shoal::diffusion::image::png_bytes(rgb)?)?;
+    shoal::engine::write_atomic(name.as_ref(), &shoal::diffusion::image::png_bytes(rgb)?)?;
     println!("rank {rank}: {prompt:?} -> {name}");
     pg.barrier()?;
     Ok(())

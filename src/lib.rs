@@ -13,6 +13,7 @@
 
 pub use shoal_diffusion as diffusion;
 pub use shoal_dist as dist;
+pub use shoal_engine as engine;
 pub use shoal_jobs as jobs;
 pub use shoal_launch as launch;
 

@@ -100,30 +100,16 @@ fn sd(b: SdBench) -> Result<()> {
         .collect::<Option<_>>()
         .ok_or_else(|| UsageError(format!("invalid --batches {:?}: expected e.g. 1,4,8", b.batches)))?;
     ensure!(b.reps > 0, UsageError("--reps must be at least 1".into()));
-    use shoal_diffusion::pipeline::Placement;
-    let placement = match (&b.device_map, b.offload.as_deref()) {
-        (Some(m), None) => {
-            let batch = batches.iter().copied().max().unwrap_or(1);
-            let plan = super::plan::make_plan(
-                &b.model,
-                m,
-                b.max_memory.as_deref(),
-                dtype,
-                (b.height, b.width, batch),
-            )?;
-            println!("device map: {:?}", plan.map);
-            Placement::Map(super::plan::devices_of(&plan)?)
-        }
-        (None, Some("model")) => Placement::OffloadModel(device.clone()),
-        (None, Some("sequential")) => Placement::OffloadSequential(device.clone()),
-        (None, None) => Placement::Device(device.clone()),
-        _ => {
-            return Err(UsageError(
-                "--device-map and --offload exclude each other; --offload takes model or sequential".into(),
-            )
-            .into());
-        }
+    let flags = shoal_engine::placement::PlacementFlags {
+        device_map: b.device_map.clone(),
+        max_memory: b.max_memory.clone(),
+        offload: b.offload.clone(),
     };
+    let batch = batches.iter().copied().max().unwrap_or(1);
+    let placement = super::plan::placement(&flags, 1, &b.model, &device, dtype, (b.height, b.width, batch))?;
+    if let shoal_diffusion::pipeline::Placement::Map(m) = &placement {
+        println!("device map: {m:?}");
+    }
     let mem = shoal_dist::MemoryPeak::start(std::time::Duration::from_millis(20));
     let t = Instant::now();
     let pipe = Pipeline::load_placed(&b.model, placement, dtype, &LoadOptions::default())?;

@@ -93,19 +93,39 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<UsageError>().is_some() {
         return 2;
     }
-    if let Some(d) = e.downcast_ref::<shoal_diffusion::Error>() {
-        use shoal_diffusion::Error as D;
-        return match d {
-            D::MissingFile { .. }
-            | D::BadFile { .. }
-            | D::Config { .. }
-            | D::Weight { .. }
-            | D::InvalidArgument { .. } => 2,
+    if let Some(g) = e.downcast_ref::<shoal_engine::Error>() {
+        return match g {
+            shoal_engine::Error::Model(d) => diffusion_code(d),
+            shoal_engine::Error::Dist(d) => dist_code(d),
+            g if g.is_usage() => 2,
             _ => 1,
         };
     }
+    if let Some(d) = e.downcast_ref::<shoal_diffusion::Error>() {
+        return diffusion_code(d);
+    }
     match e.downcast_ref::<shoal_dist::Error>() {
-        Some(shoal_dist::Error::Env { .. } | shoal_dist::Error::InvalidArgument { .. }) => 2,
+        Some(d) => dist_code(d),
+        None => 1,
+    }
+}
+
+/// A bad model folder or argument is the user's to fix (2); the rest failed (1).
+fn diffusion_code(d: &shoal_diffusion::Error) -> i32 {
+    use shoal_diffusion::Error as D;
+    match d {
+        D::MissingFile { .. }
+        | D::BadFile { .. }
+        | D::Config { .. }
+        | D::Weight { .. }
+        | D::InvalidArgument { .. } => 2,
+        _ => 1,
+    }
+}
+
+fn dist_code(d: &shoal_dist::Error) -> i32 {
+    match d {
+        shoal_dist::Error::Env { .. } | shoal_dist::Error::InvalidArgument { .. } => 2,
         _ => 1,
     }
 }

@@ -77,6 +77,30 @@ pub fn make_plan(
     Ok(shoal_plan::plan(&components, &capacity, &strategy).map_err(|e| UsageError(e.to_string()))?)
 }
 
+/// Where a pipeline's components go, from the placement flags: the one rule
+/// set of `shoal_engine::placement::resolve`, then the device map planned
+/// from the model's sizes (`generate` and `bench` both come here).
+pub fn placement(
+    flags: &shoal_engine::placement::PlacementFlags,
+    world: usize,
+    model: &std::path::Path,
+    device: &Device,
+    dtype: candle_core::DType,
+    size: (usize, usize, usize),
+) -> Result<shoal_diffusion::pipeline::Placement> {
+    use shoal_diffusion::pipeline::Placement;
+    use shoal_engine::placement::Choice;
+    Ok(match shoal_engine::placement::resolve(flags, world)? {
+        Choice::Device => Placement::Device(device.clone()),
+        Choice::OffloadModel => Placement::OffloadModel(device.clone()),
+        Choice::OffloadSequential => Placement::OffloadSequential(device.clone()),
+        Choice::Map { map, max_memory } => {
+            let plan = make_plan(model, &map, max_memory.as_deref(), dtype, size)?;
+            Placement::Map(devices_of(&plan)?)
+        }
+    })
+}
+
 /// The candle devices of a plan.
 pub fn devices_of(plan: &Plan) -> Result<ComponentDevices> {
     let dev = |name: &str| -> Result<Device> {

@@ -1,8 +1,5 @@
 //! Images out: `[0, 1]` floats → RGB bytes → PNG, as diffusers' `numpy_to_pil`
-//! (`(x * 255).round()`).
-
-use std::io::Write;
-use std::path::Path;
+//! (`(x * 255).round()`). Files are written by shoal-engine, not here.
 
 use candle_core::{DType, Tensor};
 
@@ -61,28 +58,4 @@ pub fn png_bytes(img: &Rgb8) -> Result<Vec<u8>> {
             .map_err(|e| Error::io("encoding PNG", std::io::Error::other(e)))?;
     }
     Ok(out)
-}
-
-/// Writes bytes atomically: a temporary file in the same folder, fsync,
-/// rename, fsync of the folder. A reader never sees a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let io = |op: &str, e| Error::io(format!("{op} {}", path.display()), e);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
-    f.write_all(bytes).map_err(|e| io("writing", e))?;
-    f.sync_all().map_err(|e| io("syncing", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("publishing", e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -1,0 +1,273 @@
+//! One rank's part of a job, start to end.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use shoal_diffusion::{Item, Params, Pipeline};
+use shoal_dist::ProcessGroup;
+use shoal_jobs::manifest::{MANIFEST_FILE, append_records};
+use shoal_jobs::{GenParams, JobSpec, Record, WorkItem, file_name};
+
+use crate::error::{Error, Result};
+use crate::monitor::{self, FINISHED, Finished, Monitor, Msg, REC};
+use crate::source::{Source, StaticSource, StoreCounter};
+
+/// What to run.
+#[derive(Debug)]
+pub struct JobConfig<'a> {
+    /// Every item of the job, in order.
+    pub items: &'a [WorkItem],
+    /// Initial latents per item (`--latents`), indexed like `items`.
+    pub latents: Option<&'a [Tensor]>,
+    /// The job folder.
+    pub out: &'a Path,
+    /// The job's fingerprint.
+    pub spec: &'a JobSpec,
+    /// Finish an existing job.
+    pub resume: bool,
+    /// Items per pipeline call.
+    pub batch_size: usize,
+    /// Claim blocks from the store's counter instead of the static split.
+    pub dynamic: bool,
+    /// Draw rank 0's bar.
+    pub progress: bool,
+    /// How long rank 0 waits for a rank that stopped beating.
+    pub timeout: Duration,
+    /// Test hook: this rank kills itself after this many images.
+    pub crash_after: Option<usize>,
+}
+
+/// This process in the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Ranks<'a> {
+    /// This rank.
+    pub rank: usize,
+    /// All ranks.
+    pub world: usize,
+    /// The group, when there is more than one rank.
+    pub pg: Option<&'a ProcessGroup>,
+}
+
+/// Rank 0's account of the job.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Images recorded.
+    pub done: usize,
+    /// Seconds from the start of work to the last record.
+    pub wall_s: f64,
+    /// Images per rank.
+    pub per_rank: Vec<usize>,
+    /// Seconds each rank spent generating and writing.
+    pub busy_s: Vec<f64>,
+    /// The manifest.
+    pub manifest: PathBuf,
+}
+
+fn params_of(g: &GenParams) -> Params {
+    Params {
+        steps: g.steps,
+        guidance: g.guidance,
+        height: g.height,
+        width: g.width,
+    }
+}
+
+/// Runs this rank's share of the job; rank 0 returns the summary.
+pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summary>> {
+    let todo = agree_on_todo(cfg, r)?;
+    let start = Instant::now();
+    let pending: Vec<&WorkItem> = todo.iter().map(|&i| &cfg.items[i]).collect();
+    let blocks = shoal_jobs::schedule::blocks(&pending, cfg.batch_size);
+    let mut source: Box<dyn Source + '_> = match (cfg.dynamic, r.pg) {
+        (true, Some(pg)) => Box::new(StoreCounter::new(pg, blocks)),
+        _ => Box::new(StaticSource::new(&blocks, r.rank, r.world)),
+    };
+    let manifest = cfg.out.join(MANIFEST_FILE);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<Option<Summary>> {
+        if r.rank == 0 {
+            let (tx, rx) = mpsc::channel();
+            let mon = Monitor {
+                pg: r.pg,
+                world: r.world,
+                manifest: manifest.clone(),
+                outstanding: todo.iter().copied().collect(),
+                total: todo.len(),
+                bar: cfg.progress,
+                timeout: cfg.timeout,
+                done: 0,
+                per_rank: vec![0; r.world],
+                busy_s: vec![0.0; r.world],
+                started: Instant::now(),
+            };
+            let h = s.spawn(move || mon.run(rx));
+            let work = work(pipe, cfg, r, &pending, &mut *source, &mut |recs| {
+                tx.send(Msg::Records(recs))
+                    .map_err(|_| Error::Peer("rank 0's monitor stopped".into()))
+            });
+            if let Ok(f) = &work {
+                let _ = tx.send(Msg::Done(*f));
+            }
+            drop(tx);
+            let outcome = h
+                .join()
+                .map_err(|_| Error::Peer("rank 0's monitor thread panicked".into()))?;
+            work?;
+            let o = outcome?;
+            return Ok(Some(Summary {
+                done: o.done,
+                wall_s: start.elapsed().as_secs_f64(),
+                per_rank: o.per_rank,
+                busy_s: o.busy_s,
+                manifest,
+            }));
+        }
+        let Some(pg) = r.pg else {
+            return Err(Error::Peer(format!(
+                "rank {} of {} has no process group",
+                r.rank, r.world
+            )));
+        };
+        let stop_ref = &stop;
+        s.spawn(move || monitor::heartbeat(pg, r.rank, stop_ref));
+        let work = work(pipe, cfg, r, &pending, &mut *source, &mut |recs| {
+            for rec in recs {
+                let body =
+                    serde_json::to_vec(&rec).map_err(|e| Error::Peer(format!("encoding a record: {e}")))?;
+                pg.kv_set(&format!("{REC}{}", rec.index), &body)?;
+            }
+            Ok(())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let f = work?;
+        let body = serde_json::to_vec(&f).map_err(|e| Error::Peer(format!("encoding the end: {e}")))?;
+        pg.kv_set(&format!("{FINISHED}{}", r.rank), &body)?;
+        Ok(None)
+    })
+}
+
+/// The block loop: generate, write each image atomically, report its record.
+fn work(
+    pipe: &Pipeline,
+    cfg: &JobConfig,
+    r: Ranks,
+    pending: &[&WorkItem],
+    source: &mut dyn Source,
+    report: &mut dyn FnMut(Vec<Record>) -> Result<()>,
+) -> Result<Finished> {
+    let mut made = 0usize;
+    let mut busy = Duration::ZERO;
+    while let Some(block) = source.next_block()? {
+        let t = Instant::now();
+        let chunk = pending.get(block.clone()).ok_or_else(|| {
+            Error::Peer(format!(
+                "block {block:?} outside the {} pending items",
+                pending.len()
+            ))
+        })?;
+        let gen_items: Vec<Item> = chunk
+            .iter()
+            .map(|it| Item {
+                prompt: it.prompt.clone(),
+                negative_prompt: it.negative_prompt.clone(),
+                seed: it.seed,
+                latents: cfg.latents.and_then(|l| l.get(it.index).cloned()),
+                step_noise: None,
+            })
+            .collect();
+        // No callback work between steps: nothing here touches the store.
+        let out = pipe.generate(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {})?;
+        let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
+        let mut records = Vec::with_capacity(chunk.len());
+        for (k, img) in shoal_diffusion::image::to_rgb8(&out.images)?.iter().enumerate() {
+            let it = chunk[k];
+            let bytes = shoal_diffusion::image::png_bytes(img)?;
+            crate::files::write_atomic(&cfg.out.join(file_name(it)), &bytes)?;
+            records.push(Record::new(
+                it,
+                &bytes,
+                r.rank,
+                per_image,
+                out.prompt_tokens.get(k).copied().unwrap_or(0),
+            ));
+        }
+        made += records.len();
+        busy += t.elapsed();
+        report(records)?;
+        if cfg.crash_after.is_some_and(|n| made >= n) {
+            eprintln!(
+                "rank {}/{}: injecting a crash after {made} image(s)",
+                r.rank, r.world
+            );
+            // SAFETY: raising a signal on our own process.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+    Ok(Finished {
+        made,
+        busy_s: busy.as_secs_f64(),
+    })
+}
+
+/// Rank 0 decides what is left (reading the job folder), everyone learns it.
+fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<Vec<usize>> {
+    let decide = || -> Result<Vec<usize>> {
+        let manifest_path = shoal_jobs::open_job(cfg.out, cfg.spec, cfg.resume)?;
+        let manifest = shoal_jobs::read_manifest(&manifest_path)?;
+        let plan = shoal_jobs::plan_resume(cfg.items, &manifest, |name| {
+            crate::files::on_disk(&cfg.out.join(name))
+        });
+        for d in &plan.damaged {
+            eprintln!("generate: {d} does not match the manifest; making it again");
+        }
+        if cfg.resume {
+            eprintln!(
+                "generate: resuming: {} of {} images done, {} to make",
+                plan.done.len(),
+                cfg.items.len(),
+                plan.todo.len()
+            );
+        }
+        // Files that were published but never recorded (a crash in between) are recorded now.
+        let recovered: Vec<Record> = plan
+            .recovered
+            .iter()
+            .filter_map(|&i| {
+                let it = &cfg.items[i];
+                let bytes = std::fs::read(cfg.out.join(file_name(it))).ok()?;
+                // Made before a crash by an unknown rank, in an unknown time.
+                Some(Record::new(it, &bytes, usize::MAX, 0.0, 0))
+            })
+            .collect();
+        append_records(&manifest_path, &recovered)?;
+        Ok(plan.todo)
+    };
+    if r.rank != 0 {
+        let Some(pg) = r.pg else {
+            return Err(Error::Peer(format!(
+                "rank {} of {} has no process group",
+                r.rank, r.world
+            )));
+        };
+        let d: std::result::Result<Vec<usize>, (bool, String)> = pg.broadcast_object(None, 0)?;
+        return d.map_err(|(usage, m)| {
+            if usage {
+                Error::Usage(m)
+            } else {
+                Error::Peer(format!("rank 0: {m}"))
+            }
+        });
+    }
+    let decided = decide();
+    if let Some(pg) = r.pg {
+        let shared: std::result::Result<Vec<usize>, (bool, String)> = match &decided {
+            Ok(t) => Ok(t.clone()),
+            Err(e) => Err((e.is_usage(), e.to_string())),
+        };
+        let _: std::result::Result<Vec<usize>, (bool, String)> = pg.broadcast_object(Some(&shared), 0)?;
+    }
+    decided
+}

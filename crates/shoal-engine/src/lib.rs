@@ -1,0 +1,25 @@
+//! The job engine: the only driver of jobs.
+//!
+//! The binary parses flags and calls [`run_job`]; the engine takes the work
+//! items, asks rank 0 what is left (opening or resuming the job folder), takes
+//! blocks from a [`Source`] (the static split, or a counter in the store),
+//! runs the pipeline on each, and hands the images to a sink that writes them
+//! atomically and reports a record. Rank 0's monitor runs on its own thread:
+//! it moves records into `manifest.jsonl`, draws the bar, and waits for every
+//! rank's end with a bound (heartbeats; `SHOAL_TIMEOUT`), never from inside a
+//! denoising step.
+//!
+//! [`placement::resolve`] is the one pure function from placement flags to a
+//! placement choice, shared by `generate` and `bench`.
+
+mod error;
+pub mod files;
+mod job;
+mod monitor;
+pub mod placement;
+mod source;
+
+pub use error::{Error, Result};
+pub use files::write_atomic;
+pub use job::{JobConfig, Ranks, Summary, run_job};
+pub use source::{Source, StaticSource, StoreCounter};
