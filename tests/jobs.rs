@@ -47,6 +47,16 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn generate(n: usize, out: &Path, extra: &[&str], tag: &str) -> std::process::Output {
+    generate_with_timeout(n, out, extra, tag, "60").0
+}
+
+fn generate_with_timeout(
+    n: usize,
+    out: &Path,
+    extra: &[&str],
+    tag: &str,
+    timeout: &str,
+) -> (std::process::Output, Duration) {
     let mut cmd = shoal();
     if n > 0 {
         cmd.args(["launch", "-n", &n.to_string(), "--grace-period", "2", "shoal"]);
@@ -57,8 +67,23 @@ fn generate(n: usize, out: &Path, extra: &[&str], tag: &str) -> std::process::Ou
         .args(["--out", out.to_str().unwrap()])
         .args(extra);
     let (k, v) = tag.split_once('=').unwrap();
-    cmd.env(k, v).env("SHOAL_TIMEOUT", "60");
-    run_timed(&mut cmd, Duration::from_secs(600)).0
+    cmd.env(k, v).env("SHOAL_TIMEOUT", timeout);
+    run_timed(&mut cmd, Duration::from_secs(600))
+}
+
+#[test]
+fn r10_a_stopped_rank_ends_the_job_within_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("stop");
+    let out = tmp.path().join("job");
+    let args = ["--fail-rank", "1", "--fail-after", "1", "--fail-mode", "stop"];
+    let (o, took) = generate_with_timeout(2, &out, &args, &tag, "4");
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("rank 1/2 stopped: no heartbeat"), "{t}");
+    // Rank 0's own share (5 images of 32², 2 steps) plus the 4 s timeout and the 2 s grace.
+    assert!(took < Duration::from_secs(120), "took {took:?}: {t}");
+    assert_none_left(&tag);
 }
 
 #[test]

@@ -107,6 +107,9 @@ pub struct GenerateCmd {
     /// Fault injection: images the failing rank makes first.
     #[arg(long, hide = true, default_value_t = 0)]
     fail_after: usize,
+    /// Fault injection: `kill` (SIGKILL) or `stop` (SIGSTOP) the failing rank.
+    #[arg(long, hide = true, default_value = "kill")]
+    fail_mode: String,
 }
 
 pub fn parse_dtype(s: &str) -> Result<DType> {
@@ -288,7 +291,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         dynamic: c.schedule == Schedule::Dynamic,
         progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
         timeout: group_opts.timeout,
-        crash_after: (c.fail_rank == Some(rank)).then_some(c.fail_after),
+        crash_after: (c.fail_rank == Some(rank)).then_some((c.fail_after, c.fail_mode == "stop")),
     };
     let ranks = Ranks {
         rank,

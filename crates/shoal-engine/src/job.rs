@@ -37,7 +37,8 @@ pub struct JobConfig<'a> {
     /// How long rank 0 waits for a rank that stopped beating.
     pub timeout: Duration,
     /// Test hook: this rank kills itself after this many images.
-    pub crash_after: Option<usize>,
+    /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
+    pub crash_after: Option<(usize, bool)>,
 }
 
 /// This process in the job.
@@ -197,13 +198,20 @@ fn work(
         made += records.len();
         busy += t.elapsed();
         report(records)?;
-        if cfg.crash_after.is_some_and(|n| made >= n) {
+        if let Some((n, stop)) = cfg.crash_after
+            && made >= n
+        {
+            let (what, sig) = if stop {
+                ("a stop", libc::SIGSTOP)
+            } else {
+                ("a crash", libc::SIGKILL)
+            };
             eprintln!(
-                "rank {}/{}: injecting a crash after {made} image(s)",
+                "rank {}/{}: injecting {what} after {made} image(s)",
                 r.rank, r.world
             );
             // SAFETY: raising a signal on our own process.
-            unsafe { libc::raise(libc::SIGKILL) };
+            unsafe { libc::raise(sig) };
         }
     }
     Ok(Finished {
