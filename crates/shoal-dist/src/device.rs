@@ -5,6 +5,11 @@
 //! `shared/notes/semantics.md` §6. The decision is a pure function; only the
 //! CUDA build asks the driver how many GPUs exist, at the edge.
 
+use candle_core::Device;
+
+use crate::env::DistEnv;
+use crate::error::{Error, Result};
+
 /// The device of one process, as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceSpec {
@@ -63,6 +68,34 @@ pub fn select_device(local_rank: usize, visible: usize, cuda_built: bool) -> Dev
     } else {
         DeviceSpec::Cuda(local_rank % visible)
     }
+}
+
+/// How many CUDA devices the driver reports; 0 in a build without CUDA or
+/// on a machine without a driver.
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
+            .map(|n| n.max(0) as usize)
+            .unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// The CUDA device of this process for the NCCL backend: local rank modulo
+/// the visible GPUs.
+pub(crate) fn local_cuda_device(env: &DistEnv) -> Result<Device> {
+    let n = cuda_device_count();
+    if n == 0 {
+        return Err(Error::Backend {
+            backend: "nccl".into(),
+            detail: format!("rank {}/{}: no CUDA device is visible", env.rank, env.world_size),
+        });
+    }
+    Ok(Device::new_cuda(env.local_rank % n)?)
 }
 
 #[cfg(test)]

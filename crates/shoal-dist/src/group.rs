@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::comm::{Communicator, ReduceOp, StoreComm};
 use crate::env::{DistEnv, Launcher};
 use crate::error::{Error, Result};
 use crate::store::{StoreClient, StoreServer};
@@ -107,8 +108,9 @@ pub struct ProcessGroup {
     backend: Backend,
     opts: GroupOptions,
     inner: Option<Mutex<Inner>>,
-    #[cfg(feature = "nccl")]
-    nccl: Option<crate::nccl::NcclGroup>,
+    /// The tensor collectives, chosen once here: the store for the cpu backend,
+    /// NCCL (with the store for CPU tensors) for nccl.
+    comm: Box<dyn Communicator>,
     // Dropped last: the store must outlive this rank's own client.
     _server: Option<StoreServer>,
 }
@@ -158,8 +160,24 @@ impl ProcessGroup {
     /// Joins the group described by `env`: rank 0 hosts the store unless the
     /// launcher does, everyone connects and waits for everyone else.
     pub fn new(env: DistEnv, backend: Backend, opts: GroupOptions) -> Result<Self> {
+        let device = match backend {
+            Backend::Nccl => Some(crate::device::local_cuda_device(&env)?),
+            Backend::Cpu => None,
+        };
+        Self::with_device(env, backend, opts, device)
+    }
+
+    /// Joins the group with the CUDA device the caller chose for this rank
+    /// (required for NCCL, ignored for the cpu backend).
+    pub fn with_device(
+        env: DistEnv,
+        backend: Backend,
+        opts: GroupOptions,
+        device: Option<Device>,
+    ) -> Result<Self> {
         #[cfg(not(feature = "nccl"))]
         if backend == Backend::Nccl {
+            let _ = device;
             return Err(Error::Backend {
                 backend: "nccl".into(),
                 detail: "this build has no NCCL support; rebuild with `--features nccl` \
@@ -173,8 +191,7 @@ impl ProcessGroup {
                 backend,
                 opts,
                 inner: None,
-                #[cfg(feature = "nccl")]
-                nccl: None,
+                comm: Box::new(StoreComm),
                 _server: None,
             });
         }
@@ -189,19 +206,32 @@ impl ProcessGroup {
         };
         #[allow(unused_mut, reason = "mutated only by the NCCL build")]
         let mut store = StoreClient::connect(&addr, env.rank, env.world_size, opts.timeout)?;
-        #[cfg(feature = "nccl")]
-        let nccl = match backend {
+        let comm: Box<dyn Communicator> = match backend {
+            Backend::Cpu => Box::new(StoreComm),
+            #[cfg(feature = "nccl")]
             Backend::Nccl => {
-                let device = crate::state::local_cuda_device(&env)?;
-                Some(crate::nccl::NcclGroup::new(
+                let device = match device {
+                    Some(Device::Cuda(d)) => d,
+                    other => {
+                        return Err(Error::Backend {
+                            backend: "nccl".into(),
+                            detail: format!(
+                                "rank {}/{}: NCCL needs a CUDA device, got {other:?}",
+                                env.rank, env.world_size
+                            ),
+                        });
+                    }
+                };
+                Box::new(crate::nccl::NcclComm::new(
                     &mut store,
                     env.rank,
                     env.world_size,
-                    &device,
+                    device,
                     opts.timeout,
                 )?)
             }
-            Backend::Cpu => None,
+            #[cfg(not(feature = "nccl"))]
+            Backend::Nccl => Box::new(StoreComm),
         };
         let pg = ProcessGroup {
             env,
@@ -213,8 +243,7 @@ impl ProcessGroup {
                 sent: BTreeMap::new(),
                 received: BTreeMap::new(),
             })),
-            #[cfg(feature = "nccl")]
-            nccl,
+            comm,
             _server: server,
         };
         pg.barrier_named("init_process_group")?;
@@ -491,7 +520,7 @@ impl ProcessGroup {
         Ok(())
     }
 
-    fn missing_value(&self, op: &str) -> Error {
+    pub(crate) fn missing_value(&self, op: &str) -> Error {
         Error::Collective {
             rank: self.env.rank,
             world: self.env.world_size,
@@ -500,7 +529,7 @@ impl ProcessGroup {
         }
     }
 
-    fn coll_err(&self, op: &str, detail: String) -> Error {
+    pub(crate) fn coll_err(&self, op: &str, detail: String) -> Error {
         Error::Collective {
             rank: self.env.rank,
             world: self.env.world_size,
@@ -515,7 +544,7 @@ impl ProcessGroup {
         serde_json::to_vec(v).map_err(|e| self.coll_err(op, format!("cannot serialize: {e}")))
     }
 
-    fn decode<T: DeserializeOwned>(&self, op: &str, b: &[u8]) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, op: &str, b: &[u8]) -> Result<T> {
         serde_json::from_slice(b)
             .map_err(|e| self.coll_err(op, format!("cannot deserialize a peer's value: {e}")))
     }
@@ -558,137 +587,36 @@ impl ProcessGroup {
 
     // ---- tensors -------------------------------------------------------
 
-    /// The NCCL communicator, when this group has one and `t` lives on CUDA.
-    #[cfg(feature = "nccl")]
-    fn nccl_for(&self, t: &Tensor) -> Option<&crate::nccl::NcclGroup> {
-        self.nccl.as_ref().filter(|_| t.device().is_cuda())
-    }
-
-    /// Checks that every rank passes the same shape and dtype (debug mode).
-    #[cfg(feature = "nccl")]
-    fn verify(&self, op: &str, t: &Tensor) -> Result<()> {
-        let me = (t.dims().to_vec(), t.dtype().as_str().to_string());
-        let all: Vec<(Vec<usize>, String)> = self.all_gather_object(&me)?;
-        if all.iter().any(|x| x != &me) {
-            let per_rank: Vec<String> = all
-                .iter()
-                .enumerate()
-                .map(|(r, (d, t))| format!("rank {r}: {d:?} {t}"))
-                .collect();
-            return Err(self.coll_err(
-                op,
-                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
-            ));
-        }
-        Ok(())
-    }
-
     /// Every rank's tensor, in rank order. Shapes and dtypes must agree; the
     /// error lists them per rank when they do not.
     pub fn all_gather(&self, t: &Tensor) -> Result<Vec<Tensor>> {
-        #[cfg(feature = "nccl")]
-        if let Some(n) = self.nccl_for(t) {
-            if self.opts.debug {
-                self.verify("all_gather", t)?;
-            }
-            let stacked = n.all_gather(t, self.env.world_size)?;
-            return (0..self.env.world_size)
-                .map(|r| stacked.get(r).map_err(Error::from))
-                .collect();
-        }
-        let all = self.all_gather_bytes(&encode_tensor(t)?)?;
-        let ts: Vec<Tensor> = all
-            .iter()
-            .map(|b| decode_tensor(b, t.device()))
-            .collect::<Result<_>>()?;
-        let same = ts.iter().all(|x| x.dims() == t.dims() && x.dtype() == t.dtype());
-        if !same {
-            let per_rank: Vec<String> = ts
-                .iter()
-                .enumerate()
-                .map(|(r, x)| format!("rank {r}: {:?} {:?}", x.dims(), x.dtype()))
-                .collect();
-            return Err(self.coll_err(
-                "all_gather",
-                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
-            ));
-        }
-        Ok(ts)
+        self.comm.all_gather(self, t)
     }
 
     /// `src`'s tensor on every rank; `t` is read on `src` only.
     pub fn broadcast(&self, t: Option<&Tensor>, src: usize, device: &Device) -> Result<Tensor> {
-        #[cfg(feature = "nccl")]
-        if self.nccl.is_some() && device.is_cuda() {
-            // Receivers learn the shape and dtype through the store first.
-            let meta = t
-                .filter(|_| self.env.rank == src)
-                .map(|t| (t.dims().to_vec(), t.dtype().as_str().to_string()));
-            let (dims, dtype): (Vec<usize>, String) = self.broadcast_object(meta.as_ref(), src)?;
-            let dtype = dtype
-                .parse()
-                .map_err(|_| self.coll_err("broadcast", format!("unknown dtype {dtype}")))?;
-            let buf = match t {
-                Some(t) if self.env.rank == src => t.to_device(device)?,
-                _ => Tensor::zeros(dims, dtype, device)?,
-            };
-            let n = self
-                .nccl_for(&buf)
-                .ok_or_else(|| self.missing_value("broadcast"))?;
-            return Ok(n.broadcast(&buf, src)?);
-        }
-        let b = match t {
-            Some(t) if self.env.rank == src => Some(encode_tensor(t)?),
-            _ => None,
-        };
-        decode_tensor(&self.broadcast_bytes(b.as_deref(), src)?, device)
+        self.comm.broadcast(self, t, src, device)
     }
 
     /// Sends a tensor to `dst`.
     pub fn send(&self, t: &Tensor, dst: usize) -> Result<()> {
-        #[cfg(feature = "nccl")]
-        if let Some(n) = self.nccl_for(t) {
-            let meta = serde_json::to_vec(&(t.dims().to_vec(), t.dtype().as_str()))
-                .map_err(|e| Error::Wire(e.to_string()))?;
-            self.send_bytes(&meta, dst)?;
-            return Ok(n.send(t, dst)?);
-        }
-        self.send_bytes(&encode_tensor(t)?, dst)
+        self.comm.send(self, t, dst)
     }
 
     /// Receives the next tensor `src` sent.
     pub fn recv(&self, src: usize, device: &Device) -> Result<Tensor> {
-        #[cfg(feature = "nccl")]
-        if self.nccl.is_some() && device.is_cuda() {
-            let (dims, dtype): (Vec<usize>, String) = self.decode("recv", &self.recv_bytes(src)?)?;
-            let dtype = dtype
-                .parse()
-                .map_err(|_| self.coll_err("recv", format!("unknown dtype {dtype}")))?;
-            let like = Tensor::zeros(dims, dtype, device)?;
-            let n = self.nccl_for(&like).ok_or_else(|| self.missing_value("recv"))?;
-            return Ok(n.recv(&like, src)?);
-        }
-        decode_tensor(&self.recv_bytes(src)?, device)
+        self.comm.recv(self, src, device)
     }
 
     /// The element-wise reduction of every rank's tensor.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
-        #[cfg(feature = "nccl")]
-        if let Some(n) = self.nccl_for(t) {
-            if self.opts.debug {
-                self.verify("all_reduce", t)?;
-            }
-            return Ok(n.all_reduce(t, op)?);
-        }
-        let all = self.all_gather(t)?;
-        let mut acc = all[0].clone();
-        for x in &all[1..] {
-            acc = match op {
-                ReduceOp::Sum => (acc + x)?,
-                ReduceOp::Max => acc.maximum(x)?,
-            };
-        }
-        Ok(acc)
+        self.comm.all_reduce(self, t, op)
+    }
+
+    /// Whether collectives of `SHOAL_DEBUG_MODE` check shapes across ranks first.
+    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+    pub(crate) fn debug(&self) -> bool {
+        self.opts.debug
     }
 }
 
@@ -698,15 +626,6 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// The reduction of an all-reduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReduceOp {
-    /// Element-wise sum.
-    Sum,
-    /// Element-wise maximum.
-    Max,
-}
-
 fn bind_store(env: &DistEnv) -> Result<StoreServer> {
     // Bind every interface when the master address is not a local one; the
     // port is what other machines were told.
@@ -714,16 +633,4 @@ fn bind_store(env: &DistEnv) -> Result<StoreServer> {
         Ok(s) => Ok(s),
         Err(_) => StoreServer::bind(("0.0.0.0", env.store_port)),
     }
-}
-
-/// A tensor as safetensors bytes (one tensor named `t`).
-fn encode_tensor(t: &Tensor) -> Result<Vec<u8>> {
-    let t = t.to_device(&Device::Cpu)?.contiguous()?;
-    safetensors::serialize([("t", &t)], None).map_err(|e| Error::Wire(format!("serializing a tensor: {e}")))
-}
-
-fn decode_tensor(b: &[u8], device: &Device) -> Result<Tensor> {
-    let mut m = candle_core::safetensors::load_buffer(b, device)?;
-    m.remove("t")
-        .ok_or_else(|| Error::Wire("tensor message without its tensor".into()))
 }

@@ -6,6 +6,7 @@
 //! explicit inputs; only thin edges read `std::env`, open sockets or query
 //! devices. See `docs/ARCHITECTURE.md`.
 
+mod comm;
 mod device;
 mod env;
 mod error;
@@ -18,19 +19,19 @@ mod state;
 mod store;
 mod wire;
 
-pub use device::{DeviceSpec, VisibleDevices, parse_cuda_visible_devices, select_device};
+pub use comm::{Communicator, ReduceOp, StoreComm};
+pub use device::{DeviceSpec, VisibleDevices, cuda_device_count, parse_cuda_visible_devices, select_device};
 pub use env::{
     DEFAULT_MASTER_PORT, DistEnv, EnvNames, Launcher, MVAPICH, OPEN_MPI, PMI, SHOAL_RUN_ID, SHOAL_STORE_ADDR,
     SHOAL_STORE_PORT, SLURM, TORCHRUN, resolve_store,
 };
 pub use error::{Error, Result};
 pub use group::{
-    Backend, DEFAULT_TIMEOUT, GroupOptions, ProcessGroup, ReduceOp, SHOAL_TIMEOUT, explicit_env,
-    init_process_group,
+    Backend, DEFAULT_TIMEOUT, GroupOptions, ProcessGroup, SHOAL_TIMEOUT, explicit_env, init_process_group,
 };
 pub use hostlist::{expand_hostlist, expand_tasks_per_node};
 pub use split::{
     Split, Splittable, TensorSplit, padded_len, split_between_processes, split_indices, split_range,
 };
-pub use state::{DistributedState, MemoryPeak, check_gpu_sharing, cuda_device_count, cuda_memory};
+pub use state::{DistributedState, MemoryPeak, check_gpu_sharing, cuda_memory};
 pub use store::{StoreClient, StoreServer};

@@ -23,8 +23,9 @@ use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
+use crate::comm::{Communicator, ReduceOp, StoreComm};
 use crate::error::{Error, Result};
-use crate::group::ReduceOp;
+use crate::group::ProcessGroup;
 use crate::store::StoreClient;
 
 /// The exit code of a process whose collective outlived the timeout.
@@ -333,5 +334,120 @@ impl CustomOp1 for Coll<'_> {
             DType::I64 => self.typed::<i64>(s, l),
             d => candle_core::bail!("NCCL collectives do not support {d:?}"),
         }
+    }
+}
+
+/// The NCCL backend of the [`Communicator`] seam: CUDA tensors through NCCL (shapes
+/// and dtypes through the store first where a receiver needs them), CPU tensors
+/// through [`StoreComm`].
+#[derive(Debug)]
+pub(crate) struct NcclComm {
+    group: NcclGroup,
+}
+
+impl NcclComm {
+    /// The communicator of `rank` of `world` on the caller's `device`.
+    pub(crate) fn new(
+        store: &mut StoreClient,
+        rank: usize,
+        world: usize,
+        device: CudaDevice,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Ok(NcclComm {
+            group: NcclGroup::new(store, rank, world, &Device::Cuda(device), timeout)?,
+        })
+    }
+
+    fn for_tensor(&self, t: &Tensor) -> Option<&NcclGroup> {
+        t.device().is_cuda().then_some(&self.group)
+    }
+
+    /// Checks that every rank passes the same shape and dtype (debug mode).
+    fn verify(&self, pg: &ProcessGroup, op: &str, t: &Tensor) -> Result<()> {
+        if !pg.debug() {
+            return Ok(());
+        }
+        let me = (t.dims().to_vec(), t.dtype().as_str().to_string());
+        let all: Vec<(Vec<usize>, String)> = pg.all_gather_object(&me)?;
+        if all.iter().any(|x| x != &me) {
+            let per_rank: Vec<String> = all
+                .iter()
+                .enumerate()
+                .map(|(r, (d, t))| format!("rank {r}: {d:?} {t}"))
+                .collect();
+            return Err(pg.coll_err(
+                op,
+                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Communicator for NcclComm {
+    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>> {
+        let Some(n) = self.for_tensor(t) else {
+            return StoreComm.all_gather(pg, t);
+        };
+        self.verify(pg, "all_gather", t)?;
+        let world = pg.world_size();
+        let stacked = n.all_gather(t, world)?;
+        (0..world).map(|r| stacked.get(r).map_err(Error::from)).collect()
+    }
+
+    fn broadcast(
+        &self,
+        pg: &ProcessGroup,
+        t: Option<&Tensor>,
+        src: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if !device.is_cuda() {
+            return StoreComm.broadcast(pg, t, src, device);
+        }
+        // Receivers learn the shape and dtype through the store first.
+        let meta = t
+            .filter(|_| pg.rank() == src)
+            .map(|t| (t.dims().to_vec(), t.dtype().as_str().to_string()));
+        let (dims, dtype): (Vec<usize>, String) = pg.broadcast_object(meta.as_ref(), src)?;
+        let dtype = dtype
+            .parse()
+            .map_err(|_| pg.coll_err("broadcast", format!("unknown dtype {dtype}")))?;
+        let buf = match t {
+            Some(t) if pg.rank() == src => t.to_device(device)?,
+            _ => Tensor::zeros(dims, dtype, device)?,
+        };
+        Ok(self.group.broadcast(&buf, src)?)
+    }
+
+    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()> {
+        let Some(n) = self.for_tensor(t) else {
+            return StoreComm.send(pg, t, dst);
+        };
+        let meta = serde_json::to_vec(&(t.dims().to_vec(), t.dtype().as_str()))
+            .map_err(|e| Error::Wire(e.to_string()))?;
+        pg.send_bytes(&meta, dst)?;
+        Ok(n.send(t, dst)?)
+    }
+
+    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor> {
+        if !device.is_cuda() {
+            return StoreComm.recv(pg, src, device);
+        }
+        let (dims, dtype): (Vec<usize>, String) = pg.decode("recv", &pg.recv_bytes(src)?)?;
+        let dtype = dtype
+            .parse()
+            .map_err(|_| pg.coll_err("recv", format!("unknown dtype {dtype}")))?;
+        let like = Tensor::zeros(dims, dtype, device)?;
+        Ok(self.group.recv(&like, src)?)
+    }
+
+    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        let Some(n) = self.for_tensor(t) else {
+            return StoreComm.all_reduce(pg, t, op);
+        };
+        self.verify(pg, "all_reduce", t)?;
+        Ok(n.all_reduce(t, op)?)
     }
 }

@@ -4,7 +4,9 @@
 
 use candle_core::Device;
 
-use crate::device::{DeviceSpec, VisibleDevices, parse_cuda_visible_devices, select_device};
+use crate::device::{
+    DeviceSpec, VisibleDevices, cuda_device_count, parse_cuda_visible_devices, select_device,
+};
 use crate::env::DistEnv;
 use crate::error::{Error, Result};
 use crate::group::{Backend, GroupOptions, ProcessGroup};
@@ -118,8 +120,13 @@ impl DistributedState {
     }
 
     /// Joins the process group of this job.
+    /// For NCCL the group runs on this process's device ([`DistributedState::device`]).
     pub fn process_group(&self, backend: Backend, opts: GroupOptions) -> Result<ProcessGroup> {
-        ProcessGroup::new(self.env.clone(), backend, opts)
+        let device = match backend {
+            Backend::Nccl => Some(self.device()?),
+            Backend::Cpu => None,
+        };
+        ProcessGroup::with_device(self.env.clone(), backend, opts, device)
     }
 }
 
@@ -213,21 +220,6 @@ impl MemoryPeak {
     }
 }
 
-/// How many CUDA devices the driver reports; 0 in a build without CUDA or
-/// on a machine without a driver.
-pub fn cuda_device_count() -> usize {
-    #[cfg(feature = "cuda")]
-    {
-        candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
-            .map(|n| n.max(0) as usize)
-            .unwrap_or(0)
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,18 +236,4 @@ mod tests {
         );
         assert!(check_gpu_sharing(3, 2, true).is_ok());
     }
-}
-
-/// The CUDA device of this process for the NCCL backend: local rank modulo
-/// the visible GPUs.
-#[cfg(feature = "nccl")]
-pub(crate) fn local_cuda_device(env: &DistEnv) -> Result<Device> {
-    let n = cuda_device_count();
-    if n == 0 {
-        return Err(Error::Backend {
-            backend: "nccl".into(),
-            detail: format!("rank {}/{}: no CUDA device is visible", env.rank, env.world_size),
-        });
-    }
-    Ok(Device::new_cuda(env.local_rank % n)?)
 }

@@ -1,0 +1,111 @@
+//! The tensor collectives of a process group, behind one trait with one
+//! implementation per backend, chosen once when the group is made.
+//!
+//! A communicator gets the group itself as its control plane: the store's
+//! byte collectives (for shapes and dtypes, and for the whole data in the
+//! cpu backend). `StoreComm` moves tensors as safetensors bytes through the
+//! store; the NCCL one (`nccl.rs`, feature `nccl`) moves CUDA tensors with
+//! NCCL and hands CPU tensors to `StoreComm`. The same test bodies run
+//! against both (`tests/collectives.rs`).
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::group::ProcessGroup;
+
+/// The reduction of an all-reduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Element-wise sum.
+    Sum,
+    /// Element-wise maximum.
+    Max,
+}
+
+/// The tensor collectives. `pg` is the group the communicator belongs to.
+pub trait Communicator: Send + Sync + std::fmt::Debug {
+    /// Every rank's tensor, in rank order.
+    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>>;
+    /// `src`'s tensor on every rank, on `device`.
+    fn broadcast(&self, pg: &ProcessGroup, t: Option<&Tensor>, src: usize, device: &Device)
+    -> Result<Tensor>;
+    /// Sends `t` to `dst`.
+    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()>;
+    /// The next tensor `src` sent, on `device`.
+    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor>;
+    /// The element-wise reduction of every rank's tensor.
+    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor>;
+}
+
+/// Tensors through the rendezvous store (the cpu backend, and CPU tensors in an NCCL group).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreComm;
+
+impl Communicator for StoreComm {
+    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>> {
+        let all = pg.all_gather_bytes(&encode_tensor(t)?)?;
+        let ts: Vec<Tensor> = all
+            .iter()
+            .map(|b| decode_tensor(b, t.device()))
+            .collect::<Result<_>>()?;
+        let same = ts.iter().all(|x| x.dims() == t.dims() && x.dtype() == t.dtype());
+        if !same {
+            let per_rank: Vec<String> = ts
+                .iter()
+                .enumerate()
+                .map(|(r, x)| format!("rank {r}: {:?} {:?}", x.dims(), x.dtype()))
+                .collect();
+            return Err(pg.coll_err(
+                "all_gather",
+                format!("shapes or dtypes differ across ranks: {}", per_rank.join("; ")),
+            ));
+        }
+        Ok(ts)
+    }
+
+    fn broadcast(
+        &self,
+        pg: &ProcessGroup,
+        t: Option<&Tensor>,
+        src: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let b = match t {
+            Some(t) if pg.rank() == src => Some(encode_tensor(t)?),
+            _ => None,
+        };
+        decode_tensor(&pg.broadcast_bytes(b.as_deref(), src)?, device)
+    }
+
+    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()> {
+        pg.send_bytes(&encode_tensor(t)?, dst)
+    }
+
+    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor> {
+        decode_tensor(&pg.recv_bytes(src)?, device)
+    }
+
+    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        let all = self.all_gather(pg, t)?;
+        let mut acc = all[0].clone();
+        for x in &all[1..] {
+            acc = match op {
+                ReduceOp::Sum => (acc + x)?,
+                ReduceOp::Max => acc.maximum(x)?,
+            };
+        }
+        Ok(acc)
+    }
+}
+
+/// A tensor as safetensors bytes (one tensor named `t`).
+pub(crate) fn encode_tensor(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.to_device(&Device::Cpu)?.contiguous()?;
+    safetensors::serialize([("t", &t)], None).map_err(|e| Error::Wire(format!("serializing a tensor: {e}")))
+}
+
+pub(crate) fn decode_tensor(b: &[u8], device: &Device) -> Result<Tensor> {
+    let mut m = candle_core::safetensors::load_buffer(b, device)?;
+    m.remove("t")
+        .ok_or_else(|| Error::Wire("tensor message without its tensor".into()))
+}
