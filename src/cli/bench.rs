@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
 
 use super::UsageError;
-use super::generate::{parse_device, parse_dtype};
+use super::args::{parse_device, parse_dtype};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {

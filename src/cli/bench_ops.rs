@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 
 use super::UsageError;
-use super::generate::{parse_device, parse_dtype};
+use super::args::{parse_device, parse_dtype};
 
 #[derive(Debug, Args)]
 pub struct OpsBench {

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clap::{Args, ValueEnum};
 use shoal_diffusion::{LoadOptions, ModelInfo, Params, Pipeline};
 use shoal_dist::{Backend, DistributedState, GroupOptions};
@@ -19,6 +19,7 @@ use shoal_engine::{JobConfig, Ranks};
 use shoal_jobs::{Defaults, Entry, GenParams, JobSpec};
 
 use super::UsageError;
+use super::args::{parse_device, parse_dtype};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Schedule {
@@ -110,31 +111,6 @@ pub struct GenerateCmd {
     /// Fault injection: `kill` (SIGKILL) or `stop` (SIGSTOP) the failing rank.
     #[arg(long, hide = true, default_value = "kill")]
     fail_mode: String,
-}
-
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s.to_ascii_lowercase().as_str() {
-        "f32" | "fp32" | "float32" => Ok(DType::F32),
-        "f16" | "fp16" | "float16" => Ok(DType::F16),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        _ => Err(UsageError(format!("invalid --dtype {s:?}: expected f32, f16 or bf16")).into()),
-    }
-}
-
-/// Resolves `--device`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "auto" => Ok(DistributedState::new()?.device()?),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0).map_err(|e| UsageError(format!("--device cuda: {e}")))?),
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => Ok(Device::new_cuda(n).map_err(|e| UsageError(format!("--device {s}: {e}")))?),
-            None => Err(UsageError(format!(
-                "invalid --device {s:?}: expected auto, cpu, cuda or cuda:N"
-            ))
-            .into()),
-        },
-    }
 }
 
 fn load_latents(path: &Path, n: usize) -> Result<Vec<Tensor>> {

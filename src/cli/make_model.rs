@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::UsageError;
-use super::generate::parse_dtype;
+use super::args::parse_dtype;
 
 #[derive(Debug, Args)]
 pub struct MakeModelCmd {

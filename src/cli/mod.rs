@@ -6,6 +6,7 @@
 //! failed `launch` exits with the root-cause worker's code (128 + signal for a
 //! signal). See README.md.
 
+mod args;
 mod bench;
 mod bench_ops;
 mod config;

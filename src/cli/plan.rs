@@ -10,7 +10,7 @@ use shoal_diffusion::pipeline::ComponentDevices;
 use shoal_plan::{Component, Dev, Plan, Strategy, format_bytes};
 
 use super::UsageError;
-use super::generate::parse_dtype;
+use super::args::parse_dtype;
 
 #[derive(Debug, Args)]
 pub struct PlanCmd {

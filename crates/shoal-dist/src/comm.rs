@@ -11,7 +11,6 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::group::ProcessGroup;
 
 /// The reduction of an all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,19 +21,46 @@ pub enum ReduceOp {
     Max,
 }
 
+/// What a communicator needs from its group: identity, errors that name the
+/// rank, and the store's byte collectives. `ProcessGroup` implements it, so
+/// this module and the backends never import the group.
+pub trait ControlPlane {
+    /// This rank.
+    fn rank(&self) -> usize;
+    /// All ranks.
+    fn world_size(&self) -> usize;
+    /// Whether collectives check shapes across ranks first (`SHOAL_DEBUG_MODE`).
+    fn debug(&self) -> bool;
+    /// A collective's error, naming the rank and the operation.
+    fn coll_err(&self, op: &str, detail: String) -> Error;
+    /// Every rank's bytes, in rank order.
+    fn all_gather_bytes(&self, value: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// `src`'s bytes on every rank.
+    fn broadcast_bytes(&self, value: Option<&[u8]>, src: usize) -> Result<Vec<u8>>;
+    /// Bytes to `dst`.
+    fn send_bytes(&self, value: &[u8], dst: usize) -> Result<()>;
+    /// The next bytes `src` sent.
+    fn recv_bytes(&self, src: usize) -> Result<Vec<u8>>;
+}
+
 /// The tensor collectives. `pg` is the group the communicator belongs to.
 pub trait Communicator: Send + Sync + std::fmt::Debug {
     /// Every rank's tensor, in rank order.
-    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>>;
+    fn all_gather(&self, pg: &dyn ControlPlane, t: &Tensor) -> Result<Vec<Tensor>>;
     /// `src`'s tensor on every rank, on `device`.
-    fn broadcast(&self, pg: &ProcessGroup, t: Option<&Tensor>, src: usize, device: &Device)
-    -> Result<Tensor>;
+    fn broadcast(
+        &self,
+        pg: &dyn ControlPlane,
+        t: Option<&Tensor>,
+        src: usize,
+        device: &Device,
+    ) -> Result<Tensor>;
     /// Sends `t` to `dst`.
-    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()>;
+    fn send(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()>;
     /// The next tensor `src` sent, on `device`.
-    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor>;
+    fn recv(&self, pg: &dyn ControlPlane, src: usize, device: &Device) -> Result<Tensor>;
     /// The element-wise reduction of every rank's tensor.
-    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor>;
+    fn all_reduce(&self, pg: &dyn ControlPlane, t: &Tensor, op: ReduceOp) -> Result<Tensor>;
 }
 
 /// Tensors through the rendezvous store (the cpu backend, and CPU tensors in an NCCL group).
@@ -42,7 +68,7 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
 pub struct StoreComm;
 
 impl Communicator for StoreComm {
-    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>> {
+    fn all_gather(&self, pg: &dyn ControlPlane, t: &Tensor) -> Result<Vec<Tensor>> {
         let all = pg.all_gather_bytes(&encode_tensor(t)?)?;
         let ts: Vec<Tensor> = all
             .iter()
@@ -65,7 +91,7 @@ impl Communicator for StoreComm {
 
     fn broadcast(
         &self,
-        pg: &ProcessGroup,
+        pg: &dyn ControlPlane,
         t: Option<&Tensor>,
         src: usize,
         device: &Device,
@@ -77,15 +103,15 @@ impl Communicator for StoreComm {
         decode_tensor(&pg.broadcast_bytes(b.as_deref(), src)?, device)
     }
 
-    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()> {
+    fn send(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()> {
         pg.send_bytes(&encode_tensor(t)?, dst)
     }
 
-    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor> {
+    fn recv(&self, pg: &dyn ControlPlane, src: usize, device: &Device) -> Result<Tensor> {
         decode_tensor(&pg.recv_bytes(src)?, device)
     }
 
-    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+    fn all_reduce(&self, pg: &dyn ControlPlane, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
         let all = self.all_gather(pg, t)?;
         let mut acc = all[0].clone();
         for x in &all[1..] {

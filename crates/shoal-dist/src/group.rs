@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::comm::{Communicator, ReduceOp, StoreComm};
+use crate::comm::{Communicator, ControlPlane, ReduceOp, StoreComm};
 use crate::env::{DistEnv, Launcher};
 use crate::error::{Error, Result};
 use crate::store::{StoreClient, StoreServer};
@@ -612,11 +612,32 @@ impl ProcessGroup {
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
         self.comm.all_reduce(self, t, op)
     }
+}
 
-    /// Whether collectives of `SHOAL_DEBUG_MODE` check shapes across ranks first.
-    #[cfg_attr(not(feature = "nccl"), allow(dead_code))]
-    pub(crate) fn debug(&self) -> bool {
+impl ControlPlane for ProcessGroup {
+    fn rank(&self) -> usize {
+        self.env.rank
+    }
+    fn world_size(&self) -> usize {
+        self.env.world_size
+    }
+    fn debug(&self) -> bool {
         self.opts.debug
+    }
+    fn coll_err(&self, op: &str, detail: String) -> Error {
+        ProcessGroup::coll_err(self, op, detail)
+    }
+    fn all_gather_bytes(&self, value: &[u8]) -> Result<Vec<Vec<u8>>> {
+        ProcessGroup::all_gather_bytes(self, value)
+    }
+    fn broadcast_bytes(&self, value: Option<&[u8]>, src: usize) -> Result<Vec<u8>> {
+        ProcessGroup::broadcast_bytes(self, value, src)
+    }
+    fn send_bytes(&self, value: &[u8], dst: usize) -> Result<()> {
+        ProcessGroup::send_bytes(self, value, dst)
+    }
+    fn recv_bytes(&self, src: usize) -> Result<Vec<u8>> {
+        ProcessGroup::recv_bytes(self, src)
     }
 }
 

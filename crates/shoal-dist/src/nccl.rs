@@ -23,9 +23,8 @@ use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
-use crate::comm::{Communicator, ReduceOp, StoreComm};
+use crate::comm::{Communicator, ControlPlane, ReduceOp, StoreComm};
 use crate::error::{Error, Result};
-use crate::group::ProcessGroup;
 use crate::store::StoreClient;
 
 /// The exit code of a process whose collective outlived the timeout.
@@ -364,12 +363,17 @@ impl NcclComm {
     }
 
     /// Checks that every rank passes the same shape and dtype (debug mode).
-    fn verify(&self, pg: &ProcessGroup, op: &str, t: &Tensor) -> Result<()> {
+    fn verify(&self, pg: &dyn ControlPlane, op: &str, t: &Tensor) -> Result<()> {
         if !pg.debug() {
             return Ok(());
         }
         let me = (t.dims().to_vec(), t.dtype().as_str().to_string());
-        let all: Vec<(Vec<usize>, String)> = pg.all_gather_object(&me)?;
+        let mine = serde_json::to_vec(&me).map_err(|e| Error::Wire(e.to_string()))?;
+        let all: Vec<(Vec<usize>, String)> = pg
+            .all_gather_bytes(&mine)?
+            .iter()
+            .map(|b| serde_json::from_slice(b).map_err(|e| pg.coll_err(op, format!("malformed shape: {e}"))))
+            .collect::<Result<_>>()?;
         if all.iter().any(|x| x != &me) {
             let per_rank: Vec<String> = all
                 .iter()
@@ -386,7 +390,7 @@ impl NcclComm {
 }
 
 impl Communicator for NcclComm {
-    fn all_gather(&self, pg: &ProcessGroup, t: &Tensor) -> Result<Vec<Tensor>> {
+    fn all_gather(&self, pg: &dyn ControlPlane, t: &Tensor) -> Result<Vec<Tensor>> {
         let Some(n) = self.for_tensor(t) else {
             return StoreComm.all_gather(pg, t);
         };
@@ -398,7 +402,7 @@ impl Communicator for NcclComm {
 
     fn broadcast(
         &self,
-        pg: &ProcessGroup,
+        pg: &dyn ControlPlane,
         t: Option<&Tensor>,
         src: usize,
         device: &Device,
@@ -410,7 +414,13 @@ impl Communicator for NcclComm {
         let meta = t
             .filter(|_| pg.rank() == src)
             .map(|t| (t.dims().to_vec(), t.dtype().as_str().to_string()));
-        let (dims, dtype): (Vec<usize>, String) = pg.broadcast_object(meta.as_ref(), src)?;
+        let mine = match &meta {
+            Some(m) => Some(serde_json::to_vec(m).map_err(|e| Error::Wire(e.to_string()))?),
+            None => None,
+        };
+        let got = pg.broadcast_bytes(mine.as_deref(), src)?;
+        let (dims, dtype): (Vec<usize>, String) = serde_json::from_slice(&got)
+            .map_err(|e| pg.coll_err("broadcast", format!("malformed shape: {e}")))?;
         let dtype = dtype
             .parse()
             .map_err(|_| pg.coll_err("broadcast", format!("unknown dtype {dtype}")))?;
@@ -421,7 +431,7 @@ impl Communicator for NcclComm {
         Ok(self.group.broadcast(&buf, src)?)
     }
 
-    fn send(&self, pg: &ProcessGroup, t: &Tensor, dst: usize) -> Result<()> {
+    fn send(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()> {
         let Some(n) = self.for_tensor(t) else {
             return StoreComm.send(pg, t, dst);
         };
@@ -431,11 +441,12 @@ impl Communicator for NcclComm {
         Ok(n.send(t, dst)?)
     }
 
-    fn recv(&self, pg: &ProcessGroup, src: usize, device: &Device) -> Result<Tensor> {
+    fn recv(&self, pg: &dyn ControlPlane, src: usize, device: &Device) -> Result<Tensor> {
         if !device.is_cuda() {
             return StoreComm.recv(pg, src, device);
         }
-        let (dims, dtype): (Vec<usize>, String) = pg.decode("recv", &pg.recv_bytes(src)?)?;
+        let (dims, dtype): (Vec<usize>, String) = serde_json::from_slice(&pg.recv_bytes(src)?)
+            .map_err(|e| pg.coll_err("recv", format!("malformed shape: {e}")))?;
         let dtype = dtype
             .parse()
             .map_err(|_| pg.coll_err("recv", format!("unknown dtype {dtype}")))?;
@@ -443,7 +454,7 @@ impl Communicator for NcclComm {
         Ok(self.group.recv(&like, src)?)
     }
 
-    fn all_reduce(&self, pg: &ProcessGroup, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+    fn all_reduce(&self, pg: &dyn ControlPlane, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
         let Some(n) = self.for_tensor(t) else {
             return StoreComm.all_reduce(pg, t, op);
         };
