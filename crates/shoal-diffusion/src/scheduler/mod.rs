@@ -8,11 +8,18 @@
 //! `scheduler_config.json` override the chosen class's own defaults, so
 //! `--scheduler` can swap the class and keep the model's betas and spacing.
 //! Arithmetic on the schedule runs in f64 on the host; tensors see scalars.
+//! One file per class's step (`ddim.rs`, `pndm.rs`, `euler.rs`, `dpm_solver.rs`);
+//! this one parses configs, builds the schedules and dispatches on [`Kind`].
 
 use candle_core::Tensor;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+
+mod ddim;
+mod dpm_solver;
+mod euler;
+mod pndm;
 
 /// The scheduler classes shoal implements.
 pub const SUPPORTED: &[&str] = &[
@@ -497,131 +504,11 @@ impl Scheduler {
         let t = self.timesteps[i];
         let ratio = (self.cfg.num_train_timesteps / self.n) as f64;
         match self.cfg.kind {
-            Kind::Ddim => {
-                let (a, a_prev) = (self.alpha_at(t), self.alpha_at(t - ratio));
-                let b = 1.0 - a;
-                let (mut x0, eps) = match self.cfg.prediction {
-                    Prediction::Epsilon => (((x - (out * b.sqrt())?)? / a.sqrt())?, out.clone()),
-                    Prediction::V => (
-                        ((x * a.sqrt())? - (out * b.sqrt())?)?,
-                        ((out * a.sqrt())? + (x * b.sqrt())?)?,
-                    ),
-                };
-                if self.cfg.clip_sample {
-                    let r = self.cfg.clip_sample_range;
-                    x0 = x0.clamp(-r, r)?;
-                }
-                Ok(((x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?)?)
-            }
+            Kind::Ddim => self.step_ddim(out, t, ratio, x),
             Kind::Pndm => self.step_plms(out, t, ratio, x),
-            Kind::Euler | Kind::EulerAncestral => {
-                let (s, s_next) = (self.sigmas[i], self.sigmas[i + 1]);
-                let x0 = match self.cfg.prediction {
-                    Prediction::Epsilon => (x - (out * s)?)?,
-                    Prediction::V => ((out * (-s / (s * s + 1.0).sqrt()))? + (x / (s * s + 1.0))?)?,
-                };
-                let deriv = ((x - &x0)? / s)?;
-                if self.needs_noise() {
-                    let up = (s_next * s_next * (s * s - s_next * s_next) / (s * s)).sqrt();
-                    let down = (s_next * s_next - up * up).sqrt();
-                    let prev = (x + (deriv * (down - s))?)?;
-                    match noise {
-                        Some(n) if up > 0.0 => Ok((prev + (n * up)?)?),
-                        Some(_) => Ok(prev),
-                        None => Err(Error::invalid(
-                            "noise",
-                            "none",
-                            "Euler ancestral needs noise at every step",
-                        )),
-                    }
-                } else {
-                    Ok((x + (deriv * (s_next - s))?)?)
-                }
-            }
+            Kind::Euler | Kind::EulerAncestral => self.step_euler(out, i, x, noise),
             Kind::DpmSolver => self.step_dpm(out, i, x),
         }
-    }
-
-    fn step_plms(&mut self, out: &Tensor, t: f64, ratio: f64, x: &Tensor) -> Result<Tensor> {
-        let (mut t, mut prev_t) = (t, t - ratio);
-        if self.counter != 1 {
-            if self.ets.len() > 3 {
-                self.ets.remove(0);
-            }
-            self.ets.push(out.clone());
-        } else {
-            prev_t = t;
-            t += ratio;
-        }
-        let e = &self.ets;
-        let k = e.len();
-        let mut sample = x.clone();
-        let m = if k == 1 && self.counter == 0 {
-            self.cur_sample = Some(x.clone());
-            out.clone()
-        } else if k == 1 && self.counter == 1 {
-            sample = self.cur_sample.take().unwrap_or_else(|| x.clone());
-            ((out + &e[0])? / 2.0)?
-        } else if k == 2 {
-            (((&e[1] * 3.0)? - &e[0])? / 2.0)?
-        } else if k == 3 {
-            ((((&e[2] * 23.0)? - (&e[1] * 16.0)?)? + (&e[0] * 5.0)?)? / 12.0)?
-        } else {
-            ((((((&e[k - 1] * 55.0)? - (&e[k - 2] * 59.0)?)? + (&e[k - 3] * 37.0)?)? - (&e[k - 4] * 9.0)?)?)
-                / 24.0)?
-        };
-        let (a, a_prev) = (self.alpha_at(t), self.alpha_at(prev_t));
-        let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
-        let m = match self.cfg.prediction {
-            Prediction::V => ((m * a.sqrt())? + (&sample * b.sqrt())?)?,
-            Prediction::Epsilon => m,
-        };
-        let coeff = (a_prev / a).sqrt();
-        let denom = a * b_prev.sqrt() + (a * b * a_prev).sqrt();
-        self.counter += 1;
-        Ok(((&sample * coeff)? - (m * ((a_prev - a) / denom))?)?)
-    }
-
-    fn step_dpm(&mut self, out: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
-        let alpha_sigma = |s: f64| {
-            let a = 1.0 / (s * s + 1.0).sqrt();
-            (a, s * a)
-        };
-        let s0 = self.sigmas[i];
-        let (a0, sg0) = alpha_sigma(s0);
-        let x0 = match self.cfg.prediction {
-            Prediction::Epsilon => ((x - (out * sg0)?)? / a0)?,
-            Prediction::V => ((x * a0)? - (out * sg0)?)?,
-        };
-        if self.outputs.len() >= 2 {
-            self.outputs.remove(0);
-        }
-        self.outputs.push(x0.clone());
-        let n = self.timesteps.len();
-        let lower_final = i == n - 1;
-        let st = self.sigmas[i + 1];
-        let (at, sgt) = alpha_sigma(st);
-        let lam = |a: f64, s: f64| a.ln() - s.ln();
-        let first_order = self.lower_order_nums < 1 || lower_final;
-        let prev = if st == 0.0 {
-            // λ_t = +∞: the update is the predicted x0 itself.
-            x0
-        } else if first_order || self.outputs.len() < 2 {
-            let h = lam(at, sgt) - lam(a0, sg0);
-            ((x * (sgt / sg0))? - (&x0 * (at * ((-h).exp() - 1.0)))?)?
-        } else {
-            let s1 = self.sigmas[i - 1];
-            let (a1, sg1) = alpha_sigma(s1);
-            let (lt, l0, l1) = (lam(at, sgt), lam(a0, sg0), lam(a1, sg1));
-            let (h, h0) = (lt - l0, l0 - l1);
-            let r0 = h0 / h;
-            let (m0, m1) = (&self.outputs[1], &self.outputs[0]);
-            let d1 = ((m0 - m1)? * (1.0 / r0))?;
-            let c = at * ((-h).exp() - 1.0);
-            (((x * (sgt / sg0))? - (m0 * c)?)? - (d1 * (0.5 * c))?)?
-        };
-        self.lower_order_nums = (self.lower_order_nums + 1).min(2);
-        Ok(prev)
     }
 }
 

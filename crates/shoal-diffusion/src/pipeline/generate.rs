@@ -1,0 +1,281 @@
+//! Text to image: encoding the prompts, the denoising loop, the decode, and the
+//! per-item noise (diffusers' `__call__`).
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::{Encoders, Item, Output, Params, Pipeline};
+use crate::clip::ClipTextModel;
+use crate::error::{Error, Result};
+use crate::scheduler::Scheduler;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::AddedCond;
+
+impl Pipeline {
+    /// The seeded initial noise of one item, `(c, h/f, w/f)` f32 (host RNG).
+    pub fn noise(&self, seed: u64, p: &Params) -> Result<Tensor> {
+        let f = self.vae_scale_factor();
+        let shape = (self.latent_channels, p.height / f, p.width / f);
+        Ok(host_normal(
+            seed,
+            shape.0 * shape.1 * shape.2,
+            shape,
+            &self.devices().unet,
+        )?)
+    }
+
+    fn encode_sd(
+        &self,
+        tok: &ClipTokenizer,
+        te: &ClipTextModel,
+        prompts: &[&str],
+    ) -> Result<(Tensor, Vec<usize>)> {
+        let mut ids = Vec::new();
+        let mut lens = Vec::new();
+        for p in prompts {
+            let t = tok.encode(p)?;
+            warn_truncation(tok, p, &t);
+            lens.push(t.untruncated_len);
+            ids.push(t.ids);
+        }
+        Ok((te.forward(&ids, &self.devices().text_encoder)?.last_hidden, lens))
+    }
+
+    /// Text conditioning for prompts: `(context, pooled for SDXL, token counts)`.
+    fn encode(&self, enc: &Encoders, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
+        let d = self.devices();
+        match enc {
+            Encoders::Sd { tok, te } => {
+                let (c, l) = self.encode_sd(tok, te, prompts)?;
+                Ok((c, None, l))
+            }
+            Encoders::Xl { tok, te, tok2, te2 } => {
+                let mut ids1 = Vec::new();
+                let mut ids2 = Vec::new();
+                let mut lens = Vec::new();
+                for p in prompts {
+                    let t1 = tok.encode(p)?;
+                    warn_truncation(tok, p, &t1);
+                    lens.push(t1.untruncated_len);
+                    ids1.push(t1.ids);
+                    ids2.push(tok2.encode(p)?.ids);
+                }
+                let o1 = te.forward(&ids1, &d.text_encoder)?;
+                let o2 = te2.forward(&ids2, &d.text_encoder_2)?;
+                // Activations move to the UNet's device; the encoders may sit elsewhere.
+                let ctx = Tensor::cat(
+                    &[
+                        o1.penultimate.to_device(&d.unet)?,
+                        o2.penultimate.to_device(&d.unet)?,
+                    ],
+                    2,
+                )?;
+                Ok((ctx, Some(o2.pooled.to_device(&d.unet)?), lens))
+            }
+        }
+    }
+
+    /// Runs a batch: every item shares `p`; each item's noise is its own.
+    pub fn generate(
+        &self,
+        items: &[Item],
+        p: &Params,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output> {
+        self.check(p)?;
+        if items.is_empty() {
+            return Err(Error::invalid("items", 0, "a batch needs at least one item"));
+        }
+        if !self.batch_invariant || items.len() == 1 {
+            return self.generate_batch(items, p, on_step);
+        }
+        let outs = items
+            .iter()
+            .map(|it| self.generate_batch(std::slice::from_ref(it), p, on_step))
+            .collect::<Result<Vec<_>>>()?;
+        let latents: Vec<&Tensor> = outs.iter().map(|o| &o.latents).collect();
+        let images: Vec<&Tensor> = outs.iter().map(|o| &o.images).collect();
+        Ok(Output {
+            latents: Tensor::cat(&latents, 0)?,
+            images: Tensor::cat(&images, 0)?,
+            prompt_tokens: outs.iter().flat_map(|o| o.prompt_tokens.clone()).collect(),
+        })
+    }
+
+    fn generate_batch(
+        &self,
+        items: &[Item],
+        p: &Params,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output> {
+        let b = items.len();
+        let f = self.vae_scale_factor();
+        let mut sched = Scheduler::new(&self.sched, p.steps)?;
+        let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
+        let devs = self.devices();
+        let enc = self.encoders()?;
+        let (cond, pooled, prompt_tokens) = self.encode(&enc, &prompts)?;
+        let cfg = p.guidance > 1.0;
+        let (ctx, pooled) = if cfg {
+            let zeros = self.xl && self.force_zeros && items.iter().all(|i| i.negative_prompt.is_none());
+            let (neg, neg_pooled) = if zeros {
+                (
+                    cond.zeros_like()?,
+                    pooled.as_ref().map(Tensor::zeros_like).transpose()?,
+                )
+            } else {
+                let negs: Vec<&str> = items
+                    .iter()
+                    .map(|i| i.negative_prompt.as_deref().unwrap_or(""))
+                    .collect();
+                let (n, np, _) = self.encode(&enc, &negs)?;
+                (n, np)
+            };
+            let pooled = match (neg_pooled, pooled) {
+                (Some(n), Some(c)) => Some(Tensor::cat(&[n, c], 0)?),
+                _ => None,
+            };
+            (Tensor::cat(&[neg, cond], 0)?, pooled)
+        } else {
+            (cond, pooled)
+        };
+        // Under offload the encoders are freed before the UNet is loaded.
+        drop(enc);
+        let ctx = ctx.to_device(&devs.unet)?.to_dtype(self.dtype)?;
+        let added = match pooled {
+            Some(text_embeds) => {
+                let n = text_embeds.dim(0)?;
+                let (h, w) = (p.height as f32, p.width as f32);
+                let ids: Vec<f32> = (0..n).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
+                Some(AddedCond {
+                    text_embeds: text_embeds.to_dtype(self.dtype)?,
+                    time_ids: Tensor::from_vec(ids, (n, 6), &devs.unet)?,
+                })
+            }
+            None => None,
+        };
+
+        let shape = (self.latent_channels, p.height / f, p.width / f);
+        let mut init = Vec::with_capacity(b);
+        for it in items {
+            let t = match &it.latents {
+                Some(l) => {
+                    if l.dims() != [shape.0, shape.1, shape.2] {
+                        return Err(Error::invalid(
+                            "latents",
+                            format!("{:?}", l.dims()),
+                            format!(
+                                "expected {:?} for {}×{}",
+                                [shape.0, shape.1, shape.2],
+                                p.height,
+                                p.width
+                            ),
+                        ));
+                    }
+                    (l.to_device(&devs.unet)?.to_dtype(DType::F32)? * sched.init_noise_sigma())?
+                }
+                None => (self.noise(it.seed, p)? * sched.init_noise_sigma())?,
+            };
+            init.push(t);
+        }
+        let mut x = Tensor::stack(&init, 0)?;
+        let unet = self.unet()?;
+        let n = sched.timesteps().len();
+        for i in 0..n {
+            let t = sched.timesteps()[i];
+            let xin = if cfg {
+                Tensor::cat(&[&x, &x], 0)?
+            } else {
+                x.clone()
+            };
+            let xin = sched.scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
+            let out = crate::nn::profile::scope("UNet (whole call)", xin.device(), || {
+                unet.forward(&xin, t, &ctx, added.as_ref())
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                    .to_dtype(DType::F32)
+            })?;
+            let out = if cfg {
+                let (u, c) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
+                (&u + ((c - &u)? * p.guidance)?)?
+            } else {
+                out
+            };
+            let noise = if sched.needs_noise() {
+                let per: Vec<Tensor> = items
+                    .iter()
+                    .map(|it| match &it.step_noise {
+                        Some(n) => n.get(i)?.to_device(&devs.unet)?.to_dtype(DType::F32),
+                        None => host_normal(
+                            step_seed(it.seed, i),
+                            shape.0 * shape.1 * shape.2,
+                            shape,
+                            &devs.unet,
+                        ),
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                Some(Tensor::stack(&per, 0)?)
+            } else {
+                None
+            };
+            x = crate::nn::profile::scope("scheduler + CFG", x.device(), || {
+                sched
+                    .step(&out, i, &x, noise.as_ref())
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
+            on_step(i + 1, n);
+        }
+        drop(unet);
+        let images = self.decode(&x)?;
+        Ok(Output {
+            latents: x,
+            images,
+            prompt_tokens,
+        })
+    }
+
+    /// VAE decode to images in [0, 1] (on the CPU, whatever the VAE's device).
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let vae = self.vae()?;
+        let z = (latents.to_device(&self.devices().vae)? / self.vae_cfg.scaling_factor)?
+            .to_dtype(self.vae_dtype)?;
+        let img = crate::nn::profile::scope("VAE decode (whole)", z.device(), || vae.decode(&z))?
+            .to_dtype(DType::F32)?;
+        Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
+    }
+}
+
+fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Tokens) {
+    if t.untruncated_len > tok.max_len() {
+        eprintln!(
+            "warning: the prompt {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
+            prompt.chars().take(60).collect::<String>(),
+            t.untruncated_len,
+            tok.max_len()
+        );
+    }
+}
+
+/// splitmix64: spreads a seed's bits.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+fn step_seed(seed: u64, step: usize) -> u64 {
+    splitmix(seed ^ splitmix(0xA5A5_0000 + step as u64))
+}
+
+fn host_normal(
+    seed: u64,
+    n: usize,
+    shape: (usize, usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(v, shape, device)
+}
