@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, DeviceRepr, ValidAsZeroBits,
+};
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, NcclType, ReduceOp as NcclOp};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
@@ -40,7 +42,11 @@ unsafe impl Send for SendComm {}
 
 #[derive(Default)]
 struct InFlight {
+    /// A host-side call in progress (the enqueue, or a synchronous wait).
     op: Option<(String, u64, Instant)>,
+    /// Enqueued collectives not yet complete on the device, oldest first, each
+    /// with the event recorded after it.
+    pending: std::collections::VecDeque<(String, u64, Instant, CudaEvent)>,
     last_done: Option<(String, u64)>,
 }
 
@@ -56,6 +62,9 @@ pub(crate) struct NcclGroup {
     device: CudaDevice,
     watchdog: Arc<Watchdog>,
     seq: Mutex<u64>,
+    /// Wait for the stream after every call (`SHOAL_NCCL_SYNC=1`); otherwise an
+    /// event is recorded and the watchdog waits on it.
+    sync: bool,
 }
 
 impl std::fmt::Debug for NcclGroup {
@@ -113,7 +122,13 @@ impl NcclGroup {
             state: Mutex::new(InFlight::default()),
             stop: AtomicBool::new(false),
         });
-        spawn_watchdog(watchdog.clone(), rank, world, timeout);
+        spawn_watchdog(
+            watchdog.clone(),
+            rank,
+            world,
+            timeout,
+            dev.cuda_stream().context().clone(),
+        );
         arm(&watchdog, "ncclCommInitRank", 0);
         let comm = Comm::from_rank(dev.cuda_stream(), rank, world, id)
             .map_err(|e| nccl_err(rank, world, "ncclCommInitRank", e))?;
@@ -123,6 +138,7 @@ impl NcclGroup {
             device: dev.clone(),
             watchdog,
             seq: Mutex::new(0),
+            sync: std::env::var_os("SHOAL_NCCL_SYNC").is_some_and(|v| v != "0"),
         })
     }
 
@@ -132,7 +148,10 @@ impl NcclGroup {
         *s
     }
 
-    /// Runs `f` with the communicator under the watchdog, then waits for the stream.
+    /// Runs `f` with the communicator under the watchdog. The call only
+    /// enqueues work on the stream: an event recorded after it goes to the
+    /// watchdog, which ends the process if it has not completed within the
+    /// timeout. With `SHOAL_NCCL_SYNC=1` the stream is waited for instead.
     fn run<T>(&self, op: &str, f: impl FnOnce(&Comm) -> candle_core::Result<T>) -> candle_core::Result<T> {
         let seq = self.next_seq();
         arm(&self.watchdog, op, seq);
@@ -140,9 +159,25 @@ impl NcclGroup {
             let comm = self.comm.lock().unwrap_or_else(|p| p.into_inner());
             f(&comm.0)
         };
-        let synced = self.device.cuda_stream().synchronize();
-        disarm(&self.watchdog);
-        synced.map_err(|e| candle_core::Error::Msg(format!("{op}: stream synchronize: {e:?}")))?;
+        let stream = self.device.cuda_stream();
+        if self.sync {
+            let synced = stream.synchronize();
+            disarm(&self.watchdog);
+            synced.map_err(|e| candle_core::Error::Msg(format!("{op}: stream synchronize: {e:?}")))?;
+            return out;
+        }
+        let event = stream.record_event(None);
+        let mut st = self.watchdog.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.op = None;
+        match event {
+            Ok(ev) => st.pending.push_back((op.to_string(), seq, Instant::now(), ev)),
+            Err(e) => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{op}: recording an event: {e:?}"
+                )));
+            }
+        }
+        drop(st);
         out
     }
 
@@ -170,21 +205,23 @@ impl NcclGroup {
         })
     }
 
-    /// Sends `t` to `peer`.
+    /// Sends `t` to `peer` (no buffer is allocated).
     pub(crate) fn send(&self, t: &Tensor, peer: usize) -> candle_core::Result<()> {
-        t.contiguous()?.apply_op1_no_bwd(&Coll {
+        t.contiguous()?.inplace_op1(&P2p {
             g: self,
-            kind: Kind::Send(peer),
-        })?;
-        Ok(())
+            peer,
+            recv: false,
+        })
     }
 
-    /// Receives into a new tensor shaped like `like` from `peer`.
-    pub(crate) fn recv(&self, like: &Tensor, peer: usize) -> candle_core::Result<Tensor> {
-        like.apply_op1_no_bwd(&Coll {
+    /// Receives from `peer` into `buf` (a fresh tensor of the right shape and dtype) and returns it.
+    pub(crate) fn recv(&self, buf: &Tensor, peer: usize) -> candle_core::Result<Tensor> {
+        buf.inplace_op1(&P2p {
             g: self,
-            kind: Kind::Recv(peer),
-        })
+            peer,
+            recv: true,
+        })?;
+        Ok(buf.clone())
     }
 }
 
@@ -205,12 +242,26 @@ fn disarm(w: &Watchdog) {
     }
 }
 
-fn spawn_watchdog(w: Arc<Watchdog>, rank: usize, world: usize, timeout: Duration) {
+fn spawn_watchdog(w: Arc<Watchdog>, rank: usize, world: usize, timeout: Duration, ctx: Arc<CudaContext>) {
     let _ = std::thread::Builder::new().name("shoal-nccl-watchdog".into()).spawn(move || {
+        let _ = ctx.bind_to_thread();
         while !w.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
-            let s = w.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((op, seq, start)) = &s.op
+            let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some((op, seq, _, ev)) = s.pending.front() {
+                if !ev.is_complete() {
+                    break;
+                }
+                let done = (op.clone(), *seq);
+                s.pending.pop_front();
+                s.last_done = Some(done);
+            }
+            let stuck = s
+                .op
+                .as_ref()
+                .map(|(op, seq, start)| (op.clone(), *seq, *start))
+                .or_else(|| s.pending.front().map(|(op, seq, start, _)| (op.clone(), *seq, *start)));
+            if let Some((op, seq, start)) = stuck
                 && start.elapsed() > timeout
             {
                 let last = match &s.last_done {
@@ -231,12 +282,65 @@ fn spawn_watchdog(w: Arc<Watchdog>, rank: usize, world: usize, timeout: Duration
     });
 }
 
+/// NCCL send or receive on a tensor's own buffer.
+struct P2p<'a> {
+    g: &'a NcclGroup,
+    peer: usize,
+    recv: bool,
+}
+
+impl P2p<'_> {
+    fn typed<T>(&self, s: &mut CudaStorage, l: &Layout) -> candle_core::Result<()>
+    where
+        T: CudaDType + NcclType + DeviceRepr,
+    {
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("NCCL send/recv need contiguous tensors".into()))?;
+        let err = |op: &str, e: candle_core::cuda_backend::cudarc::nccl::result::NcclError| {
+            candle_core::Error::Msg(format!("{op}: NCCL error {e:?}"))
+        };
+        let peer = self.peer as i32;
+        if self.recv {
+            let mut dst = s.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
+            self.g.run("RECV", |c| {
+                c.recv(&mut dst, peer).map(|_| ()).map_err(|e| err("RECV", e))
+            })
+        } else {
+            let src = s.as_cuda_slice::<T>()?.slice(a..b);
+            self.g
+                .run("SEND", |c| c.send(&src, peer).map_err(|e| err("SEND", e)))
+        }
+    }
+}
+
+impl candle_core::InplaceOp1 for P2p<'_> {
+    fn name(&self) -> &'static str {
+        "shoal-nccl-p2p"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout) -> candle_core::Result<()> {
+        candle_core::bail!("NCCL send/recv need CUDA tensors; use the cpu backend for CPU tensors")
+    }
+
+    fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> candle_core::Result<()> {
+        match s.dtype() {
+            DType::F32 => self.typed::<f32>(s, l),
+            DType::F16 => self.typed::<half::f16>(s, l),
+            DType::BF16 => self.typed::<half::bf16>(s, l),
+            DType::F64 => self.typed::<f64>(s, l),
+            DType::U8 => self.typed::<u8>(s, l),
+            DType::U32 => self.typed::<u32>(s, l),
+            DType::I64 => self.typed::<i64>(s, l),
+            d => candle_core::bail!("NCCL send/recv do not support {d:?}"),
+        }
+    }
+}
+
 enum Kind {
     AllReduce(ReduceOp),
     AllGather(usize),
     Broadcast(usize),
-    Send(usize),
-    Recv(usize),
 }
 
 struct Coll<'a> {
@@ -291,21 +395,6 @@ impl Coll<'_> {
                     c.broadcast(Some(&src), &mut dst, root as i32)
                         .map(|_| ())
                         .map_err(|e| err("BROADCAST", e))
-                })?;
-                Ok((CudaStorage::wrap_cuda_slice(dst, dev), shape))
-            }
-            Kind::Send(peer) => {
-                self.g
-                    .run("SEND", |c| c.send(&src, peer as i32).map_err(|e| err("SEND", e)))?;
-                let empty: CudaSlice<T> = dev.alloc_zeros(n)?;
-                Ok((CudaStorage::wrap_cuda_slice(empty, dev), shape))
-            }
-            Kind::Recv(peer) => {
-                let mut dst: CudaSlice<T> = dev.alloc_zeros(n)?;
-                self.g.run("RECV", |c| {
-                    c.recv(&mut dst, peer as i32)
-                        .map(|_| ())
-                        .map_err(|e| err("RECV", e))
                 })?;
                 Ok((CudaStorage::wrap_cuda_slice(dst, dev), shape))
             }
