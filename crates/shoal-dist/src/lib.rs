@@ -14,6 +14,7 @@ mod group;
 mod hostlist;
 #[cfg(feature = "nccl")]
 mod nccl;
+mod options;
 mod split;
 mod state;
 mod store;
