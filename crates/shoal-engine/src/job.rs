@@ -105,10 +105,15 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 started: Instant::now(),
             };
             let h = s.spawn(move || mon.run(rx));
-            let work = work(pipe, cfg, r, &pending, &mut *source, &mut |recs| {
-                tx.send(Msg::Records(recs))
-                    .map_err(|_| Error::Peer("rank 0's monitor stopped".into()))
-            });
+            let mut sink = FilesSink {
+                out: cfg.out,
+                rank: 0,
+                report: |recs| {
+                    tx.send(Msg::Records(recs))
+                        .map_err(|_| Error::Peer("rank 0's monitor stopped".into()))
+                },
+            };
+            let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink);
             if let Ok(f) = &work {
                 let _ = tx.send(Msg::Done(*f));
             }
@@ -134,14 +139,19 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
         };
         let stop_ref = &stop;
         s.spawn(move || monitor::heartbeat(pg, r.rank, stop_ref));
-        let work = work(pipe, cfg, r, &pending, &mut *source, &mut |recs| {
-            for rec in recs {
-                let body =
-                    serde_json::to_vec(&rec).map_err(|e| Error::Peer(format!("encoding a record: {e}")))?;
-                pg.kv_set(&format!("{REC}{}", rec.index), &body)?;
-            }
-            Ok(())
-        });
+        let mut sink = FilesSink {
+            out: cfg.out,
+            rank: r.rank,
+            report: |recs: Vec<Record>| -> Result<()> {
+                for rec in recs {
+                    let body = serde_json::to_vec(&rec)
+                        .map_err(|e| Error::Peer(format!("encoding a record: {e}")))?;
+                    pg.kv_set(&format!("{REC}{}", rec.index), &body)?;
+                }
+                Ok(())
+            },
+        };
+        let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink);
         stop.store(true, Ordering::Relaxed);
         let f = work?;
         let body = serde_json::to_vec(&f).map_err(|e| Error::Peer(format!("encoding the end: {e}")))?;
@@ -150,14 +160,51 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     })
 }
 
-/// The block loop: generate, write each image atomically, report its record.
+/// One image made, before it is published.
+pub struct Made<'a> {
+    /// Its item.
+    pub item: &'a WorkItem,
+    /// The encoded image.
+    pub png: Vec<u8>,
+    /// Seconds per image of its block.
+    pub secs: f64,
+    /// Prompt tokens used.
+    pub tokens: usize,
+}
+
+/// Where finished images go.
+pub trait Sink {
+    /// Publishes a block's images.
+    fn put(&mut self, made: Vec<Made<'_>>) -> Result<()>;
+}
+
+/// The job folder: each image written atomically under its name, then its
+/// record handed to `report` (rank 0's monitor, or the store).
+struct FilesSink<'a, R: FnMut(Vec<Record>) -> Result<()>> {
+    out: &'a Path,
+    rank: usize,
+    report: R,
+}
+
+impl<R: FnMut(Vec<Record>) -> Result<()>> Sink for FilesSink<'_, R> {
+    fn put(&mut self, made: Vec<Made<'_>>) -> Result<()> {
+        let mut records = Vec::with_capacity(made.len());
+        for m in made {
+            crate::files::write_atomic(&self.out.join(file_name(m.item)), &m.png)?;
+            records.push(Record::new(m.item, &m.png, self.rank, m.secs, m.tokens));
+        }
+        (self.report)(records)
+    }
+}
+
+/// The block loop: generate, then publish each block through the sink.
 fn work(
     pipe: &Pipeline,
     cfg: &JobConfig,
     r: Ranks,
     pending: &[&WorkItem],
     source: &mut dyn Source,
-    report: &mut dyn FnMut(Vec<Record>) -> Result<()>,
+    sink: &mut dyn Sink,
 ) -> Result<Finished> {
     let mut made = 0usize;
     let mut busy = Duration::ZERO;
@@ -182,22 +229,18 @@ fn work(
         // No callback work between steps: nothing here touches the store.
         let out = pipe.generate(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {})?;
         let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
-        let mut records = Vec::with_capacity(chunk.len());
+        let mut made_now = Vec::with_capacity(chunk.len());
         for (k, img) in shoal_diffusion::image::to_rgb8(&out.images)?.iter().enumerate() {
-            let it = chunk[k];
-            let bytes = shoal_diffusion::image::png_bytes(img)?;
-            crate::files::write_atomic(&cfg.out.join(file_name(it)), &bytes)?;
-            records.push(Record::new(
-                it,
-                &bytes,
-                r.rank,
-                per_image,
-                out.prompt_tokens.get(k).copied().unwrap_or(0),
-            ));
+            made_now.push(Made {
+                item: chunk[k],
+                png: shoal_diffusion::image::png_bytes(img)?,
+                secs: per_image,
+                tokens: out.prompt_tokens.get(k).copied().unwrap_or(0),
+            });
         }
-        made += records.len();
+        made += made_now.len();
+        sink.put(made_now)?;
         busy += t.elapsed();
-        report(records)?;
         if let Some((n, stop)) = cfg.crash_after
             && made >= n
         {
