@@ -1,4 +1,5 @@
-//! `AutoencoderKL`'s decoder (and `post_quant_conv`), through the kernel seam.
+//! `AutoencoderKL`'s encoder (with `quant_conv`) and decoder (with
+//! `post_quant_conv`), through the kernel seam.
 //!
 //! Written from `diffusers src/diffusers/models/autoencoders/vae.py` (`Decoder`),
 //! `unet_2d_blocks.py` (`UNetMidBlock2D`, `UpDecoderBlock2D`), `resnet.py`
@@ -212,5 +213,165 @@ impl Decoder {
             }
         }
         self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
+    }
+}
+
+/// One down level of the encoder: ResNets, then an optional stride-2 conv on
+/// the input padded by one row and column at the bottom and right
+/// (diffusers' `Downsample2D` with `padding=0`).
+#[derive(Debug)]
+struct Down {
+    resnets: Vec<Resnet>,
+    downsample: Option<Conv2d>,
+}
+
+/// The encoder from images in [-1, 1] to the latent distribution's moments.
+#[derive(Debug)]
+pub struct Encoder {
+    conv_in: Conv2d,
+    down: Vec<Down>,
+    mid: (Resnet, Attention, Resnet),
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+}
+
+impl Encoder {
+    /// Builds the encoder; `vb` is rooted at the VAE's state dict.
+    pub fn new(vb: VarBuilder, c: &VaeConfig) -> CResult<Self> {
+        let g = c.norm_num_groups;
+        let ch = &c.block_out_channels;
+        let (Some(&last), Some(&first)) = (ch.last(), ch.first()) else {
+            candle_core::bail!("vae: block_out_channels is empty")
+        };
+        let e = vb.pp("encoder");
+        let mid = e.pp("mid_block");
+        let mut down = Vec::with_capacity(ch.len());
+        for (i, &out) in ch.iter().enumerate() {
+            let vbi = e.pp("down_blocks").pp(i);
+            let cin = if i == 0 { first } else { ch[i - 1] };
+            let resnets = (0..c.layers_per_block)
+                .map(|j| Resnet::new(vbi.pp("resnets").pp(j), if j == 0 { cin } else { out }, out, g))
+                .collect::<CResult<_>>()?;
+            let downsample = if i + 1 < ch.len() {
+                Some(nn::conv2d(
+                    vbi.pp("downsamplers").pp(0).pp("conv"),
+                    out,
+                    out,
+                    3,
+                    2,
+                    0,
+                )?)
+            } else {
+                None
+            };
+            down.push(Down { resnets, downsample });
+        }
+        let moments = 2 * c.latent_channels;
+        Ok(Encoder {
+            conv_in: nn::conv2d(e.pp("conv_in"), c.in_channels, first, 3, 1, 1)?,
+            down,
+            mid: (
+                Resnet::new(mid.pp("resnets").pp(0), last, last, g)?,
+                Attention::new(mid.pp("attentions").pp(0), last, g)?,
+                Resnet::new(mid.pp("resnets").pp(1), last, last, g)?,
+            ),
+            norm_out: nn::group_norm(g, last, EPS, e.pp("conv_norm_out"))?,
+            conv_out: nn::conv2d(e.pp("conv_out"), last, moments, 3, 1, 1)?,
+            quant_conv: if c.use_quant_conv {
+                Some(nn::conv2d(vb.pp("quant_conv"), moments, moments, 1, 1, 0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The moments `(b, 2·latent, h/f, w/f)`: the mean, then the log-variance.
+    pub fn moments(&self, x: &Tensor) -> CResult<Tensor> {
+        let mut x = self.conv_in.forward(x)?;
+        for lvl in &self.down {
+            for r in &lvl.resnets {
+                x = r.forward(&x)?;
+            }
+            if let Some(d) = &lvl.downsample {
+                x = d.forward(&x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)?;
+            }
+        }
+        x = self.mid.0.forward(&x)?;
+        x = self.mid.1.forward(&x)?;
+        x = self.mid.2.forward(&x)?;
+        x = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
+        match &self.quant_conv {
+            Some(q) => q.forward(&x),
+            None => Ok(x),
+        }
+    }
+
+    /// The mean of the latent distribution (`latent_dist.mode()`), unscaled.
+    pub fn mean(&self, x: &Tensor) -> CResult<Tensor> {
+        let m = self.moments(x)?;
+        let half = m.dim(1)? / 2;
+        m.narrow(1, 0, half)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
+
+    /// The tiny preset's VAE with random weights, except a `quant_conv` that copies
+    /// the mean and sends the log-variance to -1e4, so that candle-transformers'
+    /// `encode(x).sample()` is its mean exactly; shoal's encoder must give it.
+    #[test]
+    fn encoder_equals_candle_transformers() {
+        let p = crate::presets::preset("tiny").unwrap();
+        let cfg: VaeConfig = serde_json::from_value(p.vae.clone()).unwrap();
+        let ak = || AutoEncoderKLConfig {
+            block_out_channels: cfg.block_out_channels.clone(),
+            layers_per_block: cfg.layers_per_block,
+            latent_channels: cfg.latent_channels,
+            norm_num_groups: cfg.norm_num_groups,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        };
+        let (vb, made) = crate::random::var_builder(3, DType::F32);
+        AutoEncoderKL::new(vb, 3, 3, ak()).unwrap();
+        let mut map = made.take();
+        let m = 2 * cfg.latent_channels;
+        let l = cfg.latent_channels;
+        let eye = Tensor::eye(m, DType::F32, &Device::Cpu).unwrap();
+        let keep = Tensor::cat(
+            &[
+                Tensor::ones((l, 1), DType::F32, &Device::Cpu).unwrap(),
+                Tensor::zeros((l, 1), DType::F32, &Device::Cpu).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let w = eye.broadcast_mul(&keep).unwrap().reshape((m, m, 1, 1)).unwrap();
+        let mut b = vec![0f32; m];
+        for v in &mut b[l..] {
+            *v = -1e4;
+        }
+        map.insert("quant_conv.weight".into(), w);
+        map.insert("quant_conv.bias".into(), Tensor::new(b, &Device::Cpu).unwrap());
+        let vb = VarBuilder::from_tensors(map.into_iter().collect(), DType::F32, &Device::Cpu);
+        let theirs = AutoEncoderKL::new(vb.clone(), 3, 3, ak()).unwrap();
+        let ours = Encoder::new(vb, &cfg).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let want = theirs.encode(&x).unwrap().sample().unwrap();
+        let got = ours.mean(&x).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "max |Δ| {d}");
     }
 }
