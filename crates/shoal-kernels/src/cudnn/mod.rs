@@ -1,0 +1,315 @@
+//! cuDNN convolutions and attention (feature `cudnn`).
+//!
+//! Each call first *prepares* its plan outside candle (building it on first
+//! use for that shape, dtype and layout, and caching it per device, together
+//! with a cuDNN handle bound to the device's candle stream). A plan cuDNN
+//! cannot build is cached as unsupported and reported as
+//! [`Error::Unsupported`], so the caller falls back to its plain path once
+//! per call without asking cuDNN again. The op itself (a candle custom op)
+//! only looks the plan up and executes it on the stream: no descriptor, no
+//! heuristic query and no allocation besides the output (and a growing
+//! workspace) per call. `conv.rs` and `sdpa.rs` hold the two ops.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::{LazyLock, Mutex};
+
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtrMut};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
+use candle_core::{DType, Layout, Tensor};
+
+use crate::error::{Error, Result};
+use crate::shape::ConvShape;
+
+mod conv;
+mod sdpa;
+
+pub use conv::conv2d;
+pub use sdpa::sdpa;
+
+#[repr(C)]
+struct ShoalPlan {
+    _opaque: [u8; 0],
+}
+
+unsafe extern "C" {
+    fn shoal_cudnn_handle_create(
+        handle: *mut *mut c_void,
+        stream: *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn shoal_cudnn_version() -> usize;
+    #[allow(clippy::too_many_arguments)]
+    fn shoal_cudnn_conv_build(
+        handle: *mut c_void,
+        dtype: c_int,
+        n: i64,
+        c: i64,
+        h: i64,
+        w: i64,
+        k: i64,
+        r: i64,
+        s: i64,
+        pad: i64,
+        stride: i64,
+        nhwc: c_int,
+        has_bias: c_int,
+        has_residual: c_int,
+        out: *mut *mut ShoalPlan,
+        workspace: *mut i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn shoal_cudnn_sdpa_build(
+        handle: *mut c_void,
+        dtype: c_int,
+        b: i64,
+        heads: i64,
+        sq: i64,
+        skv: i64,
+        d: i64,
+        q_stride: *const i64,
+        k_stride: *const i64,
+        v_stride: *const i64,
+        o_stride: *const i64,
+        scale: f32,
+        causal: c_int,
+        out: *mut *mut ShoalPlan,
+        workspace: *mut i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn shoal_cudnn_execute(
+        handle: *mut c_void,
+        plan: *const ShoalPlan,
+        ptrs: *const *mut c_void,
+        workspace: *mut c_void,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+}
+
+/// The cuDNN library's version (e.g. 91900 for 9.19.0), 0 when it cannot be loaded.
+pub fn version() -> usize {
+    // SAFETY: takes no arguments; the shim catches every C++ exception.
+    unsafe { shoal_cudnn_version() }
+}
+
+/// What a plan computes; the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Conv {
+        dtype: c_int,
+        shape: ConvShape,
+        bias: bool,
+    },
+    Sdpa {
+        dtype: c_int,
+        dims: [i64; 5],
+        strides: [[i64; 4]; 4],
+        scale: u32,
+        causal: bool,
+    },
+}
+
+enum Entry {
+    Plan { plan: *mut ShoalPlan, workspace: usize },
+    Unsupported(String),
+}
+
+struct DevState {
+    handle: *mut c_void,
+    plans: HashMap<Key, Entry>,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+// SAFETY: the handle and plans are only used while `STATES` is locked, so no
+// two threads call into one cuDNN handle at once (cuDNN's documented rule).
+unsafe impl Send for DevState {}
+
+static STATES: LazyLock<Mutex<HashMap<DeviceId, DevState>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// How many plans have been built, over all devices (for `shoal bench`).
+pub fn plans_built() -> usize {
+    let states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    states
+        .values()
+        .map(|s| {
+            s.plans
+                .values()
+                .filter(|e| matches!(e, Entry::Plan { .. }))
+                .count()
+        })
+        .sum()
+}
+
+fn message(buf: &[c_char]) -> String {
+    // SAFETY: the shim writes a NUL-terminated string (snprintf) into `buf`,
+    // which was zeroed, so a NUL is always inside the buffer.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn dtype_code(op: &'static str, dtype: DType) -> Result<c_int> {
+    match dtype {
+        DType::F16 => Ok(0),
+        DType::BF16 => Ok(1),
+        DType::F32 => Ok(2),
+        d => Err(Error::Unsupported {
+            op,
+            why: format!("dtype {d:?}"),
+        }),
+    }
+}
+
+fn cuda_device(op: &'static str, t: &Tensor) -> Result<CudaDevice> {
+    match t.device() {
+        candle_core::Device::Cuda(d) => Ok(d.clone()),
+        d => Err(Error::Unsupported {
+            op,
+            why: format!("tensor on {d:?}"),
+        }),
+    }
+}
+
+type Build<'a> = dyn FnOnce(*mut c_void, *mut *mut ShoalPlan, *mut i64, *mut c_char, usize) -> c_int + 'a;
+
+/// Builds (once) the plan for `key` on `dev`, or reports why there is none.
+fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>) -> Result<()> {
+    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let state = match states.entry(dev.id()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let stream = dev.cuda_stream();
+            stream.context().bind_to_thread().map_err(|e| Error::Backend {
+                op,
+                message: format!("binding the CUDA context: {e:?}"),
+            })?;
+            let mut handle = std::ptr::null_mut();
+            let mut err = [0 as c_char; 1024];
+            // SAFETY: `handle` is a valid out-pointer, `err` a buffer of the length passed;
+            // the stream belongs to the device whose context is bound to this thread.
+            let rc = unsafe {
+                shoal_cudnn_handle_create(
+                    &mut handle,
+                    stream.cu_stream() as *mut c_void,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            };
+            if rc != 0 {
+                return Err(Error::Unsupported {
+                    op,
+                    why: format!("cuDNN unavailable: {}", message(&err)),
+                });
+            }
+            e.insert(DevState {
+                handle,
+                plans: HashMap::new(),
+                workspace: None,
+            })
+        }
+    };
+    if !state.plans.contains_key(key) {
+        let mut plan = std::ptr::null_mut();
+        let mut ws = 0i64;
+        let mut err = [0 as c_char; 1024];
+        let rc = build(state.handle, &mut plan, &mut ws, err.as_mut_ptr(), err.len());
+        let entry = if rc == 0 && !plan.is_null() {
+            Entry::Plan {
+                plan,
+                workspace: usize::try_from(ws).unwrap_or(0),
+            }
+        } else {
+            Entry::Unsupported(message(&err))
+        };
+        state.plans.insert(key.clone(), entry);
+    }
+    match state.plans.get(key) {
+        Some(Entry::Plan { .. }) => Ok(()),
+        Some(Entry::Unsupported(why)) => Err(Error::Unsupported { op, why: why.clone() }),
+        None => Err(Error::Backend {
+            op,
+            message: "plan cache lost an entry".into(),
+        }),
+    }
+}
+
+/// Executes the prepared plan for `key` with `ptrs` (uid i + 1 at index i).
+fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5]) -> Result<()> {
+    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let state = states.get_mut(&dev.id()).ok_or_else(|| Error::Backend {
+        op,
+        message: "no cuDNN handle for this device (plan not prepared)".into(),
+    })?;
+    let (plan, need) = match state.plans.get(key) {
+        Some(Entry::Plan { plan, workspace }) => (*plan, *workspace),
+        _ => {
+            return Err(Error::Backend {
+                op,
+                message: "plan not prepared".into(),
+            });
+        }
+    };
+    if need > 0 && state.workspace.as_ref().is_none_or(|w| w.len() < need) {
+        // Stream-ordered: the old workspace is freed after the work queued on it.
+        state.workspace = None;
+        // SAFETY: the workspace is scratch memory cuDNN writes before it reads.
+        state.workspace = Some(unsafe { dev.alloc::<u8>(need) }?);
+    }
+    let stream = dev.cuda_stream();
+    let handle = state.handle;
+    let mut err = [0 as c_char; 1024];
+    let rc = match state.workspace.as_mut() {
+        Some(ws) if need > 0 => {
+            let (wp, _guard) = ws.device_ptr_mut(&stream);
+            // SAFETY: the plan was built on this handle; every pointer is a live device
+            // buffer of the size the plan's shapes imply (checked by the callers).
+            unsafe {
+                shoal_cudnn_execute(
+                    handle,
+                    plan,
+                    ptrs.as_ptr(),
+                    wp as *mut c_void,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            }
+        }
+        // SAFETY: as above; the plan needs no workspace.
+        _ => unsafe {
+            shoal_cudnn_execute(
+                handle,
+                plan,
+                ptrs.as_ptr(),
+                std::ptr::null_mut(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        },
+    };
+    if rc != 0 {
+        return Err(Error::Backend {
+            op,
+            message: message(&err),
+        });
+    }
+    Ok(())
+}
+
+fn contiguous_slice<'a, T: CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("cuDNN op: input not contiguous".into()))?;
+    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+fn to_candle(e: Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
