@@ -21,10 +21,15 @@ struct Shared {
     map: Mutex<HashMap<String, Vec<u8>>>,
     changed: Condvar,
     stop: AtomicBool,
-    /// Clones of every accepted connection, shut down when the server stops
-    /// so that clients see a closed connection rather than a silent store.
-    conns: Mutex<Vec<TcpStream>>,
+    /// Clones of the open connections, by id, shut down when the server stops
+    /// so that clients see a closed connection rather than a silent store; a
+    /// connection removes its own entry when it ends (no descriptor is kept).
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: std::sync::atomic::AtomicU64,
 }
+
+/// The most connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
@@ -159,12 +164,12 @@ impl Drop for StoreServer {
         self.shared.changed.notify_all();
         // Wake the accept loop with one last connection.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        for c in self
+        for (_, c) in self
             .shared
             .conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
+            .drain()
         {
             let _ = c.shutdown(Shutdown::Both);
         }
@@ -181,18 +186,32 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         let Ok(conn) = conn else { continue };
         let _ = conn.set_nodelay(true);
-        if let Ok(c) = conn.try_clone() {
-            shared.conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut conns = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if conns.len() >= MAX_CONNECTIONS {
+                let _ = conn.shutdown(Shutdown::Both);
+                continue;
+            }
+            if let Ok(c) = conn.try_clone() {
+                conns.insert(id, c);
+            }
         }
         let s = shared.clone();
-        // A connection thread ends when its client disconnects.
-        let _ = std::thread::Builder::new()
+        // A connection thread ends when its client disconnects, and forgets the connection.
+        let spawned = std::thread::Builder::new()
             .name("shoal-store-conn".into())
-            .spawn(move || serve(conn, s));
+            .spawn(move || {
+                serve(conn, &s);
+                s.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        if spawned.is_err() {
+            shared.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
     }
 }
 
-fn serve(conn: TcpStream, shared: Arc<Shared>) {
+fn serve(conn: TcpStream, shared: &Shared) {
     let Ok(read_half) = conn.try_clone() else { return };
     let mut r = BufReader::new(read_half);
     let mut w = BufWriter::new(conn);
@@ -415,6 +434,70 @@ mod tests {
         let addr = server.local_addr().to_string();
         let client = StoreClient::connect(&addr, 0, 1, Duration::from_secs(5)).unwrap();
         (server, client)
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// The process's virtual size: an allocation sized from an announced length shows here at once.
+    fn vsize_bytes() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        s.split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 4096
+    }
+
+    #[test]
+    fn closed_connections_release_their_descriptors() {
+        let (server, mut c) = pair();
+        c.set("k", b"v").unwrap();
+        let addr = server.local_addr().to_string();
+        let before = open_fds();
+        for _ in 0..300 {
+            let mut x = StoreClient::connect(&addr, 1, 2, Duration::from_secs(5)).unwrap();
+            x.set("k", b"w").unwrap();
+        }
+        // Connection threads forget their sockets as the clients go.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open_fds() > before + 8 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            open_fds() <= before + 8,
+            "{} descriptors open, {before} before",
+            open_fds()
+        );
+        assert_eq!(c.get("k", Duration::from_secs(1)).unwrap(), b"w");
+    }
+
+    #[test]
+    fn an_announced_huge_body_allocates_nothing() {
+        use std::io::Write;
+        let (server, mut c) = pair();
+        let before = vsize_bytes();
+        let mut raws = Vec::new();
+        for _ in 0..8 {
+            let mut raw = TcpStream::connect(server.local_addr()).unwrap();
+            let header = serde_json::to_vec(&Request::Set { key: "big".into() }).unwrap();
+            raw.write_all(&(header.len() as u32).to_le_bytes()).unwrap();
+            raw.write_all(&(4u64 << 30).to_le_bytes()).unwrap();
+            raw.write_all(&header).unwrap();
+            raw.write_all(&[7u8; 1000]).unwrap();
+            raws.push(raw);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let grown = vsize_bytes().saturating_sub(before);
+        assert!(
+            grown < 1 << 30,
+            "8 clients announcing 4 GiB grew the store by {grown} bytes"
+        );
+        // The store still serves everyone else.
+        c.set("small", b"ok").unwrap();
+        assert_eq!(c.get("small", Duration::from_secs(1)).unwrap(), b"ok");
+        drop(raws);
     }
 
     #[test]

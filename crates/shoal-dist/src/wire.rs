@@ -107,14 +107,25 @@ pub fn read_frame<H: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<Opt
     if blen > MAX_BODY {
         return Err(Error::Wire(format!("body of {blen} bytes exceeds {MAX_BODY}")));
     }
-    let mut h = vec![0u8; hlen as usize];
-    r.read_exact(&mut h)
-        .map_err(|e| Error::io("reading a frame header", e))?;
+    let h = read_bounded(r, u64::from(hlen), "reading a frame header")?;
     let header = serde_json::from_slice(&h).map_err(|e| Error::Wire(e.to_string()))?;
-    let mut body = vec![0u8; blen as usize];
-    r.read_exact(&mut body)
-        .map_err(|e| Error::io("reading a frame body", e))?;
+    let body = read_bounded(r, blen, "reading a frame body")?;
     Ok(Some((header, body)))
+}
+
+/// Reads exactly `n` bytes in chunks, so memory grows with the bytes that
+/// arrive, never with the length a peer announced.
+fn read_bounded(r: &mut impl Read, n: u64, what: &'static str) -> Result<Vec<u8>> {
+    const CHUNK: u64 = 1 << 20;
+    let mut out = Vec::with_capacity(n.min(CHUNK) as usize);
+    let got = r.take(n).read_to_end(&mut out).map_err(|e| Error::io(what, e))?;
+    if got as u64 != n {
+        return Err(Error::io(
+            what,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{got} of {n} bytes")),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
