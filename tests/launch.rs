@@ -229,6 +229,7 @@ fn two_machines(extra: &[&str], tag: &str) -> Vec<(std::process::Output, Duratio
             .args(["shoal", "demo"])
             .args(extra)
             .env("SHOAL_TIMEOUT", "30")
+            .env("SHOAL_STORE_TOKEN", "two-machines-test-secret")
             .env(k, v);
             std::thread::spawn(move || run_timed(&mut cmd, Duration::from_secs(60)))
         })
@@ -263,4 +264,23 @@ fn r2_a_failure_on_one_machine_ends_the_other_machine_too() {
     // Far below SHOAL_TIMEOUT=30: machine 0 learnt of the failure from the store.
     assert!(m0.1 < Duration::from_secs(15), "machine 0 took {:?}", m0.1);
     assert_none_left(&tag);
+}
+
+#[test]
+fn r12_several_machines_without_a_shared_secret_are_refused() {
+    let out = shoal()
+        .args(["launch", "-n", "1", "--num-machines", "2", "--machine-rank", "1"])
+        .args([
+            "--main-process-ip",
+            "127.0.0.1",
+            "--main-process-port",
+            "1",
+            "true",
+        ])
+        .env_remove("SHOAL_STORE_TOKEN")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("SHOAL_STORE_TOKEN") && t.contains("same"), "{t}");
 }

@@ -100,7 +100,7 @@ impl ProcessGroup {
             });
         }
         let server = if env.rank == 0 && !env.store_hosted {
-            Some(bind_store(&env)?)
+            Some(bind_store(&env, opts.token.clone())?)
         } else {
             None
         };
@@ -109,7 +109,13 @@ impl ProcessGroup {
             None => env.store_addr(),
         };
         #[allow(unused_mut, reason = "mutated only by the NCCL build")]
-        let mut store = StoreClient::connect(&addr, env.rank, env.world_size, opts.timeout)?;
+        let mut store = StoreClient::connect_with_secret(
+            &addr,
+            env.rank,
+            env.world_size,
+            opts.timeout,
+            opts.token.as_ref(),
+        )?;
         let comm: Box<dyn Communicator> = match backend {
             Backend::Cpu => Box::new(StoreComm),
             #[cfg(feature = "nccl")]
@@ -551,11 +557,11 @@ impl Drop for ProcessGroup {
     }
 }
 
-fn bind_store(env: &DistEnv) -> Result<StoreServer> {
+fn bind_store(env: &DistEnv, secret: Option<crate::secret::Secret>) -> Result<StoreServer> {
     // Bind every interface when the master address is not a local one; the
     // port is what other machines were told.
-    match StoreServer::bind((env.master_addr.as_str(), env.store_port)) {
+    match StoreServer::bind_with_secret((env.master_addr.as_str(), env.store_port), secret.clone()) {
         Ok(s) => Ok(s),
-        Err(_) => StoreServer::bind(("0.0.0.0", env.store_port)),
+        Err(_) => StoreServer::bind_with_secret(("0.0.0.0", env.store_port), secret),
     }
 }

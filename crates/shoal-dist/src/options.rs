@@ -45,6 +45,9 @@ pub struct GroupOptions {
     /// Check shapes and dtypes across ranks before each NCCL collective
     /// (`SHOAL_DEBUG_MODE=1`, or accelerate's `ACCELERATE_DEBUG_MODE=1`).
     pub debug: bool,
+    /// The job's store secret (`SHOAL_STORE_TOKEN`): required by a store rank 0
+    /// hosts, presented to any store.
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl Default for GroupOptions {
@@ -52,6 +55,7 @@ impl Default for GroupOptions {
         GroupOptions {
             timeout: DEFAULT_TIMEOUT,
             debug: false,
+            token: None,
         }
     }
 }
@@ -78,6 +82,9 @@ impl GroupOptions {
                 .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "TRUE" | "True"))
         };
         o.debug = on("SHOAL_DEBUG_MODE") || on("ACCELERATE_DEBUG_MODE");
+        if let Some(t) = vars.get(crate::secret::SHOAL_STORE_TOKEN) {
+            o.token = Some(crate::secret::Secret::parse(t)?);
+        }
         Ok(o)
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Hosted by rank 0 (or by `shoal launch`) at `MASTER_ADDR:<store port>`. It
 //! offers set / get / add / wait / delete / check, and every wait carries a
-//! timeout, so no caller can block forever on a peer that never arrives. The
-//! store is unauthenticated, as torch's: bind it to the cluster's interface.
+//! timeout, so no caller can block forever on a peer that never arrives. A
+//! store with a secret closes every connection whose first frame is not a
+//! `Hello` carrying it, before serving anything.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
@@ -26,6 +27,7 @@ struct Shared {
     /// connection removes its own entry when it ends (no descriptor is kept).
     conns: Mutex<HashMap<u64, TcpStream>>,
     next_conn: std::sync::atomic::AtomicU64,
+    secret: Option<crate::secret::Secret>,
 }
 
 /// The most connections served at once; more are closed on accept.
@@ -61,6 +63,7 @@ impl Shared {
 
     fn handle(&self, req: Request, body: Vec<u8>) -> (Response, Vec<u8>) {
         match req {
+            Request::Hello { .. } => (Response::Ok, Vec::new()),
             Request::Set { key } => {
                 self.lock().insert(key, body);
                 self.changed.notify_all();
@@ -127,8 +130,17 @@ pub struct StoreServer {
 }
 
 impl StoreServer {
-    /// Binds `addr` (port 0 picks a free port) and serves in background threads.
+    /// Binds `addr` (port 0 picks a free port) and serves in background threads,
+    /// to any client.
     pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Self> {
+        Self::bind_with_secret(addr, None)
+    }
+
+    /// Binds `addr`; with a secret, only clients that present it are served.
+    pub fn bind_with_secret(
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        secret: Option<crate::secret::Secret>,
+    ) -> Result<Self> {
         let what = format!("{addr:?}");
         let listener = TcpListener::bind(&addr).map_err(|e| {
             Error::io(
@@ -139,7 +151,10 @@ impl StoreServer {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the store's address", e))?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            secret,
+            ..Shared::default()
+        });
         let s = shared.clone();
         let accept = std::thread::Builder::new()
             .name("shoal-store".into())
@@ -211,10 +226,25 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// How long a new connection has to present the secret.
+const HELLO_WITHIN: Duration = Duration::from_secs(30);
+
 fn serve(conn: TcpStream, shared: &Shared) {
     let Ok(read_half) = conn.try_clone() else { return };
     let mut r = BufReader::new(read_half);
     let mut w = BufWriter::new(conn);
+    if let Some(secret) = &shared.secret {
+        let _ = r.get_ref().set_read_timeout(Some(HELLO_WITHIN));
+        let ok = matches!(
+            read_frame::<Request>(&mut r),
+            Ok(Some((Request::Hello { token }, _))) if secret.matches(&token)
+        );
+        if !ok || write_frame(&mut w, &Response::Ok, &[]).is_err() {
+            let _ = w.get_ref().shutdown(Shutdown::Both);
+            return;
+        }
+        let _ = r.get_ref().set_read_timeout(None);
+    }
     while let Ok(Some((req, body))) = read_frame::<Request>(&mut r) {
         let (resp, out) = shared.handle(req, body);
         if write_frame(&mut w, &resp, &out).is_err() {
@@ -248,6 +278,51 @@ const CONNECT_RETRY: Duration = Duration::from_millis(50);
 impl StoreClient {
     /// Connects, retrying until `timeout` while the host is not listening yet.
     pub fn connect(addr: &str, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
+        Self::connect_with_secret(addr, rank, world, timeout, None)
+    }
+
+    /// Connects and, with a secret, presents it before anything else.
+    pub fn connect_with_secret(
+        addr: &str,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        secret: Option<&crate::secret::Secret>,
+    ) -> Result<Self> {
+        let mut c = Self::connect_plain(addr, rank, world, timeout)?;
+        if let Some(s) = secret {
+            let refused = |why: String| Error::Store {
+                rank,
+                world,
+                addr: addr.to_string(),
+                detail: format!(
+                    "the store refused this connection ({why}): every process of a job needs the same \
+                     {} (shoal launch sets it for its workers)",
+                    crate::secret::SHOAL_STORE_TOKEN
+                ),
+            };
+            let _ =
+                c.r.get_ref()
+                    .set_read_timeout(Some(timeout.max(Duration::from_secs(1))));
+            write_frame(
+                &mut c.w,
+                &Request::Hello {
+                    token: s.expose().to_string(),
+                },
+                &[],
+            )
+            .map_err(|e| refused(e.to_string()))?;
+            match read_frame::<Response>(&mut c.r) {
+                Ok(Some((Response::Ok, _))) => {}
+                Ok(Some((r, _))) => return Err(refused(format!("answer {r:?}"))),
+                Ok(None) => return Err(refused("closed".into())),
+                Err(e) => return Err(refused(e.to_string())),
+            }
+        }
+        Ok(c)
+    }
+
+    fn connect_plain(addr: &str, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
         let deadline = Instant::now() + timeout;
         let store_err = |detail: String| Error::Store {
             rank,
@@ -448,6 +523,47 @@ mod tests {
             .and_then(|p| p.parse::<u64>().ok())
             .unwrap_or(0)
             * 4096
+    }
+
+    #[test]
+    fn a_store_with_a_secret_serves_only_those_who_present_it() {
+        use std::io::Write;
+        let secret = crate::secret::Secret::parse("the-right-secret-value").unwrap();
+        let server = StoreServer::bind_with_secret("127.0.0.1:0", Some(secret.clone())).unwrap();
+        let addr = server.local_addr().to_string();
+        let t = Duration::from_secs(2);
+        // A raw client that sends a request first is cut off, and nothing is stored.
+        let mut raw = TcpStream::connect(server.local_addr()).unwrap();
+        let mut frame = Vec::new();
+        write_frame(
+            &mut frame,
+            &Request::Set {
+                key: "shoal/job/rec/0".into(),
+            },
+            b"INJECTED",
+        )
+        .unwrap();
+        raw.write_all(&frame).unwrap();
+        let _ = raw.set_read_timeout(Some(t));
+        let mut r = BufReader::new(raw);
+        assert!(matches!(read_frame::<Response>(&mut r), Ok(None) | Err(_)));
+        // A wrong secret is refused with an error that says what to set.
+        let wrong = crate::secret::Secret::parse("a-wrong-secret-value").unwrap();
+        let e = StoreClient::connect_with_secret(&addr, 1, 2, t, Some(&wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SHOAL_STORE_TOKEN") && !e.contains("a-wrong-secret-value"),
+            "{e}"
+        );
+        // No secret at all: the first request is not served.
+        let mut none = StoreClient::connect(&addr, 1, 2, t).unwrap();
+        assert!(none.set("k", b"v").is_err());
+        // The right secret works, and the forged record never landed.
+        let mut ok = StoreClient::connect_with_secret(&addr, 0, 2, t, Some(&secret)).unwrap();
+        assert_eq!(ok.check(&["shoal/job/rec/0".to_string()]).unwrap(), vec![false]);
+        ok.set("k", b"v").unwrap();
+        assert_eq!(ok.get("k", t).unwrap(), b"v");
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const MAX_BODY: u64 = 4 << 30;
 /// A request to the store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Request {
+    /// The first frame of a connection to a store with a secret: the secret.
+    Hello {
+        /// The job's secret.
+        token: String,
+    },
     /// Stores the body under `key`, replacing any value.
     Set {
         /// The key.

@@ -107,6 +107,7 @@ fn run_suite(backend: Backend, world: usize, device: fn(usize) -> Device) {
                     let opts = GroupOptions {
                         timeout: std::time::Duration::from_secs(60),
                         debug: true,
+                        token: Some(shoal_dist::Secret::parse("collectives-suite-secret").unwrap()),
                     };
                     let pg = ProcessGroup::with_device(env, backend, opts, Some(dev.clone())).unwrap();
                     body(&pg, &dev);

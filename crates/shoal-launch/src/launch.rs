@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
-use shoal_dist::{StoreClient, StoreServer};
+use shoal_dist::{SHOAL_STORE_TOKEN, Secret, StoreClient, StoreServer};
 
 use crate::error::{Error, Result};
 use crate::plan::LaunchPlan;
@@ -97,34 +97,52 @@ pub fn resolve_program(program: &str, path_var: Option<&str>) -> Result<PathBuf>
     Err(not_found("not a path and not on PATH".into()))
 }
 
+/// The job's store secret: `SHOAL_STORE_TOKEN` when given (every machine of a
+/// multi-machine job must be given the same one), else a fresh random one.
+fn job_secret(num_machines: usize) -> Result<Secret> {
+    match std::env::var(SHOAL_STORE_TOKEN) {
+        Ok(v) => Ok(Secret::parse(&v)?),
+        Err(_) if num_machines > 1 => Err(Error::usage(
+            SHOAL_STORE_TOKEN,
+            format!(
+                "a job over {num_machines} machines needs the same secret on every machine: \
+                 export {SHOAL_STORE_TOKEN}=$(openssl rand -hex 32) (the same value) before each shoal launch"
+            ),
+        )),
+        Err(_) => Ok(Secret::generate()?),
+    }
+}
+
 /// Binds the store for this launch: machine 0 only. On one machine a busy
 /// port is replaced by a free one (with a warning); across machines it is an
 /// error naming the port, since the other machines were told that port.
-fn host_store(plan: &LaunchPlan) -> Result<(Option<StoreServer>, String)> {
+fn host_store(plan: &LaunchPlan, secret: &Secret) -> Result<(Option<StoreServer>, String)> {
     if plan.machine_rank != 0 {
         return Ok((None, format!("{}:{}", plan.main_addr, plan.main_port)));
     }
     if plan.num_machines == 1 {
-        let server = match StoreServer::bind(("127.0.0.1", plan.main_port)) {
+        let server = match StoreServer::bind_with_secret(("127.0.0.1", plan.main_port), Some(secret.clone()))
+        {
             Ok(s) => s,
             Err(e) if plan.main_port != 0 => {
                 eprintln!(
                     "shoal launch: warning: port {} is not free ({e}); using a free port",
                     plan.main_port
                 );
-                StoreServer::bind(("127.0.0.1", 0))?
+                StoreServer::bind_with_secret(("127.0.0.1", 0), Some(secret.clone()))?
             }
             Err(e) => return Err(e.into()),
         };
         let addr = format!("127.0.0.1:{}", server.local_addr().port());
         return Ok((Some(server), addr));
     }
-    let server = StoreServer::bind(("0.0.0.0", plan.main_port)).map_err(|e| {
-        Error::usage(
-            "--main-process-port",
-            format!("cannot host the rendezvous store on port {}: {e}", plan.main_port),
-        )
-    })?;
+    let server =
+        StoreServer::bind_with_secret(("0.0.0.0", plan.main_port), Some(secret.clone())).map_err(|e| {
+            Error::usage(
+                "--main-process-port",
+                format!("cannot host the rendezvous store on port {}: {e}", plan.main_port),
+            )
+        })?;
     Ok((Some(server), format!("{}:{}", plan.main_addr, plan.main_port)))
 }
 
@@ -138,14 +156,20 @@ pub fn launch(
     for w in &plan.warnings {
         eprintln!("shoal launch: warning: {w}");
     }
-    let (_server, store_addr) = host_store(plan)?;
+    let secret = job_secret(plan.num_machines)?;
+    let (_server, store_addr) = host_store(plan, &secret)?;
     let run = run_id();
     // Machine 0's launcher publishes the run id; the others adopt it.
     let mut peers = StorePeers { client: None };
     let mut run = run;
     if plan.num_machines > 1 {
-        let mut client =
-            StoreClient::connect(&store_addr, plan.machine_rank, plan.num_machines, MACHINE_WAIT)?;
+        let mut client = StoreClient::connect_with_secret(
+            &store_addr,
+            plan.machine_rank,
+            plan.num_machines,
+            MACHINE_WAIT,
+            Some(&secret),
+        )?;
         if plan.machine_rank == 0 {
             client.set("shoal/launcher/run_id", run.as_bytes())?;
         } else {
@@ -160,7 +184,7 @@ pub fn launch(
             local_rank: local,
             program: program.to_path_buf(),
             args: args.to_vec(),
-            env: plan.worker_env(local, &store_addr, &run),
+            env: plan.worker_env(local, &store_addr, &run, &secret),
         })
         .collect();
     let result = supervise(workers, opts, &mut peers);
@@ -225,11 +249,12 @@ pub fn spawn<E: std::fmt::Display>(
         set_omp_threads: false,
         warnings: Vec::new(),
     };
-    let (_server, store_addr) = host_store(&plan)?;
+    let secret = job_secret(1)?;
+    let (_server, store_addr) = host_store(&plan, &secret)?;
     let run = run_id();
     let workers = (0..world_size)
         .map(|rank| {
-            let mut env = plan.worker_env(rank, &store_addr, &run);
+            let mut env = plan.worker_env(rank, &store_addr, &run, &secret);
             env.push((SHOAL_SPAWN_CHILD.into(), rank.to_string()));
             WorkerSpec {
                 rank,

@@ -217,8 +217,15 @@ impl LaunchPlan {
     }
 
     /// The environment of one worker: torchrun's names (so torch-style
-    /// programs work unchanged), the store address and the run id.
-    pub fn worker_env(&self, local_rank: usize, store_addr: &str, run_id: &str) -> Vec<(String, String)> {
+    /// programs work unchanged), the store address, the run id and the
+    /// job's store secret.
+    pub fn worker_env(
+        &self,
+        local_rank: usize,
+        store_addr: &str,
+        run_id: &str,
+        secret: &shoal_dist::Secret,
+    ) -> Vec<(String, String)> {
         let port = store_addr.rsplit(':').next().unwrap_or("0").to_string();
         let mut env = vec![
             ("RANK".to_string(), self.global_rank(local_rank).to_string()),
@@ -231,6 +238,7 @@ impl LaunchPlan {
             ("MASTER_PORT".into(), port),
             (shoal_dist::SHOAL_STORE_ADDR.into(), store_addr.to_string()),
             (shoal_dist::SHOAL_RUN_ID.into(), run_id.to_string()),
+            (shoal_dist::SHOAL_STORE_TOKEN.into(), secret.expose().to_string()),
         ];
         if let Some(cvd) = &self.cuda_visible_devices {
             env.push(("CUDA_VISIBLE_DEVICES".into(), cvd.clone()));
@@ -262,7 +270,8 @@ mod tests {
         let p = plan(&a, &LaunchConfig::default(), &ParentEnv::default()).unwrap();
         assert_eq!((p.world_size, p.nproc_per_node), (8, 4));
         assert_eq!(p.global_rank(1), 5);
-        let env = p.worker_env(1, "10.0.0.1:29500", "run");
+        let secret = shoal_dist::Secret::parse("0123456789abcdef").unwrap();
+        let env = p.worker_env(1, "10.0.0.1:29500", "run", &secret);
         assert!(env.contains(&("RANK".into(), "5".into())));
         assert!(env.contains(&("LOCAL_WORLD_SIZE".into(), "4".into())));
         assert!(env.contains(&("OMP_NUM_THREADS".into(), "1".into())));
