@@ -269,7 +269,7 @@ fn r2_a_failure_on_one_machine_ends_the_other_machine_too() {
 #[test]
 fn r12_several_machines_without_a_shared_secret_are_refused() {
     let out = shoal()
-        .args(["launch", "-n", "1", "--num-machines", "2", "--machine-rank", "1"])
+        .args(["launch", "-n", "2", "--num-machines", "2", "--machine-rank", "1"])
         .args([
             "--main-process-ip",
             "127.0.0.1",
