@@ -163,3 +163,102 @@ fn r3_make_model_refuses_to_overwrite_and_unknown_presets() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("sd15"));
 }
+
+/// Issue 12: inputs that used to panic, abort or allocate without bound are clear
+/// errors (exit 2) before any work, and nothing is left in `--out`.
+#[test]
+fn r12_hostile_inputs_are_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    make("tiny", &m);
+    let out = tmp.path().join("out");
+    let o_s = out.to_str().unwrap();
+    // A 16-byte .npy whose header claims 1e9 latents.
+    let npy = tmp.path().join("huge.npy");
+    let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 4, 64, 64), }";
+    let h = format!("{h}{}\n", " ".repeat((64 - (10 + h.len() + 1) % 64) % 64));
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&npy, bytes).unwrap();
+    let model = m.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["a", "--model", model, "--latents", npy.to_str().unwrap()],
+            "claims shape",
+        ),
+        (
+            vec!["--model", model, "--prompts-file", "/dev/zero"],
+            "not a regular file",
+        ),
+    ];
+    for (args, needle) in cases {
+        let t0 = std::time::Instant::now();
+        let o = generate(&[&args[..], &["--out", o_s]].concat());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(needle), "{args:?}: {t}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            t0.elapsed()
+        );
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // A config linked to /dev/zero, and a GroupNorm of zero groups (a remainder by zero before).
+    for (comp, edit) in [
+        ("unet", "zero groups"),
+        ("vae", "zero groups"),
+        ("unet", "dev zero"),
+    ] {
+        let bad = tmp.path().join(format!("bad-{comp}-{}", edit.replace(' ', "-")));
+        make("tiny", &bad);
+        let cfg = bad.join(comp).join("config.json");
+        if edit == "dev zero" {
+            std::fs::remove_file(&cfg).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+        } else {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+            v["norm_num_groups"] = 0.into();
+            std::fs::write(&cfg, v.to_string()).unwrap();
+        }
+        let o = generate(&["a", "--model", bad.to_str().unwrap(), "--out", o_s]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{comp} {edit}: {t}");
+        let needle = if edit == "dev zero" {
+            "not a regular file"
+        } else {
+            "norm_num_groups"
+        };
+        assert!(
+            t.contains(needle) && t.contains("config.json"),
+            "{comp} {edit}: {t}"
+        );
+        assert!(!t.contains("panicked"), "{t}");
+        assert!(!out.exists());
+        let plan = shoal()
+            .args([
+                "plan",
+                "--model",
+                bad.to_str().unwrap(),
+                "--device-map",
+                "balanced",
+            ])
+            .args(["--max-memory", "cpu=64GB"])
+            .output()
+            .unwrap();
+        assert!(!text(&plan).contains("panicked"), "plan: {}", text(&plan));
+        assert_ne!(plan.status.code(), Some(101), "plan: {}", text(&plan));
+    }
+    // Process counts.
+    for args in [
+        vec!["launch", "-n", "100000", "--", "true"],
+        vec!["demo", "--spawn", "100000"],
+    ] {
+        let o = shoal().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("1024"), "{args:?}: {}", text(&o));
+    }
+}

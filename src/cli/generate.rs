@@ -113,7 +113,80 @@ pub struct GenerateCmd {
     fail_mode: String,
 }
 
+/// Checks a `.npy` header against the file's size before anything is allocated:
+/// a header may claim any shape.
+fn check_npy(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |d: String| UsageError(format!("--latents {}: {d}", path.display()));
+    let len = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
+    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut pre = [0u8; 12];
+    f.read_exact(&mut pre)
+        .map_err(|_| bad("not a .npy file (too short)".into()))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        bail!(bad("not a .npy file (no NUMPY magic)".into()));
+    }
+    let (hlen, start) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as u64, 10u64),
+        _ => (
+            u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as u64,
+            12u64,
+        ),
+    };
+    if hlen > 1 << 16 || start + hlen > len {
+        bail!(bad(format!("a header of {hlen} bytes in a file of {len}")));
+    }
+    let mut header = vec![0u8; hlen as usize];
+    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut skip = vec![0u8; start as usize];
+    f.read_exact(&mut skip).map_err(|e| bad(e.to_string()))?;
+    f.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    let h = String::from_utf8_lossy(&header);
+    let field = |k: &str| -> Option<String> {
+        let i = h.find(k)? + k.len();
+        let rest = &h[i..];
+        let rest = rest[rest.find(':')? + 1..].trim_start();
+        Some(rest.to_string())
+    };
+    let item: u64 = field("'descr'")
+        .or_else(|| field("\"descr\""))
+        .and_then(|d| {
+            d.trim_start_matches(['\'', '<', '>', '|', 'f', 'i', 'u'])
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| bad(format!("no dtype in the header {h:?}")))?;
+    let shape = field("'shape'")
+        .or_else(|| field("\"shape\""))
+        .ok_or_else(|| bad(format!("no shape in the header {h:?}")))?;
+    let inner = shape.trim_start_matches('(');
+    let inner = &inner[..inner.find(')').unwrap_or(inner.len())];
+    let mut elems: u64 = 1;
+    for d in inner.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: u64 = d
+            .parse()
+            .map_err(|_| bad(format!("shape {shape:?} is not a list of sizes")))?;
+        elems = elems
+            .checked_mul(d)
+            .ok_or_else(|| bad(format!("shape ({inner}) overflows")))?;
+    }
+    let need = elems
+        .checked_mul(item)
+        .ok_or_else(|| bad(format!("shape ({inner}) overflows")))?;
+    let have = len - start - hlen;
+    if need != have {
+        bail!(bad(format!(
+            "its header claims shape ({inner}) = {need} bytes, but the file holds {have}"
+        )));
+    }
+    Ok(())
+}
+
 fn load_latents(path: &Path, n: usize) -> Result<Vec<Tensor>> {
+    check_npy(path)?;
     let t = Tensor::read_npy(path).map_err(|e| UsageError(format!("--latents {}: {e}", path.display())))?;
     let t = t.to_dtype(DType::F32)?;
     let all: Vec<Tensor> = match t.rank() {
@@ -158,8 +231,8 @@ fn entries(c: &GenerateCmd) -> Result<Vec<Entry>> {
         })
         .collect();
     if let Some(f) = &c.prompts_file {
-        let bytes =
-            std::fs::read(f).map_err(|e| UsageError(format!("--prompts-file {}: {e}", f.display())))?;
+        let bytes = shoal_diffusion::config::read_limited(f, MAX_PROMPTS_FILE_BYTES)
+            .map_err(|e| UsageError(format!("--prompts-file {}: {e}", f.display())))?;
         let more = shoal_jobs::parse_prompts_file(f, &bytes).map_err(|e| UsageError(e.to_string()))?;
         if more.is_empty() {
             bail!(UsageError(format!(
@@ -176,6 +249,9 @@ fn entries(c: &GenerateCmd) -> Result<Vec<Entry>> {
     }
     Ok(out)
 }
+
+/// The largest prompts file read.
+const MAX_PROMPTS_FILE_BYTES: u64 = 256 << 20;
 
 pub fn run(c: GenerateCmd) -> Result<()> {
     if c.images_per_prompt == 0 || c.batch_size == 0 {

@@ -14,18 +14,45 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The largest config file read (diffusers' are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a file of at most `limit` bytes (a larger one, or a device such as
+/// `/dev/zero`, is an error naming the limit, read no further than it).
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let kind = f.metadata()?.file_type();
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_char_device() || kind.is_block_device() || kind.is_dir() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+    }
+    let mut buf = Vec::new();
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than the limit of {limit} bytes"
+        )));
+    }
+    Ok(buf)
+}
+
 /// Reads and parses a JSON config, naming the file on failure.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingFile {
-            path: path.to_path_buf(),
-            hint: "a diffusers model folder has one config per component".into(),
-        },
-        _ => Error::BadFile {
-            path: path.to_path_buf(),
-            detail: format!("cannot read: {e}"),
-        },
-    })?;
+    let text = read_limited(path, MAX_CONFIG_BYTES)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::MissingFile {
+                path: path.to_path_buf(),
+                hint: "a diffusers model folder has one config per component".into(),
+            },
+            _ => Error::BadFile {
+                path: path.to_path_buf(),
+                detail: format!("cannot read: {e}"),
+            },
+        })?;
     serde_json::from_str(&text).map_err(|e| Error::BadFile {
         path: path.to_path_buf(),
         detail: format!("not a valid config: {e}"),
@@ -307,6 +334,9 @@ impl UNetConfig {
                 ));
             }
         }
+        if self.norm_num_groups == 0 {
+            return Err(bad("norm_num_groups", "must be at least 1".into()));
+        }
         for (i, c) in self.block_out_channels.iter().enumerate() {
             if *c == 0 || c % self.norm_num_groups != 0 {
                 return Err(bad(
@@ -431,6 +461,9 @@ impl VaeConfig {
         };
         if self.block_out_channels.is_empty() {
             return Err(bad("block_out_channels", "is empty".into()));
+        }
+        if self.norm_num_groups == 0 {
+            return Err(bad("norm_num_groups", "must be at least 1".into()));
         }
         if let Some(c) = self
             .block_out_channels

@@ -220,6 +220,15 @@ pub fn spawn<E: std::fmt::Display>(
     world_size: usize,
     f: impl FnOnce(usize, usize) -> std::result::Result<(), E>,
 ) -> Result<()> {
+    if world_size == 0 || world_size > crate::plan::MAX_PROCS_PER_MACHINE {
+        return Err(Error::usage(
+            "nprocs",
+            format!(
+                "{world_size} processes; spawn starts 1 to {} on this machine",
+                crate::plan::MAX_PROCS_PER_MACHINE
+            ),
+        ));
+    }
     if let Ok(rank) = std::env::var(SHOAL_SPAWN_CHILD) {
         let rank: usize = rank
             .parse()

@@ -63,6 +63,9 @@ pub struct LaunchPlan {
     pub warnings: Vec<String>,
 }
 
+/// The most processes one launcher starts on its machine.
+pub const MAX_PROCS_PER_MACHINE: usize = 1024;
+
 /// Builds the plan; every error names the flag or key.
 pub fn plan(args: &LaunchArgs, config: &LaunchConfig, parent: &ParentEnv) -> Result<LaunchPlan> {
     let mut warnings = Vec::new();
@@ -111,6 +114,14 @@ pub fn plan(args: &LaunchArgs, config: &LaunchConfig, parent: &ParentEnv) -> Res
             }
         },
     };
+    if nproc_per_node > MAX_PROCS_PER_MACHINE {
+        return Err(Error::usage(
+            "--num-processes",
+            format!(
+                "{nproc_per_node} processes per machine; at most {MAX_PROCS_PER_MACHINE} (one per GPU is the usual)"
+            ),
+        ));
+    }
     let main_addr = args
         .main_process_ip
         .clone()
