@@ -13,6 +13,10 @@ fi
 # shellcheck disable=SC1090
 source "$ENV"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/gpu}
+# The cudnn feature compiles a shim against cudnn-frontend's headers (a PyPI wheel).
+case "${FEATURES:-cuda,nccl,cudnn,fused}" in
+  *cudnn*) [ -n "${CUDNN_FRONTEND_INCLUDE:-}" ] || export CUDNN_FRONTEND_INCLUDE=$(bash scripts/gpu/setup-kernels.sh) ;;
+esac
 cargo build --release --locked --features "${FEATURES:-cuda,nccl,cudnn,fused}" --bin shoal
 mkdir -p .gpu
 cp -f "$CARGO_TARGET_DIR/release/shoal" .gpu/shoal
