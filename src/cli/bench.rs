@@ -34,21 +34,28 @@ pub struct SdBench {
     /// A diffusers model folder (e.g. from `shoal make-model --preset sd15 --dtype f16`).
     #[arg(long)]
     model: PathBuf,
+    /// Denoising steps per image.
     #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// Batch sizes to time, comma-separated.
     #[arg(long, default_value = "1,4,8")]
     batches: String,
+    /// Image height in pixels.
     #[arg(long, default_value_t = 512)]
     height: usize,
+    /// Image width in pixels.
     #[arg(long, default_value_t = 512)]
     width: usize,
+    /// Classifier-free guidance scale.
     #[arg(long, default_value_t = 7.5)]
     guidance: f64,
+    /// Data type (f16, bf16 or f32).
     #[arg(long, default_value = "f16")]
     dtype: String,
     /// Timed repetitions per batch size.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
     /// Time a device map (balanced, sequential, or unet=1,...) instead of one device.
@@ -73,6 +80,7 @@ pub struct CommBench {
     /// Timed iterations per size.
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Data type of the messages.
     #[arg(long, default_value = "bf16")]
     dtype: String,
 }

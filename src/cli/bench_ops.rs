@@ -20,8 +20,10 @@ use super::args::{parse_device, parse_dtype};
 
 #[derive(Debug, Args)]
 pub struct OpsBench {
+    /// Data type of the ops (f16, bf16 or f32).
     #[arg(long, default_value = "f16")]
     dtype: String,
+    /// The GPU (cuda or cuda:N).
     #[arg(long, default_value = "cuda")]
     device: String,
     /// Timed repetitions per op.
