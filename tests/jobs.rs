@@ -266,3 +266,55 @@ fn r5_bad_and_hostile_inputs() {
     }
     assert!(!tmp.path().join("escape").exists());
 }
+
+#[test]
+fn r12_one_job_folder_one_run_and_no_resume_without_job_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("job");
+    let o = out.to_str().unwrap().to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "generate", "--steps", "8", "--height", "64", "--width", "64", "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(
+            [
+                "--images-per-prompt",
+                "4",
+                "-p",
+                "a dog",
+                "-p",
+                "a cat",
+                "--out",
+                &o,
+            ]
+            .map(String::from),
+        );
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut first = shoal().args(args(&[])).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !out.join("job.lock").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        out.join("job.lock").exists(),
+        "the first run never took the folder"
+    );
+    let second = shoal().args(args(&["--resume"])).output().unwrap();
+    let t = text(&second);
+    assert_eq!(second.status.code(), Some(2), "{t}");
+    assert!(t.contains("another shoal generate"), "{t}");
+    assert!(first.wait().unwrap().success());
+    assert!(!out.join("job.lock").exists(), "the lock outlived its run");
+    let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 8, "one record per image");
+    // Without job.json nothing can check what made the images: --resume is refused.
+    std::fs::remove_file(out.join("job.json")).unwrap();
+    let again = shoal().args(args(&["--resume"])).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("no job.json"), "{}", text(&again));
+}

@@ -78,7 +78,8 @@ fn params_of(g: &GenParams) -> Params {
 
 /// Runs this rank's share of the job; rank 0 returns the summary.
 pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summary>> {
-    let todo = agree_on_todo(cfg, r)?;
+    // Rank 0 holds the job folder (job.lock) until the job ends.
+    let (todo, _lock) = agree_on_todo(cfg, r)?;
     let start = Instant::now();
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &cfg.items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, cfg.batch_size);
@@ -264,8 +265,9 @@ fn work(
 }
 
 /// Rank 0 decides what is left (reading the job folder), everyone learns it.
-fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<Vec<usize>> {
-    let decide = || -> Result<Vec<usize>> {
+fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_jobs::JobLock>)> {
+    let decide = || -> Result<(Vec<usize>, shoal_jobs::JobLock)> {
+        let lock = shoal_jobs::lock_job(cfg.out)?;
         let manifest_path = shoal_jobs::open_job(cfg.out, cfg.spec, cfg.resume)?;
         let manifest = shoal_jobs::read_manifest(&manifest_path)?;
         let plan = shoal_jobs::plan_resume(cfg.items, &manifest, |name| {
@@ -294,7 +296,7 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<Vec<usize>> {
             })
             .collect();
         append_records(&manifest_path, &recovered)?;
-        Ok(plan.todo)
+        Ok((plan.todo, lock))
     };
     if r.rank != 0 {
         let Some(pg) = r.pg else {
@@ -304,7 +306,7 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<Vec<usize>> {
             )));
         };
         let d: std::result::Result<Vec<usize>, (bool, String)> = pg.broadcast_object(None, 0)?;
-        return d.map_err(|(usage, m)| {
+        return d.map(|t| (t, None)).map_err(|(usage, m)| {
             if usage {
                 Error::Usage(m)
             } else {
@@ -315,10 +317,10 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<Vec<usize>> {
     let decided = decide();
     if let Some(pg) = r.pg {
         let shared: std::result::Result<Vec<usize>, (bool, String)> = match &decided {
-            Ok(t) => Ok(t.clone()),
+            Ok((t, _)) => Ok(t.clone()),
             Err(e) => Err((e.is_usage(), e.to_string())),
         };
         let _: std::result::Result<Vec<usize>, (bool, String)> = pg.broadcast_object(Some(&shared), 0)?;
     }
-    decided
+    decided.map(|(t, l)| (t, Some(l)))
 }

@@ -11,5 +11,7 @@ pub mod schedule;
 
 pub use error::{Error, Result};
 pub use items::{Defaults, Entry, GenParams, WorkItem, expand, item_seed, parse_prompts_file};
-pub use manifest::{JobSpec, OnDisk, Record, ResumePlan, open_job, plan_resume, read_manifest};
+pub use manifest::{
+    JobLock, JobSpec, LOCK_FILE, OnDisk, Record, ResumePlan, lock_job, open_job, plan_resume, read_manifest,
+};
 pub use naming::{file_name, slug};

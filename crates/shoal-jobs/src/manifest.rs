@@ -280,6 +280,15 @@ pub fn open_job(out: &Path, spec: &JobSpec, resume: bool) -> Result<PathBuf> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if resume && has_job_files(out) {
+                return Err(Error::Job {
+                    path,
+                    detail:
+                        "--resume: this folder has images or a manifest but no job.json, so what made them \
+                             cannot be checked; remove the folder or choose another --out"
+                            .into(),
+                });
+            }
             let text = serde_json::to_string_pretty(spec).unwrap_or_default();
             std::fs::write(&path, text + "\n")
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -289,10 +298,122 @@ pub fn open_job(out: &Path, spec: &JobSpec, resume: bool) -> Result<PathBuf> {
     Ok(out.join(MANIFEST_FILE))
 }
 
+/// Whether `out` holds a manifest or any PNG (the traces of a job).
+fn has_job_files(out: &Path) -> bool {
+    out.join(MANIFEST_FILE).exists()
+        || std::fs::read_dir(out).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "png"))
+        })
+}
+
+/// The lock file of a job folder.
+pub const LOCK_FILE: &str = "job.lock";
+
+/// A job folder held by this process; the lock file goes when this is dropped.
+#[derive(Debug)]
+pub struct JobLock {
+    path: PathBuf,
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Takes the job folder for this process: `job.lock` holds the owner's pid and
+/// host. A lock whose owner is gone (same host, no such process) is taken
+/// over; a live one is an error naming its owner.
+pub fn lock_job(out: &Path) -> Result<JobLock> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    let path = out.join(LOCK_FILE);
+    let me = format!("{} {}", std::process::id(), this_host());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(me.as_bytes())
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                return Ok(JobLock { path });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut it = owner.split_whitespace();
+                let (pid, host) = (
+                    it.next().and_then(|p| p.parse::<u32>().ok()),
+                    it.next().unwrap_or(""),
+                );
+                let stale =
+                    host == this_host() && pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+                if stale {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                return Err(Error::Job {
+                    path,
+                    detail: format!(
+                        "another shoal generate (pid {}, host {host}) is using this folder; wait for it to end, \
+                         or remove the lock file if that process is gone",
+                        pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+                    ),
+                });
+            }
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+    Err(Error::Job {
+        path,
+        detail: "could not take the job lock".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::items::GenParams;
+
+    #[test]
+    fn a_job_folder_is_held_by_one_process() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = lock_job(d.path()).unwrap();
+        let e = lock_job(d.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("another shoal generate") && e.contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        drop(lock);
+        assert!(!d.path().join(LOCK_FILE).exists());
+        // A lock left by a process that is gone is taken over.
+        std::fs::write(d.path().join(LOCK_FILE), format!("4000000000 {}", this_host())).unwrap();
+        let _l = lock_job(d.path()).unwrap();
+        // One from another host is respected.
+        drop(_l);
+        std::fs::write(d.path().join(LOCK_FILE), "1 some-other-host").unwrap();
+        assert!(lock_job(d.path()).is_err());
+    }
+
+    #[test]
+    fn resume_without_job_json_is_refused_when_images_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = JobSpec::new("m", "PNDMScheduler", "F32", &[item(0)]);
+        std::fs::write(d.path().join("00000-0-p0.png"), b"x").unwrap();
+        let e = open_job(d.path(), &spec, true).unwrap_err().to_string();
+        assert!(e.contains("no job.json"), "{e}");
+        // A fresh folder with --resume simply starts.
+        let fresh = d.path().join("fresh");
+        assert!(open_job(&fresh, &spec, true).is_ok());
+    }
 
     fn item(index: usize) -> WorkItem {
         WorkItem {
