@@ -284,3 +284,33 @@ fn r12_several_machines_without_a_shared_secret_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("SHOAL_STORE_TOKEN") && t.contains("same"), "{t}");
 }
+
+#[test]
+fn r12_workers_still_running_long_after_one_succeeded_are_stopped() {
+    let tag = unique_tag("exitwait");
+    let (k, v) = tag.split_once('=').unwrap();
+    let (out, took) = run_timed(
+        shoal()
+            .args([
+                "launch",
+                "-n",
+                "2",
+                "--exit-wait",
+                "2",
+                "--grace-period",
+                "1",
+                "--",
+            ])
+            .args(["sh", "-c", r#"if [ "$RANK" = 1 ]; then sleep 1000; fi"#])
+            .env(k, v),
+        Duration::from_secs(60),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("ranks [1] were still running") && t.contains("--exit-wait"),
+        "{t}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_none_left(&tag);
+}

@@ -56,6 +56,10 @@ pub struct LaunchCmd {
     /// Do not prefix worker output lines with their rank.
     #[arg(long = "no-prefix")]
     no_prefix: bool,
+    /// Seconds to wait for the other workers once one has exited 0; those still
+    /// running then are treated as hung and stopped.
+    #[arg(long = "exit-wait", default_value_t = 1800.0)]
+    exit_wait: f64,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -90,6 +94,13 @@ pub fn run(c: LaunchCmd) -> Result<()> {
         ))
         .into());
     }
+    if !(c.exit_wait.is_finite() && c.exit_wait >= 0.0) {
+        return Err(super::UsageError(format!(
+            "invalid --exit-wait {}: expected a non-negative number of seconds",
+            c.exit_wait
+        ))
+        .into());
+    }
     let (program, rest) = c
         .command
         .split_first()
@@ -98,6 +109,7 @@ pub fn run(c: LaunchCmd) -> Result<()> {
     let opts = SuperviseOptions {
         grace: Duration::from_secs_f64(c.grace_period),
         prefix_output: !c.no_prefix,
+        exit_wait: Duration::from_secs_f64(c.exit_wait),
         ..Default::default()
     };
     shoal_launch::launch(&plan, &program, rest, &opts)?;

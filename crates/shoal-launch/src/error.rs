@@ -103,6 +103,18 @@ pub enum Error {
         what: String,
     },
 
+    /// Workers still ran `--exit-wait` after another had exited 0; they were stopped.
+    #[error(
+        "ranks {ranks:?} were still running {waited:?} after another worker exited 0; they were treated as hung \
+         and stopped (--exit-wait)"
+    )]
+    Hung {
+        /// The ranks that were still running.
+        ranks: Vec<usize>,
+        /// How long they were given.
+        waited: std::time::Duration,
+    },
+
     /// The launcher was interrupted by a signal and stopped its workers.
     #[error("interrupted by {name}; the workers were stopped")]
     Interrupted {
@@ -155,7 +167,7 @@ impl Error {
                 c => c,
             },
             Error::Interrupted { signal, .. } => 128 + signal,
-            Error::PeerFailed { .. } | Error::Dist(_) | Error::Io { .. } => 1,
+            Error::PeerFailed { .. } | Error::Hung { .. } | Error::Dist(_) | Error::Io { .. } => 1,
         }
     }
 }

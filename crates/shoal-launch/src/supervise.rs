@@ -44,6 +44,8 @@ pub struct SuperviseOptions {
     pub prefix_output: bool,
     /// How often exits are polled.
     pub poll: Duration,
+    /// How long the others may run once a worker has exited 0 (then they are hung).
+    pub exit_wait: Duration,
 }
 
 impl Default for SuperviseOptions {
@@ -52,6 +54,7 @@ impl Default for SuperviseOptions {
             grace: Duration::from_secs(10),
             prefix_output: true,
             poll: Duration::from_millis(20),
+            exit_wait: Duration::from_secs(1800),
         }
     }
 }
@@ -129,8 +132,33 @@ pub fn supervise(
     let mut interrupted: Option<i32> = None;
     let mut deadline: Option<Instant> = None;
     let mut remote: Option<String> = None;
+    let mut first_success: Option<Instant> = None;
+    let mut hung: Option<Vec<usize>> = None;
     let mut next_poll = Instant::now() + PEER_POLL;
     loop {
+        if let Some(t) = first_success
+            && hung.is_none()
+            && root.is_none()
+            && interrupted.is_none()
+            && remote.is_none()
+            && t.elapsed() > opts.exit_wait
+        {
+            let left: Vec<usize> = running
+                .iter()
+                .filter(|r| r.outcome.is_none())
+                .map(|r| r.spec.rank)
+                .collect();
+            for r in running.iter().filter(|r| r.outcome.is_none()) {
+                kill_group(&r.child, libc::SIGTERM);
+            }
+            deadline = Some(Instant::now() + opts.grace);
+            peers.publish_failure(&format!(
+                "ranks {left:?} on {} still ran {:?} after another worker finished",
+                hostname(),
+                opts.exit_wait
+            ));
+            hung = Some(left);
+        }
         if root.is_none() && interrupted.is_none() && remote.is_none() && Instant::now() >= next_poll {
             next_poll = Instant::now() + PEER_POLL;
             if let Some(what) = peers.poll_failure() {
@@ -160,8 +188,13 @@ pub fn supervise(
             };
             let exit = exit_of(status);
             let outcome = match exit {
-                None => Outcome::Success,
-                Some(e) if root.is_some() || interrupted.is_some() || remote.is_some() => Outcome::Stopped(e),
+                None => {
+                    first_success.get_or_insert_with(Instant::now);
+                    Outcome::Success
+                }
+                Some(e) if root.is_some() || interrupted.is_some() || remote.is_some() || hung.is_some() => {
+                    Outcome::Stopped(e)
+                }
                 Some(e) => {
                     root = Some((i, e));
                     peers.publish_failure(&format!(
@@ -219,6 +252,13 @@ pub fn supervise(
     if let Some(what) = remote {
         summarize(&running, None);
         return Err(Error::PeerFailed { what });
+    }
+    if let Some(ranks) = hung {
+        summarize(&running, None);
+        return Err(Error::Hung {
+            ranks,
+            waited: opts.exit_wait,
+        });
     }
     if let Some(sig) = interrupted {
         summarize(&running, None);
