@@ -262,3 +262,17 @@ fn r12_hostile_inputs_are_refused_at_once() {
         assert!(text(&o).contains("1024"), "{args:?}: {}", text(&o));
     }
 }
+
+#[test]
+fn r12_an_image_of_nan_is_an_error_naming_the_item() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = generate(&["a red fox", "--guidance", "1e39", "--out", out.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("item 0") && t.contains("NaN or infinity") && t.contains("guidance"),
+        "{t}"
+    );
+    assert!(pngs(&out).is_empty(), "a PNG of NaN was written");
+}

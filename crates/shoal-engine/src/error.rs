@@ -30,6 +30,9 @@ pub enum Error {
     /// Another rank stopped, or sent something rank 0 cannot accept.
     #[error("{0}")]
     Peer(String),
+    /// A generated image would be made of NaN or infinity.
+    #[error("{0}")]
+    NonFinite(String),
     /// A tensor operation outside the model.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -230,6 +230,7 @@ fn work(
         // No callback work between steps: nothing here touches the store.
         let out = pipe.generate(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {})?;
         let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
+        check_finite(&out.latents, chunk)?;
         let mut made_now = Vec::with_capacity(chunk.len());
         for (k, img) in shoal_diffusion::image::to_rgb8(&out.images)?.iter().enumerate() {
             made_now.push(Made {
@@ -262,6 +263,26 @@ fn work(
         made,
         busy_s: busy.as_secs_f64(),
     })
+}
+
+/// Latents holding NaN or ±inf would decode to a flat, silently wrong image:
+/// an error naming the first such item, with what usually causes it.
+fn check_finite(latents: &Tensor, chunk: &[&WorkItem]) -> Result<()> {
+    // x - x is 0 for every finite x, NaN for NaN and ±inf.
+    let finite = (latents - latents)?
+        .eq(0f64)?
+        .flatten_from(1)?
+        .min(1)?
+        .to_vec1::<u8>()?;
+    if let Some(k) = finite.iter().position(|f| *f == 0) {
+        let it = chunk[k];
+        return Err(Error::NonFinite(format!(
+            "item {} ({:?}, seed {}): the latents hold NaN or infinity after {} steps, so its image would be \
+             meaningless; guidance {:?} is a usual cause (diffusers uses 1 to 20), or weights that overflow in this dtype",
+            it.index, it.prompt, it.seed, it.params.steps, it.params.guidance
+        )));
+    }
+    Ok(())
 }
 
 /// Rank 0 decides what is left (reading the job folder), everyone learns it.
