@@ -268,9 +268,11 @@ fn work(
 /// Latents holding NaN or ±inf would decode to a flat, silently wrong image:
 /// an error naming the first such item, with what usually causes it.
 fn check_finite(latents: &Tensor, chunk: &[&WorkItem]) -> Result<()> {
-    // x - x is 0 for every finite x, NaN for NaN and ±inf.
-    let finite = (latents - latents)?
-        .eq(0f64)?
+    // |x| <= f32::MAX holds for every finite x and fails for NaN and ±inf.
+    let finite = latents
+        .to_dtype(candle_core::DType::F32)?
+        .abs()?
+        .le(f64::from(f32::MAX))?
         .flatten_from(1)?
         .min(1)?
         .to_vec1::<u8>()?;
