@@ -276,3 +276,29 @@ fn r12_an_image_of_nan_is_an_error_naming_the_item() {
     );
     assert!(pngs(&out).is_empty(), "a PNG of NaN was written");
 }
+
+/// Issue 13 item 3: diffusers saves `"lambda_min_clipped": -Infinity` in every
+/// DPM-Solver config (Python's json); such a folder loads.
+#[test]
+fn r13_python_json_numbers_in_a_saved_scheduler_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    make("tiny", &m);
+    let cfg = m.join("scheduler").join("scheduler_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["_class_name"] = "DPMSolverMultistepScheduler".into();
+    v["lambda_min_clipped"] = "@@".into();
+    let saved = v.to_string().replace("\"@@\"", "-Infinity");
+    assert!(saved.contains("-Infinity"));
+    std::fs::write(&cfg, saved).unwrap();
+    let out = tmp.path().join("out");
+    let o = generate(&[
+        "a red fox",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&out).len(), 1);
+}

@@ -39,6 +39,63 @@ pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Python's `json` writes `Infinity`, `-Infinity` and `NaN` (diffusers saves
+/// `"lambda_min_clipped": -Infinity` in every DPM-Solver config), which JSON
+/// does not allow: outside strings they become the strings `"Infinity"`,
+/// `"-Infinity"` and `"NaN"`, which [`json_f64`] reads back as numbers.
+pub fn python_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if !(text.contains("Infinity") || text.contains("NaN")) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut i, mut in_str, mut esc) = (0, false, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else {
+            let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+            let word = ["-Infinity", "Infinity", "NaN"].into_iter().find(|w| {
+                boundary
+                    && text[i..].starts_with(w)
+                    && !b.get(i + w.len()).is_some_and(u8::is_ascii_alphanumeric)
+            });
+            if let Some(w) = word {
+                out.push('"');
+                out.push_str(w);
+                out.push('"');
+                i += w.len();
+                continue;
+            }
+        }
+        // Copy whole UTF-8 sequences.
+        let len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + len]);
+        i += len;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A config number, including Python's `Infinity`, `-Infinity` and `NaN` (see [`python_json`]).
+pub fn json_f64(v: &serde_json::Value) -> Option<f64> {
+    match v.as_str() {
+        Some("Infinity") => Some(f64::INFINITY),
+        Some("-Infinity") => Some(f64::NEG_INFINITY),
+        Some("NaN") => Some(f64::NAN),
+        Some(_) => None,
+        None => v.as_f64(),
+    }
+}
+
 /// Reads and parses a JSON config, naming the file on failure.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = read_limited(path, MAX_CONFIG_BYTES)
@@ -53,7 +110,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
                 detail: format!("cannot read: {e}"),
             },
         })?;
-    serde_json::from_str(&text).map_err(|e| Error::BadFile {
+    serde_json::from_str(&python_json(&text)).map_err(|e| Error::BadFile {
         path: path.to_path_buf(),
         detail: format!("not a valid config: {e}"),
     })
@@ -635,5 +692,27 @@ impl ModelIndex {
             .iter()
             .find(|(n, _, _)| n == name)
             .map(|(_, _, c)| c.as_str())
+    }
+}
+
+#[cfg(test)]
+mod python_json_tests {
+    use super::*;
+
+    #[test]
+    fn pythons_special_numbers_are_read() {
+        let t = r#"{"lambda_min_clipped": -Infinity, "a": Infinity, "b": NaN, "s": "NaN -Infinity", "c": 1.5, "d": [NaN]}"#;
+        let v: serde_json::Value = serde_json::from_str(&python_json(t)).unwrap();
+        assert_eq!(json_f64(&v["lambda_min_clipped"]), Some(f64::NEG_INFINITY));
+        assert_eq!(json_f64(&v["a"]), Some(f64::INFINITY));
+        assert!(json_f64(&v["b"]).is_some_and(f64::is_nan));
+        assert_eq!(v["s"], "NaN -Infinity", "strings are left alone");
+        assert_eq!(json_f64(&v["c"]), Some(1.5));
+        assert!(json_f64(&v["d"][0]).is_some_and(f64::is_nan));
+        assert!(matches!(
+            python_json(r#"{"x": 1}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(serde_json::from_str::<serde_json::Value>(&python_json(r#"{"x": NaNo}"#)).is_err());
     }
 }

@@ -115,7 +115,7 @@ pub struct SchedulerConfig {
 }
 
 fn get_f(m: &Map<String, Value>, k: &str, d: f64) -> f64 {
-    m.get(k).and_then(Value::as_f64).unwrap_or(d)
+    m.get(k).and_then(crate::config::json_f64).unwrap_or(d)
 }
 fn get_b(m: &Map<String, Value>, k: &str, d: bool) -> bool {
     m.get(k).and_then(Value::as_bool).unwrap_or(d)
