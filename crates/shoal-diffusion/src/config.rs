@@ -503,10 +503,15 @@ pub struct VaeConfig {
     pub shift_factor: Option<f64>,
 }
 
+/// The most VAE blocks accepted (SD's VAEs have 4).
+pub const MAX_VAE_BLOCKS: usize = 8;
+
 impl VaeConfig {
     /// The spatial factor between image and latents: `2^(blocks - 1)`.
     pub fn scale_factor(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
+        1usize
+            .checked_shl(self.block_out_channels.len().saturating_sub(1) as u32)
+            .unwrap_or(usize::MAX)
     }
 
     /// Checks what shoal's VAE supports.
@@ -518,6 +523,16 @@ impl VaeConfig {
         };
         if self.block_out_channels.is_empty() {
             return Err(bad("block_out_channels", "is empty".into()));
+        }
+        if self.block_out_channels.len() > MAX_VAE_BLOCKS {
+            return Err(bad(
+                "block_out_channels",
+                format!(
+                    "{} blocks (a latent 2^{} times smaller than the image); at most {MAX_VAE_BLOCKS}",
+                    self.block_out_channels.len(),
+                    self.block_out_channels.len() - 1
+                ),
+            ));
         }
         if self.norm_num_groups == 0 {
             return Err(bad("norm_num_groups", "must be at least 1".into()));

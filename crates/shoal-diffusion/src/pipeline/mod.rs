@@ -121,7 +121,7 @@ impl ModelInfo {
         vae.validate(&vae_path)?;
         let sched = scheduler_config(dir, opts)?;
         Ok(ModelInfo {
-            default_size: unet.sample_size.unwrap_or(64) * vae.scale_factor(),
+            default_size: unet.sample_size.unwrap_or(64).saturating_mul(vae.scale_factor()),
             vae_scale_factor: vae.scale_factor(),
             scheduler_class: sched.class,
         })
@@ -373,7 +373,10 @@ impl Pipeline {
             xl,
             variant: opts.variant.clone(),
             latent_channels: vae_cfg.latent_channels,
-            default_size: unet_cfg.sample_size.unwrap_or(64) * vae_cfg.scale_factor(),
+            default_size: unet_cfg
+                .sample_size
+                .unwrap_or(64)
+                .saturating_mul(vae_cfg.scale_factor()),
             vae_cfg,
             vae_dtype,
             sched,
