@@ -88,10 +88,10 @@ proptest! {
     fn no_vae_config_value_panics(field in 0..VAE_FIELDS.len(), value in edge()) {
         let mut v = preset("tiny").vae;
         v[VAE_FIELDS[field]] = value;
-        if let Ok(c) = serde_json::from_value::<VaeConfig>(v) {
-            if c.validate(Path::new("vae/config.json")).is_ok() {
-                let _ = c.scale_factor();
-            }
+        if let Ok(c) = serde_json::from_value::<VaeConfig>(v)
+            && c.validate(Path::new("vae/config.json")).is_ok()
+        {
+            let _ = c.scale_factor();
         }
     }
 }
