@@ -302,3 +302,48 @@ fn r13_python_json_numbers_in_a_saved_scheduler_config() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(pngs(&out).len(), 1);
 }
+
+/// Issue 13 item 2: text-encoder weights saved without the `text_model.` prefix
+/// (transformers 5) load and give the same image, for SD and SDXL's two encoders.
+#[test]
+fn r13_text_encoder_weights_without_the_base_model_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    for preset in ["tiny", "tiny-sdxl"] {
+        let a = tmp.path().join(format!("{preset}-a"));
+        make(preset, &a);
+        let b = tmp.path().join(format!("{preset}-b"));
+        make(preset, &b);
+        for enc in ["text_encoder", "text_encoder_2"] {
+            let f = b.join(enc).join("model.safetensors");
+            if !f.exists() {
+                continue;
+            }
+            let m = candle_core::safetensors::load(&f, &candle_core::Device::Cpu).unwrap();
+            let renamed: std::collections::HashMap<String, candle_core::Tensor> = m
+                .into_iter()
+                .map(|(k, v)| (k.strip_prefix("text_model.").unwrap_or(&k).to_string(), v))
+                .collect();
+            assert!(renamed.keys().all(|k| !k.starts_with("text_model.")));
+            candle_core::safetensors::save(&renamed, &f).unwrap();
+        }
+        let run = |m: &Path, out: &Path| {
+            let o = generate(&[
+                "a red fox",
+                "--seed",
+                "5",
+                "--model",
+                m.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{preset}: {}", text(&o));
+            pngs(out)
+        };
+        let (pa, pb) = (
+            run(&a, &tmp.path().join(format!("{preset}-oa"))),
+            run(&b, &tmp.path().join(format!("{preset}-ob"))),
+        );
+        assert_eq!(pa.len(), 1);
+        assert!(pa == pb, "{preset}: unprefixed weights gave another image");
+    }
+}

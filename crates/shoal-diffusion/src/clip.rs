@@ -128,7 +128,15 @@ impl ClipTextModel {
         } else {
             Act::QuickGelu
         };
-        let tm = vb.pp("text_model");
+        // transformers 5 saves `CLIPTextModel` without its base-model prefix
+        // (`embeddings.*`, `encoder.*`, `final_layer_norm.*`): accept both layouts.
+        let unprefixed = !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
+            && vb.contains_tensor("embeddings.token_embedding.weight");
+        let tm = if unprefixed {
+            vb.clone()
+        } else {
+            vb.pp("text_model")
+        };
         let emb = tm.pp("embeddings");
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::new(tm.pp("encoder").pp("layers").pp(i), c, act))
