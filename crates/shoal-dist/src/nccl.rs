@@ -27,6 +27,43 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
 use crate::comm::{Communicator, ControlPlane, ReduceOp, StoreComm};
 use crate::error::{Error, Result};
+
+/// Runs `$body` with `T` bound to the element type of `$dtype`, for every dtype NCCL moves.
+macro_rules! nccl_dtypes {
+    ($dtype:expr, $what:literal, $t:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            DType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            DType::U32 => {
+                type $t = u32;
+                $body
+            }
+            DType::I64 => {
+                type $t = i64;
+                $body
+            }
+            d => candle_core::bail!("NCCL {} do not support {d:?}", $what),
+        }
+    };
+}
 use crate::store::StoreClient;
 
 /// The exit code of a process whose collective outlived the timeout.
@@ -324,16 +361,7 @@ impl candle_core::InplaceOp1 for P2p<'_> {
     }
 
     fn cuda_fwd(&self, s: &mut CudaStorage, l: &Layout) -> candle_core::Result<()> {
-        match s.dtype() {
-            DType::F32 => self.typed::<f32>(s, l),
-            DType::F16 => self.typed::<half::f16>(s, l),
-            DType::BF16 => self.typed::<half::bf16>(s, l),
-            DType::F64 => self.typed::<f64>(s, l),
-            DType::U8 => self.typed::<u8>(s, l),
-            DType::U32 => self.typed::<u32>(s, l),
-            DType::I64 => self.typed::<i64>(s, l),
-            d => candle_core::bail!("NCCL send/recv do not support {d:?}"),
-        }
+        nccl_dtypes!(s.dtype(), "send/recv", T => self.typed::<T>(s, l))
     }
 }
 
@@ -412,16 +440,7 @@ impl CustomOp1 for Coll<'_> {
     }
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        match s.dtype() {
-            DType::F32 => self.typed::<f32>(s, l),
-            DType::F16 => self.typed::<half::f16>(s, l),
-            DType::BF16 => self.typed::<half::bf16>(s, l),
-            DType::F64 => self.typed::<f64>(s, l),
-            DType::U8 => self.typed::<u8>(s, l),
-            DType::U32 => self.typed::<u32>(s, l),
-            DType::I64 => self.typed::<i64>(s, l),
-            d => candle_core::bail!("NCCL collectives do not support {d:?}"),
-        }
+        nccl_dtypes!(s.dtype(), "collectives", T => self.typed::<T>(s, l))
     }
 }
 
