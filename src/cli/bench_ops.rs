@@ -282,45 +282,57 @@ fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) ->
     };
     let reference = plain(&x, &w, &bias)?;
     let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
-    let plain_out = plain(&xl, &wl, &bl)?;
-    let plain_s = time(device, iters, &mut || plain(&xl, &wl, &bl))?;
-    let (plain_rel, _) = errors(&plain_out, &reference)?;
     let shape = format!("{n}×{cin}×{side}² → {cout}, {k}×{k}/{stride}");
     let flops = shoal_kernels_flops(n, cin, side, cout, k, stride);
     #[cfg(feature = "cudnn")]
     {
-        let fast = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
-            Ok(shoal_kernels::cudnn::conv2d(x, w, b, pad, stride)?)
-        };
-        let out = match fast(&xl, &wl, &bl) {
-            Ok(o) => o,
-            Err(e) => {
-                println!(
-                    "| {name} | {shape} | {:.3} | fell back: {e} | | | | | | FAIL |",
-                    plain_s * 1e3
-                );
-                return Ok(1);
-            }
-        };
-        let fast_s = time(device, iters, &mut || fast(&xl, &wl, &bl))?;
-        let errs = errors(&out, &reference)?;
-        let ok = errs.0 <= bound(dtype, plain_rel);
-        row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
-        Ok(usize::from(!ok))
+        use shoal_kernels::cudnn::{conv2d, conv2d_ex};
+        let mut fails = compare(
+            device,
+            dtype,
+            iters,
+            name,
+            &shape,
+            flops,
+            false,
+            &reference,
+            &mut || plain(&xl, &wl, &bl),
+            &mut || Ok(conv2d(&xl, &wl, &bl, pad, stride)?),
+        )?;
+        // Channels-last, with a residual added in the kernel (the ResNet's conv2 + skip).
+        let r = Tensor::randn(0f32, 1., reference.dims(), device)?;
+        let reference_r = (&reference + &r)?;
+        let rl = r.to_dtype(dtype)?;
+        let last = |t: &Tensor| -> Result<Tensor> { Ok(t.permute((0, 2, 3, 1))?.contiguous()?) };
+        let (xn, wn, rn) = (last(&xl)?, last(&wl)?, last(&rl)?);
+        fails += compare(
+            device,
+            dtype,
+            iters,
+            &format!("{name} nhwc+res"),
+            &shape,
+            flops,
+            false,
+            &reference_r,
+            &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
+            &mut || Ok(conv2d_ex(&xn, &wn, &bl, Some(&rn), pad, stride, true)?.permute((0, 3, 1, 2))?),
+        )?;
+        Ok(fails)
     }
     #[cfg(not(feature = "cudnn"))]
     {
-        row(
+        compare(
+            device,
+            dtype,
+            iters,
             name,
             &shape,
-            plain_s,
-            plain_s,
             flops,
-            plain_rel,
-            (plain_rel, 0.0),
-            true,
-        );
-        Ok(0)
+            false,
+            &reference,
+            &mut || plain(&xl, &wl, &bl),
+            &mut || plain(&xl, &wl, &bl),
+        )
     }
 }
 
@@ -405,7 +417,16 @@ fn compare(
     let plain_out = plain()?;
     let plain_s = time(device, iters, plain)?;
     let (plain_rel, _) = errors(&plain_out, reference)?;
-    let out = fast()?;
+    let out = match fast() {
+        Ok(o) => o,
+        Err(e) => {
+            println!(
+                "| {name} | {shape} | {:.3} | fell back: {e} | | | | | | FAIL |",
+                plain_s * 1e3
+            );
+            return Ok(1);
+        }
+    };
     let fast_s = time(device, iters, fast)?;
     let errs = errors(&out, reference)?;
     let ok = errs.0 <= bound(dtype, plain_rel);
@@ -453,20 +474,37 @@ fn norm_case(
     let reference = plain_of(&x, &w, &bias)?;
     let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
     let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
-    let gn = shoal_diffusion::nn::group_norm(32, c, 1e-5, vb)?;
+    let gn = shoal_diffusion::nn::group_norm(32, c, 1e-5, vb.clone())?;
     let bytes = 2.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
-    compare(
+    let shape = format!("{n}×{c}×{side}²");
+    let fails = compare(
         device,
         dtype,
         iters,
         "group_norm+silu",
-        &format!("{n}×{c}×{side}²"),
+        &shape,
         bytes,
         true,
         &reference,
         &mut || plain_of(&xl, &wl, &bl),
         &mut || Ok(gn.forward_silu(&xl)?),
-    )
+    )?;
+    let nhwc = shoal_diffusion::nn::Layout::Nhwc;
+    let gn = shoal_diffusion::nn::group_norm_in(32, c, 1e-5, vb, nhwc)?;
+    let xn = nhwc.from_nchw(&xl)?;
+    Ok(fails
+        + compare(
+            device,
+            dtype,
+            iters,
+            "group_norm+silu nhwc",
+            &shape,
+            bytes,
+            true,
+            &reference,
+            &mut || plain_of(&xl, &wl, &bl),
+            &mut || Ok(gn.forward_silu(&xn)?.permute((0, 3, 1, 2))?),
+        )?)
 }
 
 fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -> Result<usize> {

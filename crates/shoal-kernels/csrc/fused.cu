@@ -2,7 +2,7 @@
 // and loaded through candle's custom-module cache. Each kernel exists for f16, bf16 and f32
 // (suffixes _f16, _bf16, _f32); arithmetic is in f32.
 //
-// GroupNorm on contiguous NCHW: one group of one image is the contiguous run of
+// GroupNorm on contiguous NCHW (NHWC below): one group of one image is the contiguous run of
 // (C / G) * H * W elements starting at (n * G + g) * group_len. Three launches:
 //   gn_partial  — each block sums (x - pivot) and (x - pivot)^2 over a chunk of a group,
 //                 pivot = the group's first element (guards against cancellation);
@@ -90,10 +90,12 @@ __device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint6
     }
 }
 
-// stats[group * 2] = mean, stats[group * 2 + 1] = rstd
+// stats[group * 2] = mean, stats[group * 2 + 1] = rstd. The pivot of group (b * G + g) is
+// x[b * img_stride + g * pivot_stride] (its first element in either layout).
 template <typename T>
 __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint64_t groups_total, uint64_t chunks,
-                            uint64_t group_len, float eps) {
+                            uint64_t group_len, float eps, uint64_t groups, uint64_t img_stride,
+                            uint64_t pivot_stride) {
     uint64_t group = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
     if (group >= groups_total) return;
     double s1 = 0.0, s2 = 0.0;
@@ -105,8 +107,121 @@ __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint
     double m = s1 / n;
     double var = s2 / n - m * m;
     if (var < 0.0) var = 0.0;
-    stats[group * 2] = (float)(m + (double)to_f(x[group * group_len]));
+    float pivot = to_f(x[(group / groups) * img_stride + (group % groups) * pivot_stride]);
+    stats[group * 2] = (float)(m + (double)pivot);
     stats[group * 2 + 1] = (float)(1.0 / sqrt(var + (double)eps));
+}
+
+// GroupNorm on contiguous NHWC (n, hw, c): grid (chunks, n), each block sums one chunk of
+// `chunk_px` pixels of one image, all channels, into per-group accumulators in shared memory
+// (2 * groups floats). Lanes own 16-byte channel vectors, rows of lanes walk the pixels.
+// partial has the NCHW layout: partial[((b * groups + g) * chunks + chunk) * 2 + {0,1}].
+// The host guarantees c % N == 0 and 16-byte alignment.
+template <typename T>
+__device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
+                                uint64_t chunk_px) {
+    constexpr int N = V<T>::N;
+    extern __shared__ float acc[];
+    uint64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+    const T *xb = x + b * hw * c;
+    uint64_t cpg = c / groups;
+    for (uint64_t i = threadIdx.x; i < 2 * groups; i += blockDim.x) acc[i] = 0.0f;
+    __syncthreads();
+    uint64_t p0 = chunk * chunk_px;
+    uint64_t p1 = p0 + chunk_px < hw ? p0 + chunk_px : hw;
+    uint64_t nv = c / N;
+    uint64_t lanes = nv < blockDim.x ? nv : blockDim.x;
+    uint64_t rows = blockDim.x / lanes;
+    uint64_t lane = threadIdx.x % lanes, row = threadIdx.x / lanes;
+    if (row < rows) {
+        for (uint64_t v = lane; v < nv; v += lanes) {
+            float piv[N], s1[N], s2[N];
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                uint64_t ch = v * N + k;
+                piv[k] = to_f(xb[(ch / cpg) * cpg]);
+                s1[k] = 0.0f;
+                s2[k] = 0.0f;
+            }
+            for (uint64_t p = p0 + row; p < p1; p += rows) {
+                typename V<T>::U u = V<T>::load(xb + p * c + v * N);
+#pragma unroll
+                for (int k = 0; k < N; ++k) {
+                    float f = to_f(u.e[k]) - piv[k];
+                    s1[k] += f;
+                    s2[k] += f * f;
+                }
+            }
+            // Channels of one group are consecutive: add runs of equal group once.
+            uint64_t g0 = (v * N) / cpg;
+            float a1 = 0.0f, a2 = 0.0f;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                uint64_t g = (v * N + k) / cpg;
+                if (g != g0) {
+                    atomicAdd(&acc[2 * g0], a1);
+                    atomicAdd(&acc[2 * g0 + 1], a2);
+                    g0 = g;
+                    a1 = 0.0f;
+                    a2 = 0.0f;
+                }
+                a1 += s1[k];
+                a2 += s2[k];
+            }
+            atomicAdd(&acc[2 * g0], a1);
+            atomicAdd(&acc[2 * g0 + 1], a2);
+        }
+    }
+    __syncthreads();
+    for (uint64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+        partial[((b * groups + g) * chunks + chunk) * 2] = acc[2 * g];
+        partial[((b * groups + g) * chunks + chunk) * 2 + 1] = acc[2 * g + 1];
+    }
+}
+
+// GroupNorm apply on NHWC: rows are images of cols = hw * c elements; channel = j % c.
+template <typename T>
+__device__ void gn_apply_nhwc(const T *x, const float *stats, const T *gamma, const T *beta, T *y, uint64_t n,
+                              uint64_t cols, uint64_t c, uint64_t groups, int act_silu) {
+    constexpr int N = V<T>::N;
+    uint64_t cpg = c / groups;
+    for (uint64_t b = blockIdx.y; b < n; b += gridDim.y) {
+        const float *st = stats + b * groups * 2;
+        const T *xr = x + b * cols;
+        T *yr = y + b * cols;
+        for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < cols;
+             j += (uint64_t)gridDim.x * blockDim.x * N) {
+            uint64_t ch = j % c;
+            typename V<T>::U u = V<T>::load(xr + j), ga = V<T>::load(gamma + ch), be = V<T>::load(beta + ch);
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                uint64_t g = (ch + k) / cpg;
+                float scale = st[2 * g + 1] * to_f(ga.e[k]);
+                float v = to_f(u.e[k]) * scale + (to_f(be.e[k]) - st[2 * g] * scale);
+                if (act_silu) v = silu(v);
+                u.e[k] = from_f<T>(v);
+            }
+            V<T>::store(yr + j, u);
+        }
+    }
+}
+
+// In place on NHWC: y[b, j] += t[b, j % c] for rows b of cols = hw * c (the time embedding).
+// The host guarantees c % N == 0 and 16-byte alignment.
+template <typename T>
+__device__ void add_bc(T *y, const T *t, uint64_t n, uint64_t cols, uint64_t c) {
+    constexpr int N = V<T>::N;
+    for (uint64_t b = blockIdx.y; b < n; b += gridDim.y) {
+        T *yr = y + b * cols;
+        const T *tr = t + b * c;
+        for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < cols;
+             j += (uint64_t)gridDim.x * blockDim.x * N) {
+            typename V<T>::U u = V<T>::load(yr + j), a = V<T>::load(tr + j % c);
+#pragma unroll
+            for (int k = 0; k < N; ++k) u.e[k] = from_f<T>(to_f(u.e[k]) + to_f(a.e[k]));
+            V<T>::store(yr + j, u);
+        }
+    }
 }
 
 // Row-wise kernels: grid.x covers a row of `cols` elements, grid.y strides over the rows,
@@ -220,8 +335,19 @@ __device__ void bias_geglu(const T *h, const T *bias, T *out, uint64_t rows, uin
         gn_partial<T>(x, p, gl, cl);                                                                               \
     }                                                                                                              \
     extern "C" __global__ void gn_finalize_##S(const T *x, const float *p, float *st, uint64_t g, uint64_t ch,    \
-                                               uint64_t gl, float eps) {                                           \
-        gn_finalize<T>(x, p, st, g, ch, gl, eps);                                                                  \
+                                               uint64_t gl, float eps, uint64_t gpi, uint64_t is, uint64_t ps) {   \
+        gn_finalize<T>(x, p, st, g, ch, gl, eps, gpi, is, ps);                                                     \
+    }                                                                                                              \
+    extern "C" __global__ void gn_partial_nhwc_##S(const T *x, float *p, uint64_t hw, uint64_t c, uint64_t g,      \
+                                                   uint64_t cp) {                                                  \
+        gn_partial_nhwc<T>(x, p, hw, c, g, cp);                                                                    \
+    }                                                                                                              \
+    extern "C" __global__ void gn_apply_nhwc_##S(const T *x, const float *st, const T *ga, const T *be, T *y,     \
+                                                 uint64_t n, uint64_t cols, uint64_t c, uint64_t g, int act) {     \
+        gn_apply_nhwc<T>(x, st, ga, be, y, n, cols, c, g, act);                                                    \
+    }                                                                                                              \
+    extern "C" __global__ void add_bc_##S(T *y, const T *t, uint64_t n, uint64_t cols, uint64_t c) {             \
+        add_bc<T>(y, t, n, cols, c);                                                                               \
     }                                                                                                              \
     extern "C" __global__ void gn_apply_##S(const T *x, const float *st, const T *ga, const T *be, T *y,          \
                                             uint64_t planes, uint64_t hw, uint64_t c, uint64_t cpg, int act) {    \

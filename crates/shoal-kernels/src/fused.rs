@@ -66,6 +66,20 @@ fn slice<'a, T: CudaDType>(
     Ok(s.as_cuda_slice::<T>()?.slice(a..b))
 }
 
+/// Whether a tensor's first element sits 16 bytes into its (256-byte aligned) allocation.
+fn starts_aligned(t: &Tensor) -> bool {
+    (t.layout().start_offset() * t.dtype().size_in_bytes()).is_multiple_of(16)
+}
+
+/// Whether a device view starts on a 16-byte boundary (the kernels' vector loads).
+fn aligned<T, P: candle_core::cuda_backend::cudarc::driver::DevicePtr<T>>(
+    v: &P,
+    stream: &candle_core::cuda_backend::cudarc::driver::CudaStream,
+) -> bool {
+    let (p, _guard) = v.device_ptr(stream);
+    p.is_multiple_of(16)
+}
+
 /// `GroupNorm(groups, eps)` with affine `gamma`, `beta` over `x` `(n, c, ...)`,
 /// then SiLU when `silu`. Statistics in f32 (each group's sums shifted by its
 /// first element), like candle-nn's composition but in three launches.
@@ -77,17 +91,54 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
+    group_norm_in(x, gamma, beta, groups, eps, silu, false)
+}
+
+/// [`group_norm`] on channels-last activations `x` `(n, ..., c)`: the groups
+/// are runs of `c / groups` consecutive channels of every pixel. Needs `c` a
+/// multiple of 8 (f16, bf16) or 4 (f32).
+pub fn group_norm_nhwc(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    group_norm_in(x, gamma, beta, groups, eps, silu, true)
+}
+
+fn group_norm_in(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+    nhwc: bool,
+) -> Result<Tensor> {
     const OP: &str = "group_norm";
     check_cuda(OP, x)?;
     suffix(OP, x.dtype())?;
     let dims = x.dims();
-    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) || x.elem_count() == 0 {
+    let c = if nhwc {
+        dims.last().copied().unwrap_or(0)
+    } else {
+        dims.get(1).copied().unwrap_or(0)
+    };
+    if dims.len() < 2 || groups == 0 || !c.is_multiple_of(groups) || x.elem_count() == 0 {
         return Err(Error::Unsupported {
             op: OP,
             why: format!("input {dims:?} with {groups} groups"),
         });
     }
-    let c = dims[1];
+    let vector = 16 / x.dtype().size_in_bytes();
+    if nhwc && !c.is_multiple_of(vector) {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("channels-last with {c} channels (needs a multiple of {vector})"),
+        });
+    }
     if dims[0] * groups > 65_535 {
         return Err(Error::Unsupported {
             op: OP,
@@ -101,13 +152,30 @@ pub fn group_norm(
         });
     }
     let x = x.contiguous()?;
-    Ok(x.apply_op3_no_bwd(gamma, beta, &GroupNormOp { groups, eps, silu })?)
+    let (gamma, beta) = (gamma.contiguous()?, beta.contiguous()?);
+    if nhwc && ![&x, &gamma, &beta].iter().all(|t| starts_aligned(t)) {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: "channels-last input or affine not 16-byte aligned".into(),
+        });
+    }
+    Ok(x.apply_op3_no_bwd(
+        &gamma,
+        &beta,
+        &GroupNormOp {
+            groups,
+            eps,
+            silu,
+            nhwc,
+        },
+    )?)
 }
 
 struct GroupNormOp {
     groups: usize,
     eps: f64,
     silu: bool,
+    nhwc: bool,
 }
 
 impl GroupNormOp {
@@ -126,38 +194,82 @@ impl GroupNormOp {
         let x = slice::<T>(xs, xl, "input")?;
         let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
         let dims = xl.dims();
-        let (n, c) = (dims[0], dims[1]);
-        let hw: usize = dims[2..].iter().product();
+        let n = dims[0];
+        let (c, hw) = if self.nhwc {
+            let c = dims[dims.len() - 1];
+            (c, dims[1..dims.len() - 1].iter().product::<usize>())
+        } else {
+            (dims[1], dims[2..].iter().product::<usize>())
+        };
         let groups_total = n * self.groups;
-        let group_len = (c / self.groups) * hw;
+        let cpg = c / self.groups;
+        let group_len = cpg * hw;
+        // NCHW: chunks of a group's contiguous run; NHWC: chunks of pixels (all channels).
         const CHUNK: usize = 8192;
-        let chunks = group_len.div_ceil(CHUNK);
+        let (chunks, chunk_px) = if self.nhwc {
+            let px = (16_384 / c).max(1);
+            (hw.div_ceil(px), px)
+        } else {
+            (group_len.div_ceil(CHUNK), 0)
+        };
+        if chunks > 65_535 && self.nhwc {
+            candle_core::bail!("fused GroupNorm: {chunks} chunks of pixels")
+        }
         let stream = dev.cuda_stream();
+        if self.nhwc && (!aligned(&x, &stream) || !aligned(&gamma, &stream) || !aligned(&beta, &stream)) {
+            candle_core::bail!("fused GroupNorm: channels-last buffers not 16-byte aligned")
+        }
         // SAFETY: every partial, statistic and output element is written before it is read.
         let mut partial = unsafe { dev.alloc::<f32>(groups_total * chunks * 2) }?;
         let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
         let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
-        let (gl64, cl64, gt64, ch64) = (group_len as u64, CHUNK as u64, groups_total as u64, chunks as u64);
-        let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&x).arg(&mut partial).arg(&gl64).arg(&cl64);
-        let cfg = LaunchConfig {
-            grid_dim: (chunks as u32, groups_total as u32, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
-        unsafe { b.launch(cfg) }.w()?;
+        let (gl64, gt64, ch64) = (group_len as u64, groups_total as u64, chunks as u64);
+        let (hw64, c64, g64, cpg64) = (hw as u64, c as u64, self.groups as u64, cpg as u64);
+        if self.nhwc {
+            let f = dev.get_or_load_custom_func(&format!("gn_partial_nhwc_{sfx}"), MODULE, PTX)?;
+            let mut b = stream.launch_builder(&f);
+            let cp64 = chunk_px as u64;
+            b.arg(&x)
+                .arg(&mut partial)
+                .arg(&hw64)
+                .arg(&c64)
+                .arg(&g64)
+                .arg(&cp64);
+            let cfg = LaunchConfig {
+                grid_dim: (chunks as u32, n as u32, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: (2 * self.groups * 4) as u32,
+            };
+            // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
+            unsafe { b.launch(cfg) }.w()?;
+        } else {
+            let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
+            let mut b = stream.launch_builder(&f);
+            let cl64 = CHUNK as u64;
+            b.arg(&x).arg(&mut partial).arg(&gl64).arg(&cl64);
+            let cfg = LaunchConfig {
+                grid_dim: (chunks as u32, groups_total as u32, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
+            unsafe { b.launch(cfg) }.w()?;
+        }
         let f = dev.get_or_load_custom_func(&format!("gn_finalize_{sfx}"), MODULE, PTX)?;
         let mut b = stream.launch_builder(&f);
         let eps = self.eps as f32;
+        let img = (c * hw) as u64;
+        let pivot_stride = if self.nhwc { cpg64 } else { gl64 };
         b.arg(&x)
             .arg(&partial)
             .arg(&mut stats)
             .arg(&gt64)
             .arg(&ch64)
             .arg(&gl64)
-            .arg(&eps);
+            .arg(&eps)
+            .arg(&g64)
+            .arg(&img)
+            .arg(&pivot_stride);
         let cfg = LaunchConfig {
             grid_dim: (groups_total.div_ceil(THREADS as usize) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
@@ -165,22 +277,41 @@ impl GroupNormOp {
         };
         // SAFETY: as above.
         unsafe { b.launch(cfg) }.w()?;
-        let f = dev.get_or_load_custom_func(&format!("gn_apply_{sfx}"), MODULE, PTX)?;
-        let mut b = stream.launch_builder(&f);
-        let (planes, hw64, c64, cpg) = ((n * c) as u64, hw as u64, c as u64, (c / self.groups) as u64);
         let act = i32::from(self.silu);
-        b.arg(&x)
-            .arg(&stats)
-            .arg(&gamma)
-            .arg(&beta)
-            .arg(&mut y)
-            .arg(&planes)
-            .arg(&hw64)
-            .arg(&c64)
-            .arg(&cpg)
-            .arg(&act);
-        // SAFETY: as above.
-        unsafe { b.launch(row_grid(n * c, hw, std::mem::size_of::<T>())) }.w()?;
+        let elem = std::mem::size_of::<T>();
+        if self.nhwc {
+            let f = dev.get_or_load_custom_func(&format!("gn_apply_nhwc_{sfx}"), MODULE, PTX)?;
+            let mut b = stream.launch_builder(&f);
+            let (n64, cols) = (n as u64, img);
+            b.arg(&x)
+                .arg(&stats)
+                .arg(&gamma)
+                .arg(&beta)
+                .arg(&mut y)
+                .arg(&n64)
+                .arg(&cols)
+                .arg(&c64)
+                .arg(&g64)
+                .arg(&act);
+            // SAFETY: as above.
+            unsafe { b.launch(row_grid(n, c * hw, elem)) }.w()?;
+        } else {
+            let f = dev.get_or_load_custom_func(&format!("gn_apply_{sfx}"), MODULE, PTX)?;
+            let mut b = stream.launch_builder(&f);
+            let planes = (n * c) as u64;
+            b.arg(&x)
+                .arg(&stats)
+                .arg(&gamma)
+                .arg(&beta)
+                .arg(&mut y)
+                .arg(&planes)
+                .arg(&hw64)
+                .arg(&c64)
+                .arg(&cpg64)
+                .arg(&act);
+            // SAFETY: as above.
+            unsafe { b.launch(row_grid(n * c, hw, elem)) }.w()?;
+        }
         Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
     }
 }
@@ -227,6 +358,8 @@ enum Add {
     RowBias,
     /// `y[n, c, ...] += t[n, c]`.
     PerPlane,
+    /// Channels-last: `y[n, ..., c] += t[n, c]`, `c` channels.
+    PerImageChannel(usize),
 }
 
 struct InplaceAdd(Add);
@@ -249,6 +382,10 @@ impl InplaceAdd {
         let (rows, cols, name) = match self.0 {
             Add::RowBias => (numel / b.len().max(1), b.len(), "add_row_bias"),
             Add::PerPlane => (b.len(), numel / b.len().max(1), "add_nc"),
+            Add::PerImageChannel(c) => {
+                let n = b.len() / c.max(1);
+                (n, numel / n.max(1), "add_bc")
+            }
         };
         if rows * cols != numel {
             candle_core::bail!("in-place add: {numel} elements are not {rows} × {cols}")
@@ -258,7 +395,15 @@ impl InplaceAdd {
         let f = dev.get_or_load_custom_func(&format!("{name}_{sfx}"), MODULE, PTX)?;
         let mut l = stream.launch_builder(&f);
         let (r64, c64) = (rows as u64, cols as u64);
+        let channels = match self.0 {
+            Add::PerImageChannel(c) => c as u64,
+            _ => 0,
+        };
         l.arg(&mut y).arg(&b).arg(&r64).arg(&c64);
+        if let Add::PerImageChannel(_) = self.0 {
+            // Alignment was checked by `add_bc_` (allocations are 256-byte aligned).
+            l.arg(&channels);
+        }
         // SAFETY: the argument list matches the kernel's signature; `y` holds rows × cols elements.
         unsafe { l.launch(row_grid(rows, cols, std::mem::size_of::<T>())) }.w()?;
         Ok(())
@@ -315,6 +460,27 @@ pub fn add_nc_(y: &Tensor, t: &Tensor) -> Result<()> {
     let dims = y.dims();
     let want = if dims.len() >= 2 { dims[0] * dims[1] } else { 0 };
     inplace_add("add_nc", y, t, Add::PerPlane, want)
+}
+
+/// In place, channels-last: `y[n, ..., c] += t[n, c]` for `y` `(n, ..., c)` contiguous and
+/// `t` `n × c` values (`c` a multiple of 8 for f16/bf16, 4 for f32).
+pub fn add_bc_(y: &Tensor, t: &Tensor) -> Result<()> {
+    let dims = y.dims();
+    let c = dims.last().copied().unwrap_or(0);
+    let vector = 16 / y.dtype().size_in_bytes();
+    if dims.len() < 2 || !c.is_multiple_of(vector) {
+        return Err(Error::Unsupported {
+            op: "add_bc",
+            why: format!("channels-last {dims:?} (channels a multiple of {vector})"),
+        });
+    }
+    if !starts_aligned(y) || !starts_aligned(t) {
+        return Err(Error::Unsupported {
+            op: "add_bc",
+            why: "channels-last tensors not 16-byte aligned".into(),
+        });
+    }
+    inplace_add("add_bc", y, t, Add::PerImageChannel(c), dims[0] * c)
 }
 
 /// `x · wᵀ + b` for `x` `(..., k)`, `w` `(n, k)`, `b` `(n,)`: one GEMM over all rows,

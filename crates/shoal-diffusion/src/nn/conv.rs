@@ -1,22 +1,25 @@
-//! 2-D convolution (`nn.Conv2d`, zero padding, square kernel and stride).
+//! 2-D convolution (`nn.Conv2d`, zero padding, square kernel and stride), in
+//! either activation [`Layout`].
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::Kernels;
+use super::{Kernels, Layout};
 
-/// A convolution layer with weight `(cout, cin, k, k)` and bias `(cout,)`.
+/// A convolution layer with weight `(cout, cin, k, k)` and bias `(cout,)` in
+/// the file. On the fast channels-last path the weight is kept as
+/// `(cout, k, k, cin)` (cuDNN's KRSC), permuted once when the layer is built.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    plain: candle_nn::Conv2d,
-    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+    weight: Tensor,
+    bias: Option<Tensor>,
     padding: usize,
-    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
     stride: usize,
     kernels: Kernels,
+    layout: Layout,
 }
 
-/// Loads `weight` and `bias` under `vb`: `cin → cout`, kernel `k × k`.
+/// Loads `weight` and `bias` under `vb`: `cin → cout`, kernel `k × k`, NCHW.
 pub fn conv2d(
     vb: VarBuilder,
     cin: usize,
@@ -25,57 +28,132 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Conv2d> {
+    conv2d_in(vb, cin, cout, k, stride, padding, Layout::Nchw)
+}
+
+/// [`conv2d`] for activations in `layout`.
+pub fn conv2d_in(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    layout: Layout,
+) -> candle_core::Result<Conv2d> {
     let kernels = Kernels::for_weights(vb.device(), vb.dtype());
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
+    let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+    let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
+    let bound = 1. / (cin as f64).sqrt();
+    let bias = vb.get_with_hints(
+        cout,
+        "bias",
+        candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
+    let weight = if kernels == Kernels::Fast && layout == Layout::Nhwc && cfg!(feature = "cudnn") {
+        weight.permute((0, 2, 3, 1))?.contiguous()?
+    } else {
+        weight
     };
     Ok(Conv2d {
-        plain: candle_nn::conv2d(cin, cout, k, cfg, vb)?,
+        weight,
+        bias: Some(bias),
         padding,
         stride,
         kernels,
+        layout,
     })
 }
 
 impl Conv2d {
-    /// The plain path.
-    fn forward_plain(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.plain.forward(x)
+    /// Whether the stored weight is KRSC (the fast channels-last path).
+    fn krsc(&self) -> bool {
+        self.kernels == Kernels::Fast && self.layout == Layout::Nhwc && cfg!(feature = "cudnn")
+    }
+
+    /// The weight as `(cout, cin, k, k)`.
+    fn oihw(&self) -> candle_core::Result<Tensor> {
+        if self.krsc() {
+            self.weight.permute((0, 3, 1, 2))?.contiguous()
+        } else {
+            Ok(self.weight.clone())
+        }
+    }
+
+    /// The plain path: candle's convolution on NCHW (channels-last input is
+    /// permuted there and back), then the bias and the residual.
+    fn forward_plain(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let xn = match self.layout {
+            Layout::Nchw => x.clone(),
+            Layout::Nhwc => x.permute((0, 3, 1, 2))?,
+        };
+        let mut y = xn.conv2d(&self.oihw()?, self.padding, self.stride, 1, 1)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+        }
+        if self.layout == Layout::Nhwc {
+            y = y.permute((0, 2, 3, 1))?.contiguous()?;
+        }
+        match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        }
+    }
+
+    /// `conv(x) + residual`, in one kernel on the fast path (the sum is
+    /// rounded once, from f32).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        self.run(x, Some(residual))
+    }
+
+    fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        super::profile::scope("conv2d", x.device(), || match self.kernels {
+            Kernels::Plain => self.forward_plain(x, residual),
+            Kernels::Fast => self.forward_cudnn(x, residual),
+        })
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        super::profile::scope("conv2d", x.device(), || match self.kernels {
-            Kernels::Plain => self.forward_plain(x),
-            Kernels::Fast => self.forward_cudnn(x),
-        })
+        self.run(x, None)
     }
 }
 
 #[cfg(feature = "cudnn")]
 impl Conv2d {
-    fn forward_cudnn(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let Some(bias) = self.plain.bias() else {
-            return self.forward_plain(x);
+    fn forward_cudnn(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let Some(bias) = &self.bias else {
+            return self.forward_plain(x, residual);
         };
-        match shoal_kernels::cudnn::conv2d(x, self.plain.weight(), bias, self.padding, self.stride) {
+        let nhwc = self.layout == Layout::Nhwc;
+        match shoal_kernels::cudnn::conv2d_ex(
+            x,
+            &self.weight,
+            bias,
+            residual,
+            self.padding,
+            self.stride,
+            nhwc,
+        ) {
             Ok(y) => Ok(y),
             Err(shoal_kernels::Error::Unsupported { why, .. }) => {
                 super::fell_back(
                     || {
                         format!(
-                            "conv2d {:?} {:?} w{:?}",
+                            "conv2d {:?} {:?} w{:?} {:?}",
                             x.dtype(),
                             x.dims(),
-                            self.plain.weight().dims()
+                            self.weight.dims(),
+                            self.layout
                         )
                     },
                     &why,
                 );
-                self.forward_plain(x)
+                self.forward_plain(x, residual)
             }
             Err(e) => Err(candle_core::Error::Msg(e.to_string())),
         }
@@ -84,7 +162,7 @@ impl Conv2d {
 
 #[cfg(not(feature = "cudnn"))]
 impl Conv2d {
-    fn forward_cudnn(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward_plain(x)
+    fn forward_cudnn(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        self.forward_plain(x, residual)
     }
 }

@@ -2,24 +2,56 @@
 
 use candle_core::Tensor;
 
-use super::Kernels;
+use super::{Kernels, Layout};
 
-/// `h + t` with `t` `(n, c)` broadcast over `h` `(n, c, h, w)` (a ResNet's time
-/// embedding). On the fast path `h` must be a fresh tensor nothing else holds:
-/// the sum is written into it.
-pub fn add_per_channel(h: Tensor, t: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
+/// `h + t` with `t` `(n, c)` broadcast over the pixels of `h` (`(n, c, h, w)`
+/// or, channels-last, `(n, h, w, c)`): a ResNet's time embedding. On the fast
+/// path `h` must be a fresh tensor nothing else holds: the sum is written into it.
+pub fn add_per_channel(
+    h: Tensor,
+    t: &Tensor,
+    kernels: Kernels,
+    layout: Layout,
+) -> candle_core::Result<Tensor> {
     super::profile::scope("add time embedding", h.device(), || {
         #[cfg(feature = "fused")]
         if kernels == Kernels::Fast {
-            match shoal_kernels::fused::add_nc_(&h, t) {
+            let done = match layout {
+                Layout::Nchw => shoal_kernels::fused::add_nc_(&h, t),
+                Layout::Nhwc => shoal_kernels::fused::add_bc_(&h, t),
+            };
+            match done {
                 Ok(()) => return Ok(h.clone()),
-                Err(shoal_kernels::Error::Unsupported { why, .. }) => {
-                    super::fell_back(|| format!("add_nc {:?} {:?}", h.dtype(), h.dims()), &why)
-                }
+                Err(shoal_kernels::Error::Unsupported { why, .. }) => super::fell_back(
+                    || format!("add_per_channel {:?} {:?} {layout:?}", h.dtype(), h.dims()),
+                    &why,
+                ),
                 Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
             }
         }
         let _ = kernels;
-        h.broadcast_add(&t.unsqueeze(2)?.unsqueeze(3)?)
+        match layout {
+            Layout::Nchw => h.broadcast_add(&t.unsqueeze(2)?.unsqueeze(3)?),
+            Layout::Nhwc => h.broadcast_add(&t.unsqueeze(1)?.unsqueeze(1)?),
+        }
     })
+}
+
+/// Nearest-neighbour upsampling of `x` to `(h, w)` (`F.interpolate(mode="nearest")`).
+/// Channels-last doubling is one broadcast copy; other sizes go through NCHW.
+pub fn upsample_nearest(x: &Tensor, h: usize, w: usize, layout: Layout) -> candle_core::Result<Tensor> {
+    match layout {
+        Layout::Nchw => x.upsample_nearest2d(h, w),
+        Layout::Nhwc => {
+            let (n, c, hi, wi) = layout.dims(x)?;
+            if h == 2 * hi && w == 2 * wi {
+                x.reshape((n, hi, 1, wi, 1, c))?
+                    .broadcast_as((n, hi, 2, wi, 2, c))?
+                    .contiguous()?
+                    .reshape((n, h, w, c))
+            } else {
+                layout.from_nchw(&layout.to_nchw(x)?.upsample_nearest2d(h, w)?)
+            }
+        }
+    }
 }

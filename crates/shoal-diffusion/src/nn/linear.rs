@@ -30,6 +30,37 @@ pub fn linear_no_bias(cin: usize, cout: usize, vb: VarBuilder) -> candle_core::R
     })
 }
 
+/// Bias-free projections of one input, loaded under `vbs` (`cin → couts[i]`)
+/// and stacked along the output: one GEMM computes them all, and
+/// [`Linear::rows`] gives each back as a view of the stacked weight.
+pub fn linear_stack_no_bias(cin: usize, couts: &[usize], vbs: &[VarBuilder]) -> candle_core::Result<Linear> {
+    let kernels = vbs
+        .first()
+        .map(|vb| Kernels::for_weights(vb.device(), vb.dtype()))
+        .unwrap_or(Kernels::Plain);
+    let ws = couts
+        .iter()
+        .zip(vbs)
+        .map(|(&cout, vb)| vb.get_with_hints((cout, cin), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Linear {
+        plain: candle_nn::Linear::new(Tensor::cat(&ws, 0)?, None),
+        kernels,
+    })
+}
+
+impl Linear {
+    /// The projection onto output rows `start..start + len` (a view of the weight).
+    pub fn rows(&self, start: usize, len: usize) -> candle_core::Result<Linear> {
+        let w = self.plain.weight().narrow(0, start, len)?;
+        let b = self.plain.bias().map(|b| b.narrow(0, start, len)).transpose()?;
+        Ok(Linear {
+            plain: candle_nn::Linear::new(w, b),
+            kernels: self.kernels,
+        })
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.kernels == Kernels::Fast {

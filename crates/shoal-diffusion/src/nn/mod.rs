@@ -18,12 +18,12 @@ mod norm;
 pub mod profile;
 
 pub use attention::{AttentionOpts, attention};
-pub use conv::{Conv2d, conv2d};
-pub use elementwise::add_per_channel;
-pub use linear::{Linear, linear, linear_no_bias};
-pub use norm::{GroupNorm, group_norm};
+pub use conv::{Conv2d, conv2d, conv2d_in};
+pub use elementwise::{add_per_channel, upsample_nearest};
+pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
+pub use norm::{GroupNorm, group_norm, group_norm_in};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 /// Which implementation a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,72 @@ impl Kernels {
             Kernels::Fast
         } else {
             Kernels::Plain
+        }
+    }
+}
+
+/// How image activations `(batch, channels, height, width)` are laid out in
+/// memory between the layers of a model. Chosen once, when the model is
+/// built; every layer of it is built for the same layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `(n, c, h, w)`: PyTorch's default, the CPU path and the reference.
+    Nchw,
+    /// `(n, h, w, c)`, channels-last: what cuDNN's tensor-core convolutions
+    /// read without transposing, and a transformer's `(n, h·w, c)` sequence
+    /// without a copy.
+    Nhwc,
+}
+
+impl Layout {
+    /// The layout for a model with weights of `dtype` on `device`: channels-last
+    /// when the cuDNN convolutions are built in and used ([`Kernels::Fast`]),
+    /// NCHW otherwise. `SHOAL_LAYOUT=nchw|nhwc` overrides it (A/B runs; on the
+    /// plain path channels-last permutes around each convolution and norm, which
+    /// is slow but exact).
+    pub fn for_weights(device: &Device, dtype: DType) -> Layout {
+        match std::env::var("SHOAL_LAYOUT").as_deref() {
+            Ok("nchw") => Layout::Nchw,
+            Ok("nhwc") => Layout::Nhwc,
+            _ if cfg!(feature = "cudnn") && Kernels::for_weights(device, dtype) == Kernels::Fast => {
+                Layout::Nhwc
+            }
+            _ => Layout::Nchw,
+        }
+    }
+
+    /// The channel dimension's index.
+    pub fn channel_dim(self) -> usize {
+        match self {
+            Layout::Nchw => 1,
+            Layout::Nhwc => 3,
+        }
+    }
+
+    /// `(n, c, h, w)` of an activation in this layout.
+    pub fn dims(self, x: &Tensor) -> candle_core::Result<(usize, usize, usize, usize)> {
+        match self {
+            Layout::Nchw => x.dims4(),
+            Layout::Nhwc => {
+                let (n, h, w, c) = x.dims4()?;
+                Ok((n, c, h, w))
+            }
+        }
+    }
+
+    /// An NCHW tensor in this layout (contiguous).
+    pub fn from_nchw(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Layout::Nchw => Ok(x.clone()),
+            Layout::Nhwc => x.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+
+    /// A tensor in this layout as NCHW (contiguous).
+    pub fn to_nchw(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Layout::Nchw => Ok(x.clone()),
+            Layout::Nhwc => x.permute((0, 3, 1, 2))?.contiguous(),
         }
     }
 }

@@ -3,7 +3,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::Kernels;
+use super::{Kernels, Layout};
 
 /// A GroupNorm layer: candle-nn's composition on the plain path, one fused
 /// kernel chain (statistics, then normalize + affine + SiLU) on the fast path.
@@ -17,14 +17,26 @@ pub struct GroupNorm {
     #[cfg_attr(not(feature = "fused"), allow(dead_code))]
     bias: Tensor,
     kernels: Kernels,
+    layout: Layout,
 }
 
-/// Loads `weight` and `bias` under `vb`: `groups` groups over `channels`.
+/// Loads `weight` and `bias` under `vb`: `groups` groups over `channels`, NCHW.
 pub fn group_norm(
     groups: usize,
     channels: usize,
     eps: f64,
     vb: VarBuilder,
+) -> candle_core::Result<GroupNorm> {
+    group_norm_in(groups, channels, eps, vb, Layout::Nchw)
+}
+
+/// [`group_norm`] for activations in `layout`.
+pub fn group_norm_in(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    vb: VarBuilder,
+    layout: Layout,
 ) -> candle_core::Result<GroupNorm> {
     let kernels = Kernels::for_weights(vb.device(), vb.dtype());
     let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
@@ -36,6 +48,7 @@ pub fn group_norm(
         weight,
         bias,
         kernels,
+        layout,
     })
 }
 
@@ -44,14 +57,12 @@ impl GroupNorm {
         super::profile::scope("group_norm", x.device(), || {
             if self.kernels == Kernels::Fast {
                 #[cfg(feature = "fused")]
-                match shoal_kernels::fused::group_norm(
-                    x,
-                    &self.weight,
-                    &self.bias,
-                    self.groups,
-                    self.eps,
-                    silu,
-                ) {
+                let fused = match self.layout {
+                    Layout::Nchw => shoal_kernels::fused::group_norm,
+                    Layout::Nhwc => shoal_kernels::fused::group_norm_nhwc,
+                };
+                #[cfg(feature = "fused")]
+                match fused(x, &self.weight, &self.bias, self.groups, self.eps, silu) {
                     Ok(y) => return Ok(y),
                     Err(shoal_kernels::Error::Unsupported { why, .. }) => {
                         super::fell_back(|| format!("group_norm {:?} {:?}", x.dtype(), x.dims()), &why)
@@ -60,8 +71,9 @@ impl GroupNorm {
                 }
             }
             let _ = (self.groups, self.eps);
-            let y = self.plain.forward(x)?;
-            if silu { y.silu() } else { Ok(y) }
+            let y = self.plain.forward(&self.layout.to_nchw(x)?)?;
+            let y = if silu { y.silu()? } else { y };
+            self.layout.from_nchw(&y)
         })
     }
 

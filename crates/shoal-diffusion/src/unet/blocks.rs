@@ -4,7 +4,7 @@
 use candle_nn::VarBuilder;
 
 use crate::config::{BlockSpec, UNetConfig};
-use crate::nn::{self, Conv2d, GroupNorm};
+use crate::nn::{self, Conv2d, GroupNorm, Layout};
 
 use super::embeddings::TimestepEmbedding;
 use super::resnet::Resnet;
@@ -46,6 +46,7 @@ pub(super) struct Builder<'a> {
     pub(super) vb: VarBuilder<'a>,
     pub(super) c: &'a UNetConfig,
     pub(super) blocks: &'a [BlockSpec],
+    pub(super) layout: Layout,
 }
 
 impl Builder<'_> {
@@ -67,7 +68,7 @@ impl Builder<'_> {
         Ok(Head {
             time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), ch0, self.temb())?,
             add_embedding,
-            conv_in: conv(vb.pp("conv_in"), c.in_channels, ch0, 3, 1)?,
+            conv_in: conv(vb.pp("conv_in"), c.in_channels, ch0, 3, 1, self.layout)?,
         })
     }
 
@@ -90,6 +91,7 @@ impl Builder<'_> {
                 self.temb(),
                 self.c,
                 1.0,
+                self.layout,
             )?);
             if block.cross_attn {
                 let vba = vbi.pp("attentions").pp(j);
@@ -99,6 +101,7 @@ impl Builder<'_> {
                     block,
                     block.transformer_layers,
                     self.c,
+                    self.layout,
                 )?);
             }
         }
@@ -109,6 +112,7 @@ impl Builder<'_> {
                 block.channels,
                 3,
                 stride,
+                self.layout,
             )?),
             (_, None) => None,
         };
@@ -142,6 +146,7 @@ impl Builder<'_> {
                 self.temb(),
                 c,
                 c.mid_block_scale_factor,
+                self.layout,
             )
         };
         Ok(Mid {
@@ -152,6 +157,7 @@ impl Builder<'_> {
                 last,
                 last.transformer_layers,
                 c,
+                self.layout,
             )?,
         })
     }
@@ -177,8 +183,14 @@ impl Builder<'_> {
     pub(super) fn tail(&self) -> CResult<Tail> {
         let (c, ch0) = (self.c, self.blocks[0].channels);
         Ok(Tail {
-            norm_out: nn::group_norm(c.norm_num_groups, ch0, c.norm_eps, self.vb.pp("conv_norm_out"))?,
-            conv_out: conv(self.vb.pp("conv_out"), ch0, c.out_channels, 3, 1)?,
+            norm_out: nn::group_norm_in(
+                c.norm_num_groups,
+                ch0,
+                c.norm_eps,
+                self.vb.pp("conv_norm_out"),
+                self.layout,
+            )?,
+            conv_out: conv(self.vb.pp("conv_out"), ch0, c.out_channels, 3, 1, self.layout)?,
         })
     }
 }

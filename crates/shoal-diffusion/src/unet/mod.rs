@@ -27,14 +27,14 @@ use candle_nn::VarBuilder;
 
 use crate::config::{BlockSpec, UNetConfig};
 use crate::error::{Error, Result};
-use crate::nn::{self, Conv2d};
+use crate::nn::{self, Conv2d, Layout};
 
 use blocks::{Builder, Head, Level, Mid, Tail};
 
 type CResult<T> = candle_core::Result<T>;
 
-fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize) -> CResult<Conv2d> {
-    nn::conv2d(vb, cin, cout, k, stride, k / 2)
+fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, layout: Layout) -> CResult<Conv2d> {
+    nn::conv2d_in(vb, cin, cout, k, stride, k / 2, layout)
 }
 
 /// A part, resident or built for this call only.
@@ -77,6 +77,7 @@ pub struct UNet {
     config: UNetConfig,
     blocks: Vec<BlockSpec>,
     parts: Parts,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for UNet {
@@ -99,12 +100,21 @@ pub struct AddedCond {
 }
 
 impl UNet {
-    /// Builds the UNet from its config; `vb` is rooted at the state dict.
+    /// Builds the UNet from its config; `vb` is rooted at the state dict. The
+    /// activations' layout is [`Layout::for_weights`].
     pub fn new(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
+        let layout = Layout::for_weights(vb.device(), vb.dtype());
+        Self::new_in(vb, config, blocks, layout)
+    }
+
+    /// [`UNet::new`] with the activations in `layout` between the layers
+    /// (inputs and outputs stay NCHW).
+    pub fn new_in(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec], layout: Layout) -> Result<Self> {
         let b = Builder {
             vb,
             c: config,
             blocks,
+            layout,
         };
         let n = blocks.len();
         let parts = Parts::Resident(Box::new(Resident {
@@ -118,6 +128,7 @@ impl UNet {
             config: config.clone(),
             blocks: blocks.to_vec(),
             parts,
+            layout,
         })
     }
 
@@ -126,10 +137,17 @@ impl UNet {
     /// does not match the config is reported when its block first runs.
     pub fn streamed(vb: VarBuilder<'static>, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
         Ok(UNet {
+            layout: Layout::for_weights(vb.device(), vb.dtype()),
             config: config.clone(),
             blocks: blocks.to_vec(),
             parts: Parts::Streamed(vb),
         })
+    }
+
+    /// The layout of the activations between stages ([`Carry::x`] and
+    /// [`Carry::skips`] from `head` to `tail`).
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// A part: borrowed when resident, built from the weights when streamed.
@@ -143,6 +161,7 @@ impl UNet {
                 vb: vb.clone(),
                 c: &self.config,
                 blocks: &self.blocks,
+                layout: self.layout,
             })?)),
             Parts::Resident(r) => resident(r)
                 .map(Part::Borrowed)
@@ -235,7 +254,7 @@ impl UNet {
                 } else {
                     c.x.clone()
                 };
-                c.x = head.conv_in.forward(&x)?;
+                c.x = head.conv_in.forward(&self.layout.from_nchw(&x)?)?;
                 c.skips = vec![c.x.clone()];
                 c.emb = Some(emb);
             }
@@ -269,7 +288,8 @@ impl UNet {
                         .skips
                         .pop()
                         .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
-                    c.x = r.forward(&Tensor::cat(&[&c.x, &skip], 1)?, &emb)?;
+                    let cat = Tensor::cat(&[&c.x, &skip], self.layout.channel_dim())?;
+                    c.x = r.forward(&cat, &emb)?;
                     if let Some(a) = lvl.attns.get(j) {
                         c.x = a.forward(&c.x, &c.ctx)?;
                     }
@@ -277,16 +297,21 @@ impl UNet {
                 if let Some(u) = &lvl.resample {
                     // Upsample to the next skip's size (diffusers' `upsample_size`), which
                     // also covers latents whose sides are not multiples of 2^levels.
+                    let (_, _, h, w) = self.layout.dims(&c.x)?;
                     let (h, w) = match c.skips.last() {
-                        Some(s) => (s.dim(2)?, s.dim(3)?),
-                        None => (c.x.dim(2)? * 2, c.x.dim(3)? * 2),
+                        Some(s) => {
+                            let (_, _, sh, sw) = self.layout.dims(s)?;
+                            (sh, sw)
+                        }
+                        None => (h * 2, w * 2),
                     };
-                    c.x = u.forward(&c.x.upsample_nearest2d(h, w)?)?;
+                    c.x = u.forward(&nn::upsample_nearest(&c.x, h, w, self.layout)?)?;
                 }
             }
             Stage::Tail => {
                 let tail = self.tail()?;
-                c.x = tail.conv_out.forward(&tail.norm_out.forward_silu(&c.x)?)?;
+                let y = tail.conv_out.forward(&tail.norm_out.forward_silu(&c.x)?)?;
+                c.x = self.layout.to_nchw(&y)?;
                 c.skips.clear();
             }
             Stage::Down(_) | Stage::Up(_) => {
@@ -342,7 +367,8 @@ impl Stage {
     }
 }
 
-/// Everything one stage passes to the next: the activations `x`, the skip
+/// Everything one stage passes to the next: the activations `x` (NCHW before
+/// `head` and after `tail`, in [`UNet::layout`] between), the skip
 /// connections the down blocks pushed and the up blocks pop, the time
 /// embedding (made by `head`), and the inputs every stage may read (text
 /// context, timestep, SDXL's added conditioning).
@@ -393,11 +419,59 @@ mod tests {
 
     /// A tiny UNet with random weights (the `tiny` and `tiny-sdxl` presets' configs).
     fn tiny(preset: &str) -> (UNet, UNetConfig) {
+        tiny_in(preset, Layout::Nchw)
+    }
+
+    fn tiny_in(preset: &str, layout: Layout) -> (UNet, UNetConfig) {
         let p = crate::presets::preset(preset).unwrap();
         let cfg: UNetConfig = serde_json::from_value(p.unet.clone()).unwrap();
         let blocks = cfg.blocks(std::path::Path::new("config.json")).unwrap();
         let (vb, _) = crate::random::var_builder(7, DType::F32);
-        (UNet::new(vb, &cfg, &blocks).unwrap(), cfg)
+        (UNet::new_in(vb, &cfg, &blocks, layout).unwrap(), cfg)
+    }
+
+    /// The channels-last UNet (every layer permuting around candle's NCHW ops on
+    /// the CPU) predicts what the NCHW one does, for each preset's features
+    /// (conv and linear projections, SDXL's added conditioning) and for latent
+    /// sides that are not multiples of the down-sampling (the general upsample).
+    #[test]
+    fn channels_last_matches_nchw() {
+        for preset in ["tiny", "tiny-sd2", "tiny-sdxl"] {
+            let (nchw, cfg) = tiny_in(preset, Layout::Nchw);
+            let (nhwc, _) = tiny_in(preset, Layout::Nhwc);
+            assert_eq!(nhwc.layout(), Layout::Nhwc);
+            let dev = Device::Cpu;
+            for (h, w) in [(8, 8), (9, 6)] {
+                let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, h, w), &dev).unwrap();
+                let width = nchw.blocks[0].cross_attention_dim;
+                let ctx = Tensor::randn(0f32, 1., (2, 77, width), &dev).unwrap();
+                let added = nchw.needs_added_cond().then(|| AddedCond {
+                    text_embeds: Tensor::randn(0f32, 1., (2, pooled(&cfg)), &dev).unwrap(),
+                    time_ids: Tensor::new(
+                        &[[64f32, 64., 0., 0., 64., 64.], [64., 64., 0., 0., 64., 64.]],
+                        &dev,
+                    )
+                    .unwrap(),
+                });
+                let a = nchw.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
+                let b = nhwc.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
+                assert_eq!(a.dims(), b.dims(), "{preset} {h}x{w}");
+                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let d = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(scale > 0.0, "{preset}: a zero prediction proves nothing");
+                assert!(
+                    d <= 1e-5 * scale,
+                    "{preset} {h}x{w}: max |Δ| {d} (max |x| {scale})"
+                );
+            }
+        }
     }
 
     fn pooled(c: &UNetConfig) -> usize {

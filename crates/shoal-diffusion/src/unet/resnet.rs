@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::UNetConfig;
-use crate::nn::{self, Conv2d, GroupNorm, Kernels, Linear};
+use crate::nn::{self, Conv2d, GroupNorm, Kernels, Layout, Linear};
 
 use super::{CResult, conv};
 
@@ -19,6 +19,7 @@ pub(super) struct Resnet {
     pub(super) shortcut: Option<Conv2d>,
     pub(super) scale: f64,
     pub(super) kernels: Kernels,
+    pub(super) layout: Layout,
 }
 
 impl Resnet {
@@ -29,34 +30,36 @@ impl Resnet {
         temb: usize,
         c: &UNetConfig,
         scale: f64,
+        layout: Layout,
     ) -> CResult<Self> {
         let g = c.norm_num_groups;
         Ok(Resnet {
-            norm1: nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
-            conv1: conv(vb.pp("conv1"), cin, cout, 3, 1)?,
+            norm1: nn::group_norm_in(g, cin, c.norm_eps, vb.pp("norm1"), layout)?,
+            conv1: conv(vb.pp("conv1"), cin, cout, 3, 1, layout)?,
             temb: nn::linear(temb, cout, vb.pp("time_emb_proj"))?,
-            norm2: nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
-            conv2: conv(vb.pp("conv2"), cout, cout, 3, 1)?,
+            norm2: nn::group_norm_in(g, cout, c.norm_eps, vb.pp("norm2"), layout)?,
+            conv2: conv(vb.pp("conv2"), cout, cout, 3, 1, layout)?,
             shortcut: if cin != cout {
-                Some(conv(vb.pp("conv_shortcut"), cin, cout, 1, 1)?)
+                Some(conv(vb.pp("conv_shortcut"), cin, cout, 1, 1, layout)?)
             } else {
                 None
             },
             scale,
             kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+            layout,
         })
     }
 
     pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let t = self.temb.forward(&temb.silu()?)?;
-        let h = nn::add_per_channel(h, &t, self.kernels)?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = nn::add_per_channel(h, &t, self.kernels, self.layout)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        let out = (skip + h)?;
+        // conv2 and the skip in one kernel on the fast path.
+        let out = self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &skip)?;
         if self.scale == 1.0 {
             Ok(out)
         } else {

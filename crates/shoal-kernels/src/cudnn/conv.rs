@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use half::{bf16, f16};
 
 use super::{Key, cuda_device, dtype_code, execute, prepare, to_candle};
@@ -17,11 +17,36 @@ use crate::shape::ConvShape;
 /// zero padding `pad` on every side, one `stride`. f16 and bf16 with f32
 /// accumulation; f32 too (cuDNN may use TF32 for it).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
+    conv2d_ex(x, w, b, None, pad, stride, false)
+}
+
+/// [`conv2d`] with an optional `residual` added in the same kernel (`y = conv(x, w) + b + r`,
+/// one rounding), in NCHW or, with `nhwc`, channels-last: `x` `(n, h, w, c)`, `w`
+/// `(k, r, s, c)`, `residual` and the result `(n, ho, wo, k)`.
+pub fn conv2d_ex(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    residual: Option<&Tensor>,
+    pad: usize,
+    stride: usize,
+    nhwc: bool,
+) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let dev = cuda_device(OP, x)?;
     let dtype = dtype_code(OP, x.dtype())?;
-    let (n, c, h, wd) = x.dims4()?;
-    let (k, c2, r, s) = w.dims4()?;
+    let (n, c, h, wd) = if nhwc {
+        let (n, h, w, c) = x.dims4()?;
+        (n, c, h, w)
+    } else {
+        x.dims4()?
+    };
+    let (k, c2, r, s) = if nhwc {
+        let (k, r, s, c) = w.dims4()?;
+        (k, c, r, s)
+    } else {
+        w.dims4()?
+    };
     if c2 != c || b.dims1()? != k || w.dtype() != x.dtype() || b.dtype() != x.dtype() {
         return Err(Error::Unsupported {
             op: OP,
@@ -47,18 +72,30 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> 
         pad,
         stride,
     };
-    if shape.out_dims().is_none() {
+    let Some((_, _, ho, wo)) = shape.out_dims() else {
         return Err(Error::Unsupported {
             op: OP,
             why: format!("filter {r}x{s} does not fit {h}x{wd} with padding {pad}"),
         });
+    };
+    if let Some(z) = residual {
+        let want: [usize; 4] = if nhwc { [n, ho, wo, k] } else { [n, k, ho, wo] };
+        if z.dims() != want || z.dtype() != x.dtype() {
+            return Err(Error::Unsupported {
+                op: OP,
+                why: format!("residual {:?} {:?} for an output {want:?}", z.dims(), z.dtype()),
+            });
+        }
     }
     let key = Key::Conv {
         dtype,
         shape,
         bias: true,
+        nhwc,
+        residual: residual.is_some(),
     };
     let dims = [n, c, h, wd, k, r, s, pad, stride].map(|v| v as i64);
+    let flags = [i32::from(nhwc), i32::from(residual.is_some())];
     prepare(
         &dev,
         OP,
@@ -68,18 +105,21 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> 
             unsafe {
                 shoal_cudnn_conv_build(
                     handle, dtype, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7],
-                    dims[8], 0, 1, 0, out, ws, err, len,
+                    dims[8], flags[0], 1, flags[1], out, ws, err, len,
                 )
             }
         }),
     )?;
     let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
-    Ok(x.apply_op3_no_bwd(&w, &b, &ConvOp { key, dev })?)
+    let residual = residual.map(Tensor::contiguous).transpose()?;
+    Ok(x.apply_op3_no_bwd(&w, &b, &ConvOp { key, dev, residual })?)
 }
 
 struct ConvOp {
     key: Key,
     dev: CudaDevice,
+    /// Added to the output in the kernel; read through its storage at launch.
+    residual: Option<Tensor>,
 }
 
 impl ConvOp {
@@ -92,7 +132,7 @@ impl ConvOp {
         bs: &CudaStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let Key::Conv { shape, .. } = &self.key else {
+        let Key::Conv { shape, nhwc, .. } = &self.key else {
             candle_core::bail!("conv op with a non-conv key")
         };
         let (n, k, ho, wo) = shape
@@ -112,18 +152,36 @@ impl ConvOp {
         let stream = self.dev.cuda_stream();
         // SAFETY: every element is written by the convolution before it is read.
         let mut y = unsafe { self.dev.alloc::<T>(n * k * ho * wo) }?;
+        let guard = self.residual.as_ref().map(|r| r.storage_and_layout());
+        let z = match &guard {
+            Some((st, l)) => match &**st {
+                Storage::Cuda(cs) => {
+                    let z = contiguous_slice::<T>(cs, l)?;
+                    if z.len() != y.len() {
+                        candle_core::bail!("conv2d: residual size does not match the output")
+                    }
+                    Some(z)
+                }
+                _ => candle_core::bail!("conv2d: residual not on the GPU"),
+            },
+            None => None,
+        };
         {
             let (px, _gx) = x.device_ptr(&stream);
             let (pw, _gw) = w.device_ptr(&stream);
             let (pb, _gb) = b.device_ptr(&stream);
             let (py, _gy) = y.device_ptr_mut(&stream);
-            let ptrs = [px, pw, pb, py, 0].map(|p| p as *mut c_void);
+            let zp = z.as_ref().map(|z| z.device_ptr(&stream));
+            let pz = zp.as_ref().map_or(0, |(p, _)| *p);
+            let ptrs = [px, pw, pb, py, pz].map(|p| p as *mut c_void);
             execute(&self.dev, "conv2d", &self.key, &ptrs).map_err(to_candle)?;
         }
-        Ok((
-            CudaStorage::wrap_cuda_slice(y, self.dev.clone()),
-            Shape::from((n, k, ho, wo)),
-        ))
+        let out = if *nhwc {
+            Shape::from((n, ho, wo, k))
+        } else {
+            Shape::from((n, k, ho, wo))
+        };
+        Ok((CudaStorage::wrap_cuda_slice(y, self.dev.clone()), out))
     }
 }
 

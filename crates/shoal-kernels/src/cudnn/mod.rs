@@ -24,7 +24,7 @@ use crate::shape::ConvShape;
 mod conv;
 mod sdpa;
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_ex};
 pub use sdpa::sdpa;
 
 #[repr(C)]
@@ -104,6 +104,8 @@ enum Key {
         dtype: c_int,
         shape: ConvShape,
         bias: bool,
+        nhwc: bool,
+        residual: bool,
     },
     Sdpa {
         dtype: c_int,
