@@ -13,7 +13,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::VaeConfig;
-use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Linear};
+use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Layout, Linear};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -30,14 +30,14 @@ struct Resnet {
 }
 
 impl Resnet {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, groups: usize) -> CResult<Self> {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, groups: usize, layout: Layout) -> CResult<Self> {
         Ok(Resnet {
-            norm1: nn::group_norm(groups, cin, EPS, vb.pp("norm1"))?,
-            conv1: nn::conv2d(vb.pp("conv1"), cin, cout, 3, 1, 1)?,
-            norm2: nn::group_norm(groups, cout, EPS, vb.pp("norm2"))?,
-            conv2: nn::conv2d(vb.pp("conv2"), cout, cout, 3, 1, 1)?,
+            norm1: nn::group_norm_in(groups, cin, EPS, vb.pp("norm1"), layout)?,
+            conv1: nn::conv2d_in(vb.pp("conv1"), cin, cout, 3, 1, 1, layout)?,
+            norm2: nn::group_norm_in(groups, cout, EPS, vb.pp("norm2"), layout)?,
+            conv2: nn::conv2d_in(vb.pp("conv2"), cout, cout, 3, 1, 1, layout)?,
             shortcut: if cin != cout {
-                Some(nn::conv2d(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0)?)
+                Some(nn::conv2d_in(vb.pp("conv_shortcut"), cin, cout, 1, 1, 0, layout)?)
             } else {
                 None
             },
@@ -46,11 +46,11 @@ impl Resnet {
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
-        match &self.shortcut {
-            Some(s) => s.forward(x)? + h,
-            None => x + h,
-        }
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &skip)
     }
 }
 
@@ -76,33 +76,34 @@ struct Attention {
     v: Linear,
     out: Linear,
     kernels: Kernels,
+    layout: Layout,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, c: usize, groups: usize) -> CResult<Self> {
+    fn new(vb: VarBuilder, c: usize, groups: usize, layout: Layout) -> CResult<Self> {
         let names = if vb.contains_tensor("to_q.weight") {
             ["to_q", "to_k", "to_v", "to_out.0"]
         } else {
             ["query", "key", "value", "proj_attn"]
         };
         Ok(Attention {
-            norm: nn::group_norm(groups, c, EPS, vb.pp("group_norm"))?,
+            norm: nn::group_norm_in(groups, c, EPS, vb.pp("group_norm"), layout)?,
             q: proj(vb.pp(names[0]), c)?,
             k: proj(vb.pp(names[1]), c)?,
             v: proj(vb.pp(names[2]), c)?,
             out: proj(vb.pp(names[3]), c)?,
             kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+            layout,
         })
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let y = self
-            .norm
-            .forward(x)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let (b, c, h, w) = self.layout.dims(x)?;
+        let y = self.norm.forward(x)?;
+        let y = match self.layout {
+            Layout::Nchw => y.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?,
+            Layout::Nhwc => y.reshape((b, h * w, c))?,
+        };
         let (q, k, v) = (self.q.forward(&y)?, self.k.forward(&y)?, self.v.forward(&y)?);
         let opts = AttentionOpts {
             heads: 1,
@@ -113,7 +114,10 @@ impl Attention {
             kernels: self.kernels,
         };
         let o = self.out.forward(&nn::attention(&q, &k, &v, &opts)?)?;
-        o.transpose(1, 2)?.reshape((b, c, h, w))? + x
+        match self.layout {
+            Layout::Nchw => o.transpose(1, 2)?.reshape((b, c, h, w))? + x,
+            Layout::Nhwc => o.reshape((b, h, w, c))? + x,
+        }
     }
 }
 
@@ -133,24 +137,34 @@ pub struct Decoder {
     up: Vec<Up>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    layout: Layout,
 }
 
 impl Decoder {
-    /// Builds the decoder; `vb` is rooted at the VAE's state dict.
+    /// Builds the decoder; `vb` is rooted at the VAE's state dict. The
+    /// activations' layout is [`Layout::for_weights`].
     pub fn new(vb: VarBuilder, c: &VaeConfig) -> CResult<Self> {
+        let layout = Layout::for_weights(vb.device(), vb.dtype());
+        Self::new_in(vb, c, layout)
+    }
+
+    /// [`Decoder::new`] with the activations in `layout` between the layers
+    /// (latents in and images out stay NCHW).
+    pub fn new_in(vb: VarBuilder, c: &VaeConfig, layout: Layout) -> CResult<Self> {
         let g = c.norm_num_groups;
         let ch = &c.block_out_channels;
         let (Some(&last), Some(&first)) = (ch.last(), ch.first()) else {
             candle_core::bail!("vae: block_out_channels is empty")
         };
         let post_quant_conv = if c.use_post_quant_conv {
-            Some(nn::conv2d(
+            Some(nn::conv2d_in(
                 vb.pp("post_quant_conv"),
                 c.latent_channels,
                 c.latent_channels,
                 1,
                 1,
                 0,
+                layout,
             )?)
         } else {
             None
@@ -163,16 +177,20 @@ impl Decoder {
             let vbi = d.pp("up_blocks").pp(i);
             let prev = if i == 0 { rev[0] } else { rev[i - 1] };
             let resnets = (0..=c.layers_per_block)
-                .map(|j| Resnet::new(vbi.pp("resnets").pp(j), if j == 0 { prev } else { out }, out, g))
+                .map(|j| {
+                    let cin = if j == 0 { prev } else { out };
+                    Resnet::new(vbi.pp("resnets").pp(j), cin, out, g, layout)
+                })
                 .collect::<CResult<_>>()?;
             let upsample = if i + 1 < rev.len() {
-                Some(nn::conv2d(
+                Some(nn::conv2d_in(
                     vbi.pp("upsamplers").pp(0).pp("conv"),
                     out,
                     out,
                     3,
                     1,
                     1,
+                    layout,
                 )?)
             } else {
                 None
@@ -181,23 +199,25 @@ impl Decoder {
         }
         Ok(Decoder {
             post_quant_conv,
-            conv_in: nn::conv2d(d.pp("conv_in"), c.latent_channels, last, 3, 1, 1)?,
+            conv_in: nn::conv2d_in(d.pp("conv_in"), c.latent_channels, last, 3, 1, 1, layout)?,
             mid: (
-                Resnet::new(mid.pp("resnets").pp(0), last, last, g)?,
-                Attention::new(mid.pp("attentions").pp(0), last, g)?,
-                Resnet::new(mid.pp("resnets").pp(1), last, last, g)?,
+                Resnet::new(mid.pp("resnets").pp(0), last, last, g, layout)?,
+                Attention::new(mid.pp("attentions").pp(0), last, g, layout)?,
+                Resnet::new(mid.pp("resnets").pp(1), last, last, g, layout)?,
             ),
             up,
-            norm_out: nn::group_norm(g, first, EPS, d.pp("conv_norm_out"))?,
-            conv_out: nn::conv2d(d.pp("conv_out"), first, c.out_channels, 3, 1, 1)?,
+            norm_out: nn::group_norm_in(g, first, EPS, d.pp("conv_norm_out"), layout)?,
+            conv_out: nn::conv2d_in(d.pp("conv_out"), first, c.out_channels, 3, 1, 1, layout)?,
+            layout,
         })
     }
 
     /// Decodes scaled latents `(b, latent, h, w)` to images `(b, out, h·f, w·f)`.
     pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
+        let z = self.layout.from_nchw(z)?;
         let z = match &self.post_quant_conv {
-            Some(p) => p.forward(z)?,
-            None => z.clone(),
+            Some(p) => p.forward(&z)?,
+            None => z,
         };
         let mut x = self.conv_in.forward(&z)?;
         x = self.mid.0.forward(&x)?;
@@ -208,11 +228,12 @@ impl Decoder {
                 x = r.forward(&x)?;
             }
             if let Some(u) = &lvl.upsample {
-                let (h, w) = (x.dim(2)?, x.dim(3)?);
-                x = u.forward(&x.upsample_nearest2d(h * 2, w * 2)?)?;
+                let (_, _, h, w) = self.layout.dims(&x)?;
+                x = u.forward(&nn::upsample_nearest(&x, h * 2, w * 2, self.layout)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
+        let y = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
+        self.layout.to_nchw(&y)
     }
 }
 
@@ -251,7 +272,10 @@ impl Encoder {
             let vbi = e.pp("down_blocks").pp(i);
             let cin = if i == 0 { first } else { ch[i - 1] };
             let resnets = (0..c.layers_per_block)
-                .map(|j| Resnet::new(vbi.pp("resnets").pp(j), if j == 0 { cin } else { out }, out, g))
+                .map(|j| {
+                    let rin = if j == 0 { cin } else { out };
+                    Resnet::new(vbi.pp("resnets").pp(j), rin, out, g, Layout::Nchw)
+                })
                 .collect::<CResult<_>>()?;
             let downsample = if i + 1 < ch.len() {
                 Some(nn::conv2d(
@@ -272,9 +296,9 @@ impl Encoder {
             conv_in: nn::conv2d(e.pp("conv_in"), c.in_channels, first, 3, 1, 1)?,
             down,
             mid: (
-                Resnet::new(mid.pp("resnets").pp(0), last, last, g)?,
-                Attention::new(mid.pp("attentions").pp(0), last, g)?,
-                Resnet::new(mid.pp("resnets").pp(1), last, last, g)?,
+                Resnet::new(mid.pp("resnets").pp(0), last, last, g, Layout::Nchw)?,
+                Attention::new(mid.pp("attentions").pp(0), last, g, Layout::Nchw)?,
+                Resnet::new(mid.pp("resnets").pp(1), last, last, g, Layout::Nchw)?,
             ),
             norm_out: nn::group_norm(g, last, EPS, e.pp("conv_norm_out"))?,
             conv_out: nn::conv2d(e.pp("conv_out"), last, moments, 3, 1, 1)?,
@@ -373,5 +397,32 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(d < 1e-5, "max |Δ| {d}");
+    }
+
+    /// The channels-last decoder decodes what the NCHW one does (the tiny
+    /// preset's VAE, random weights), at a square and an oblong latent.
+    #[test]
+    fn channels_last_decoder_matches_nchw() {
+        let p = crate::presets::preset("tiny").unwrap();
+        let cfg: VaeConfig = serde_json::from_value(p.vae.clone()).unwrap();
+        let (vb, _) = crate::random::var_builder(5, DType::F32);
+        let a = Decoder::new_in(vb.clone(), &cfg, Layout::Nchw).unwrap();
+        let b = Decoder::new_in(vb, &cfg, Layout::Nhwc).unwrap();
+        for (h, w) in [(8, 8), (5, 7)] {
+            let z = Tensor::randn(0f32, 1., (2, cfg.latent_channels, h, w), &Device::Cpu).unwrap();
+            let (x, y) = (a.decode(&z).unwrap(), b.decode(&z).unwrap());
+            assert_eq!(x.dims(), y.dims());
+            let scale = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(scale > 0.0);
+            assert!(d <= 1e-5 * scale, "{h}x{w}: max |Δ| {d}");
+        }
     }
 }

@@ -180,24 +180,33 @@ __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_
 }
 
 // GroupNorm apply on NHWC: rows are images of cols = hw * c elements; channel = j % c.
+// 32-bit index arithmetic (the host checks cols < 2^31); the group of each element of a
+// vector is stepped, not divided.
 template <typename T>
 __device__ void gn_apply_nhwc(const T *x, const float *stats, const T *gamma, const T *beta, T *y, uint64_t n,
-                              uint64_t cols, uint64_t c, uint64_t groups, int act_silu) {
+                              uint64_t cols64, uint64_t c64, uint64_t groups, int act_silu) {
     constexpr int N = V<T>::N;
-    uint64_t cpg = c / groups;
+    uint32_t cols = (uint32_t)cols64, c = (uint32_t)c64, cpg = (uint32_t)(c64 / groups);
     for (uint64_t b = blockIdx.y; b < n; b += gridDim.y) {
         const float *st = stats + b * groups * 2;
-        const T *xr = x + b * cols;
-        T *yr = y + b * cols;
-        for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < cols;
-             j += (uint64_t)gridDim.x * blockDim.x * N) {
-            uint64_t ch = j % c;
+        const T *xr = x + b * cols64;
+        T *yr = y + b * cols64;
+        for (uint32_t j = (blockIdx.x * blockDim.x + threadIdx.x) * N; j < cols; j += gridDim.x * blockDim.x * N) {
+            uint32_t ch = j % c;
+            uint32_t g = ch / cpg, r = ch - g * cpg;
             typename V<T>::U u = V<T>::load(xr + j), ga = V<T>::load(gamma + ch), be = V<T>::load(beta + ch);
+            float mean = st[2 * g], rstd = st[2 * g + 1];
 #pragma unroll
             for (int k = 0; k < N; ++k) {
-                uint64_t g = (ch + k) / cpg;
-                float scale = st[2 * g + 1] * to_f(ga.e[k]);
-                float v = to_f(u.e[k]) * scale + (to_f(be.e[k]) - st[2 * g] * scale);
+                if (r == cpg) {
+                    ++g;
+                    r = 0;
+                    mean = st[2 * g];
+                    rstd = st[2 * g + 1];
+                }
+                ++r;
+                float scale = rstd * to_f(ga.e[k]);
+                float v = to_f(u.e[k]) * scale + (to_f(be.e[k]) - mean * scale);
                 if (act_silu) v = silu(v);
                 u.e[k] = from_f<T>(v);
             }
@@ -209,13 +218,13 @@ __device__ void gn_apply_nhwc(const T *x, const float *stats, const T *gamma, co
 // In place on NHWC: y[b, j] += t[b, j % c] for rows b of cols = hw * c (the time embedding).
 // The host guarantees c % N == 0 and 16-byte alignment.
 template <typename T>
-__device__ void add_bc(T *y, const T *t, uint64_t n, uint64_t cols, uint64_t c) {
+__device__ void add_bc(T *y, const T *t, uint64_t n, uint64_t cols64, uint64_t c64) {
     constexpr int N = V<T>::N;
+    uint32_t cols = (uint32_t)cols64, c = (uint32_t)c64;
     for (uint64_t b = blockIdx.y; b < n; b += gridDim.y) {
-        T *yr = y + b * cols;
-        const T *tr = t + b * c;
-        for (uint64_t j = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) * N; j < cols;
-             j += (uint64_t)gridDim.x * blockDim.x * N) {
+        T *yr = y + b * cols64;
+        const T *tr = t + b * c64;
+        for (uint32_t j = (blockIdx.x * blockDim.x + threadIdx.x) * N; j < cols; j += gridDim.x * blockDim.x * N) {
             typename V<T>::U u = V<T>::load(yr + j), a = V<T>::load(tr + j % c);
 #pragma unroll
             for (int k = 0; k < N; ++k) u.e[k] = from_f<T>(to_f(u.e[k]) + to_f(a.e[k]));

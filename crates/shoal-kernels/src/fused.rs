@@ -133,6 +133,15 @@ fn group_norm_in(
         });
     }
     let vector = 16 / x.dtype().size_in_bytes();
+    if nhwc && x.elem_count() / dims[0].max(1) >= 1 << 31 {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!(
+                "channels-last image of {} elements (at most 2^31)",
+                x.elem_count() / dims[0].max(1)
+            ),
+        });
+    }
     if nhwc && !c.is_multiple_of(vector) {
         return Err(Error::Unsupported {
             op: OP,
@@ -468,7 +477,7 @@ pub fn add_bc_(y: &Tensor, t: &Tensor) -> Result<()> {
     let dims = y.dims();
     let c = dims.last().copied().unwrap_or(0);
     let vector = 16 / y.dtype().size_in_bytes();
-    if dims.len() < 2 || !c.is_multiple_of(vector) {
+    if dims.len() < 2 || !c.is_multiple_of(vector) || y.elem_count() / dims[0].max(1) >= 1 << 31 {
         return Err(Error::Unsupported {
             op: "add_bc",
             why: format!("channels-last {dims:?} (channels a multiple of {vector})"),

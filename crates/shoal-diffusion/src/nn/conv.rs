@@ -130,16 +130,13 @@ impl Conv2d {
             return self.forward_plain(x, residual);
         };
         let nhwc = self.layout == Layout::Nhwc;
-        match shoal_kernels::cudnn::conv2d_ex(
-            x,
-            &self.weight,
-            bias,
-            residual,
-            self.padding,
-            self.stride,
-            nhwc,
-        ) {
-            Ok(y) => Ok(y),
+        // cuDNN fuses the residual only in channels-last (no NCHW engine takes it).
+        let fused = if nhwc { residual } else { None };
+        match shoal_kernels::cudnn::conv2d_ex(x, &self.weight, bias, fused, self.padding, self.stride, nhwc) {
+            Ok(y) => match residual {
+                Some(r) if !nhwc => y + r,
+                _ => Ok(y),
+            },
             Err(shoal_kernels::Error::Unsupported { why, .. }) => {
                 super::fell_back(
                     || {

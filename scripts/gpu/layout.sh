@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# After the channels-last change, one call: GroupNorm rows, sd15 512² side by side with diffusers
+# (NHWC default, NCHW A/B at batch 8), the profile, the image check, SDXL 1024² and both offload modes.
+#   bash scripts/gpu/layout.sh
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
+source .gpu/device-env.sh
+S=/tmp/shoal
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
+$S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
+echo "== ops (group_norm)"; $S bench ops --dtype f16 --batches 2,16 --only group_norm 2>&1 | grep -v "^Warning\|^{" > "$OUT/ops-gn.md"; grep -c PASS "$OUT/ops-gn.md"; grep -E "FAIL|fell" "$OUT/ops-gn.md"
+echo "== sd15"; $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8,16 --reps 3 2>&1 | grep -v "^Warning\|^{" | tee "$OUT/sd-nhwc.md"
+SHOAL_LAYOUT=nchw $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 8 --reps 3 2>&1 | grep -E "^\| 8|fell" | cut -c1-200 | tee "$OUT/sd-nchw.md"
+python3 .gpu/sd_bench.py /tmp/sd15 30 1,8,16 2>&1 | grep -E "^rank|FLOPs" | tee "$OUT/sd-diffusers.txt"
+echo "== profile"; SHOAL_PROFILE=1 $S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 8 --reps 1 2>&1 | grep -v "^Warning\|^{" > "$OUT/profile.md"; tail -14 "$OUT/profile.md"
+echo "== images"
+SHOAL_PLAIN_KERNELS=1 $S generate "a red fox in the snow" --model /tmp/sd15 --steps 30 --seed 3 --device cuda --dtype f32 --out /tmp/img-ref --quiet
+for d in f32 f16 bf16; do $S generate "a red fox in the snow" --model /tmp/sd15 --steps 30 --seed 3 --device cuda --dtype $d --out /tmp/img-$d --quiet; done
+for v in f32 f16 bf16; do echo "f32 plain vs $v fast:"; $S image-diff /tmp/img-ref/*.png /tmp/img-$v/*.png; done 2>&1 | tee "$OUT/images.txt"
+echo "== offload (sd15, batch 1, 10 steps)"
+{ for m in model sequential; do
+    $S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 1 --reps 1 --offload $m 2>&1 | grep -E "^\| 1|peak|error"
+    python3 scripts/gpu/peer_sd.py /tmp/sd15 --steps 10 --batches 1 --reps 1 --offload $m 2>&1 | grep -E "^\| 1|peak|peer_sd|Error"
+  done; } > "$OUT/offload.txt"
+cat "$OUT/offload.txt"
+echo "== sdxl 1024²"
+t=$SECONDS; $S make-model --preset sdxl --dtype f16 --out /tmp/sdxl > /dev/null 2>&1; echo "make-model sdxl: $((SECONDS-t)) s"
+{ $S bench sd --model /tmp/sdxl --device cuda --steps 30 --height 1024 --width 1024 --batches 1,4 --reps 2 2>&1 | grep -v "^Warning\|^{"
+  python3 scripts/gpu/peer_sd.py /tmp/sdxl --size 1024 --steps 30 --batches 1,4 --reps 2 2>&1 | grep -vi "warn\|deprecat\|Loading"; } > "$OUT/sdxl.txt"
+cat "$OUT/sdxl.txt" | cut -c1-300
