@@ -6,7 +6,7 @@
 // (C / G) * H * W elements starting at (n * G + g) * group_len. Three launches:
 //   gn_partial  — each block sums (x - pivot) and (x - pivot)^2 over a chunk of a group,
 //                 pivot = the group's first element (guards against cancellation);
-//   gn_finalize — one thread per group: mean and 1 / sqrt(var + eps);
+//   gn_finalize — one warp per group: mean and 1 / sqrt(var + eps);
 //   gn_apply    — y = (x - mean) * rstd * gamma[c] + beta[c], then SiLU if asked (row-wise, below).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -91,18 +91,26 @@ __device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint6
 }
 
 // stats[group * 2] = mean, stats[group * 2 + 1] = rstd. The pivot of group (b * G + g) is
-// x[b * img_stride + g * pivot_stride] (its first element in either layout).
+// x[b * img_stride + g * pivot_stride] (its first element in either layout). One warp per
+// group: lanes sum strided chunks in f64, then a shuffle reduction (a group may have
+// thousands of chunks; one thread walking them serially was latency-bound).
 template <typename T>
 __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint64_t groups_total, uint64_t chunks,
                             uint64_t group_len, float eps, uint64_t groups, uint64_t img_stride,
                             uint64_t pivot_stride) {
-    uint64_t group = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
-    if (group >= groups_total) return;
+    uint64_t group = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) / 32;
+    unsigned lane = threadIdx.x & 31;
+    if (group >= groups_total) return;  // whole warps leave together (blockDim % 32 == 0)
     double s1 = 0.0, s2 = 0.0;
-    for (uint64_t c = 0; c < chunks; ++c) {
+    for (uint64_t c = lane; c < chunks; c += 32) {
         s1 += partial[(group * chunks + c) * 2];
         s2 += partial[(group * chunks + c) * 2 + 1];
     }
+    for (int o = 16; o > 0; o >>= 1) {
+        s1 += __shfl_xor_sync(0xffffffff, s1, o);
+        s2 += __shfl_xor_sync(0xffffffff, s2, o);
+    }
+    if (lane != 0) return;
     double n = (double)group_len;
     double m = s1 / n;
     double var = s2 / n - m * m;

@@ -216,7 +216,8 @@ impl GroupNormOp {
         // NCHW: chunks of a group's contiguous run; NHWC: chunks of pixels (all channels).
         const CHUNK: usize = 8192;
         let (chunks, chunk_px) = if self.nhwc {
-            let px = (16_384 / c).max(1);
+            // At least 16 K elements a block, at most 256 chunks an image.
+            let px = (16_384 / c).max(1).max(hw.div_ceil(256));
             (hw.div_ceil(px), px)
         } else {
             (group_len.div_ceil(CHUNK), 0)
@@ -279,8 +280,9 @@ impl GroupNormOp {
             .arg(&g64)
             .arg(&img)
             .arg(&pivot_stride);
+        // One warp per group.
         let cfg = LaunchConfig {
-            grid_dim: (groups_total.div_ceil(THREADS as usize) as u32, 1, 1),
+            grid_dim: ((groups_total * 32).div_ceil(THREADS as usize) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
