@@ -318,3 +318,85 @@ fn r12_one_job_folder_one_run_and_no_resume_without_job_json() {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
     assert!(text(&again).contains("no job.json"), "{}", text(&again));
 }
+
+/// Issue 15: CFG parallelism makes the same files as one process (byte for
+/// byte on the CPU: the pipeline computes the two halves as separate UNet
+/// calls whenever it is batch-invariant), on 2 and 4 processes and under both
+/// schedules; only the unconditional rank of a pair writes and records.
+#[test]
+fn r15_cfg_parallel_same_files_on_2_and_4_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("cfgpar");
+    let one = tmp.path().join("one");
+    let o = generate(0, &one, &[], &tag);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = files(&one);
+    assert_eq!(reference.len(), 10);
+    for (n, schedule) in [(2, "static"), (4, "static"), (4, "dynamic")] {
+        let out = tmp.path().join(format!("{n}-{schedule}"));
+        let o = generate(n, &out, &["--cfg-parallel", "--schedule", schedule], &tag);
+        assert!(o.status.success(), "{n} {schedule}: {}", text(&o));
+        assert!(
+            files(&out) == reference,
+            "--cfg-parallel on {n} processes ({schedule}): files differ from 1 process"
+        );
+        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+        let ranks: Vec<u64> = manifest
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["rank"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ranks.len(), 10, "one record per image");
+        assert!(
+            ranks.iter().all(|r| r % 2 == 0),
+            "records from odd ranks: {ranks:?}"
+        );
+        if n == 4 && schedule == "static" {
+            assert!(ranks.contains(&2), "both pairs work: {ranks:?}");
+        }
+    }
+    assert_none_left(&tag);
+}
+
+#[test]
+fn r15_cfg_parallel_bad_combinations_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("cfgbad");
+    for (n, extra, want) in [
+        (3, vec!["--cfg-parallel"], "even number of processes, not 3"),
+        (0, vec!["--cfg-parallel"], "even number of processes, not 1"),
+        (2, vec!["--cfg-parallel", "--guidance", "1"], "guidance 1"),
+    ] {
+        let out = tmp.path().join(format!("bad{n}"));
+        let o = generate(n, &out, &extra, &tag);
+        assert_eq!(o.status.code(), Some(2), "{n} {extra:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{n} {extra:?}: {}", text(&o));
+        assert!(
+            !out.join("job.json").exists(),
+            "a refused job leaves no job behind"
+        );
+    }
+    // A CFG-parallel job killed mid-way resumes, under CFG parallelism, to the same files.
+    let reference = tmp.path().join("ref");
+    assert!(generate(0, &reference, &[], &tag).status.success());
+    let out = tmp.path().join("job");
+    let o = generate(
+        4,
+        &out,
+        &["--cfg-parallel", "--fail-rank", "2", "--fail-after", "1"],
+        &tag,
+    );
+    assert_eq!(o.status.code(), Some(128 + 9), "{}", text(&o));
+    let partial = files(&out).len();
+    assert!(partial < 10, "a partial job: {partial} files");
+    let o = generate(2, &out, &["--cfg-parallel", "--resume"], &tag);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        files(&out) == files(&reference),
+        "the resumed job must equal an uninterrupted one"
+    );
+    assert_none_left(&tag);
+}

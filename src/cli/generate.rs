@@ -86,6 +86,12 @@ pub struct GenerateCmd {
     /// How items are shared between processes.
     #[arg(long, value_enum, default_value_t = Schedule::Static)]
     schedule: Schedule,
+    /// One image on two processes: ranks pair up (0+1, 2+3, …), one computes
+    /// the unconditional half of guidance, the other the conditional half, and
+    /// they exchange predictions every step (needs an even process count and
+    /// guidance above 1). Pairs share the items like processes do.
+    #[arg(long)]
+    cfg_parallel: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -307,6 +313,9 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         info.check(&params_of(&it.params))
             .map_err(|e| UsageError(format!("item {}: {e}", it.index)))?;
     }
+    if c.cfg_parallel {
+        shoal_engine::check_cfg_parallel(&items, world).map_err(|e| UsageError(e.to_string()))?;
+    }
     let latents = match &c.latents {
         Some(p) => Some(load_latents(p, items.len())?),
         None => None,
@@ -341,6 +350,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         resume: c.resume,
         batch_size: c.batch_size,
         dynamic: c.schedule == Schedule::Dynamic,
+        cfg_parallel: c.cfg_parallel,
         progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
         timeout: group_opts.timeout,
         crash_after: (c.fail_rank == Some(rank)).then_some((c.fail_after, c.fail_mode == "stop")),

@@ -60,6 +60,11 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// The partner process of a split computation (CFG parallelism) failed or
+    /// sent something unexpected.
+    #[error("partner process: {0}")]
+    Partner(String),
+
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
-use shoal_diffusion::{Item, Params, Pipeline};
+use shoal_diffusion::{CfgHalf, CfgPartner, Item, Params, Pipeline};
 use shoal_dist::ProcessGroup;
 use shoal_jobs::manifest::{MANIFEST_FILE, append_records};
 use shoal_jobs::{GenParams, JobSpec, Record, WorkItem, file_name};
@@ -36,6 +36,10 @@ pub struct JobConfig<'a> {
     pub progress: bool,
     /// How long rank 0 waits for a rank that stopped beating.
     pub timeout: Duration,
+    /// CFG parallelism: ranks work in pairs (2k, 2k + 1), each pair on its own
+    /// items; rank 2k computes the unconditional half of guidance and writes
+    /// the images, rank 2k + 1 the conditional half.
+    pub cfg_parallel: bool,
     /// Test hook: this rank kills itself after this many images.
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
@@ -76,17 +80,116 @@ fn params_of(g: &GenParams) -> Params {
     }
 }
 
+/// Checks a CFG-parallel job's shape: pairs of ranks, guidance above 1 on every item.
+pub fn check_cfg_parallel(items: &[WorkItem], world: usize) -> Result<()> {
+    if world < 2 || !world.is_multiple_of(2) {
+        return Err(Error::Usage(format!(
+            "--cfg-parallel runs each image on a pair of processes: it needs an even number of processes, not {world}"
+        )));
+    }
+    if let Some(it) = items.iter().find(|it| it.params.guidance <= 1.0) {
+        return Err(Error::Usage(format!(
+            "--cfg-parallel: item {} has guidance {}; at guidance 1 or below there is no unconditional half to split off",
+            it.index, it.params.guidance
+        )));
+    }
+    Ok(())
+}
+
+/// This rank's partner in a CFG-parallel pair: the predictions go through the
+/// process group, the unconditional side sending first.
+struct Pair<'a> {
+    pg: &'a ProcessGroup,
+    partner: usize,
+    half: CfgHalf,
+}
+
+impl CfgPartner for Pair<'_> {
+    fn half(&self) -> CfgHalf {
+        self.half
+    }
+
+    fn exchange(&self, mine: &Tensor) -> shoal_diffusion::Result<Tensor> {
+        let err =
+            |e: shoal_dist::Error| shoal_diffusion::Error::Partner(format!("rank {}: {e}", self.partner));
+        match self.half {
+            CfgHalf::Uncond => {
+                self.pg.send(mine, self.partner).map_err(err)?;
+                self.pg.recv(self.partner, mine.device()).map_err(err)
+            }
+            CfgHalf::Cond => {
+                let other = self.pg.recv(self.partner, mine.device()).map_err(err)?;
+                self.pg.send(mine, self.partner).map_err(err)?;
+                Ok(other)
+            }
+        }
+    }
+}
+
+/// A pair's blocks under the dynamic schedule: the unconditional rank claims
+/// them and forwards each claim (or the end) to its partner.
+struct PairedSource<'a> {
+    inner: Option<Box<dyn Source + 'a>>,
+    pg: &'a ProcessGroup,
+    partner: usize,
+}
+
+impl Source for PairedSource<'_> {
+    fn next_block(&mut self) -> Result<Option<std::ops::Range<usize>>> {
+        match &mut self.inner {
+            Some(src) => {
+                let b = src.next_block()?;
+                let body = serde_json::to_vec(&b.as_ref().map(|r| (r.start, r.end)))
+                    .map_err(|e| Error::Peer(format!("encoding a block: {e}")))?;
+                self.pg.send_bytes(&body, self.partner)?;
+                Ok(b)
+            }
+            None => {
+                let body = self.pg.recv_bytes(self.partner)?;
+                let b: Option<(usize, usize)> = serde_json::from_slice(&body)
+                    .map_err(|e| Error::Peer(format!("rank {}: a malformed block: {e}", self.partner)))?;
+                Ok(b.map(|(a, e)| a..e))
+            }
+        }
+    }
+}
+
 /// Runs this rank's share of the job; rank 0 returns the summary.
 pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summary>> {
+    if cfg.cfg_parallel {
+        check_cfg_parallel(cfg.items, r.world)?;
+    }
     // Rank 0 holds the job folder (job.lock) until the job ends.
     let (todo, _lock) = agree_on_todo(cfg, r)?;
     let start = Instant::now();
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &cfg.items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, cfg.batch_size);
+    // Units of work: ranks, or pairs of ranks under CFG parallelism.
+    let (unit, units) = if cfg.cfg_parallel {
+        (r.rank / 2, r.world / 2)
+    } else {
+        (r.rank, r.world)
+    };
     let mut source: Box<dyn Source + '_> = match (cfg.dynamic, r.pg) {
         (true, Some(pg)) => Box::new(StoreCounter::new(pg, blocks)),
-        _ => Box::new(StaticSource::new(&blocks, r.rank, r.world)),
+        _ => Box::new(StaticSource::new(&blocks, unit, units)),
     };
+    let pair = match (cfg.cfg_parallel, r.pg) {
+        (true, Some(pg)) => {
+            let (partner, half) = if r.rank.is_multiple_of(2) {
+                (r.rank + 1, CfgHalf::Uncond)
+            } else {
+                (r.rank - 1, CfgHalf::Cond)
+            };
+            if cfg.dynamic {
+                let inner = (half == CfgHalf::Uncond).then_some(source);
+                source = Box::new(PairedSource { inner, pg, partner });
+            }
+            Some(Pair { pg, partner, half })
+        }
+        _ => None,
+    };
+    let pair = pair.as_ref();
     let manifest = cfg.out.join(MANIFEST_FILE);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Option<Summary>> {
@@ -114,7 +217,7 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                         .map_err(|_| Error::Peer("rank 0's monitor stopped".into()))
                 },
             };
-            let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink);
+            let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair);
             if let Ok(f) = &work {
                 let _ = tx.send(Msg::Done(*f));
             }
@@ -152,7 +255,7 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 Ok(())
             },
         };
-        let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink);
+        let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair);
         stop.store(true, Ordering::Relaxed);
         let f = work?;
         let body = serde_json::to_vec(&f).map_err(|e| Error::Peer(format!("encoding the end: {e}")))?;
@@ -198,7 +301,8 @@ impl<R: FnMut(Vec<Record>) -> Result<()>> Sink for FilesSink<'_, R> {
     }
 }
 
-/// The block loop: generate, then publish each block through the sink.
+/// The block loop: generate, then publish each block through the sink. In a
+/// CFG pair both ranks denoise; the unconditional rank decodes and publishes.
 fn work(
     pipe: &Pipeline,
     cfg: &JobConfig,
@@ -206,6 +310,7 @@ fn work(
     pending: &[&WorkItem],
     source: &mut dyn Source,
     sink: &mut dyn Sink,
+    pair: Option<&Pair>,
 ) -> Result<Finished> {
     let mut made = 0usize;
     let mut busy = Duration::ZERO;
@@ -228,11 +333,18 @@ fn work(
             })
             .collect();
         // No callback work between steps: nothing here touches the store.
-        let out = pipe.generate(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {})?;
-        let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
+        let partner = pair.map(|p| p as &dyn CfgPartner);
+        let out = pipe.denoise(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {}, partner)?;
         check_finite(&out.latents, chunk)?;
+        if pair.is_some_and(|p| p.half == CfgHalf::Cond) {
+            // The partner decodes and publishes.
+            busy += t.elapsed();
+            continue;
+        }
+        let images = pipe.decode_items(&out.latents)?;
+        let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
         let mut made_now = Vec::with_capacity(chunk.len());
-        for (k, img) in shoal_diffusion::image::to_rgb8(&out.images)?.iter().enumerate() {
+        for (k, img) in shoal_diffusion::image::to_rgb8(&images)?.iter().enumerate() {
             made_now.push(Made {
                 item: chunk[k],
                 png: shoal_diffusion::image::png_bytes(img)?,

@@ -21,5 +21,5 @@ mod source;
 
 pub use error::{Error, Result};
 pub use files::write_atomic;
-pub use job::{JobConfig, Made, Ranks, Sink, Summary, run_job};
+pub use job::{JobConfig, Made, Ranks, Sink, Summary, check_cfg_parallel, run_job};
 pub use source::{Source, StaticSource, StoreCounter};

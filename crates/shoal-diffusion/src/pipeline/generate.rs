@@ -7,6 +7,39 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::{Encoders, Item, Output, Params, Pipeline};
+
+/// Which half of classifier-free guidance a process computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfgHalf {
+    /// The negative (or empty) prompt's prediction.
+    Uncond,
+    /// The prompt's prediction.
+    Cond,
+}
+
+/// The other process of a CFG-parallel pair, as the denoising loop sees it.
+pub trait CfgPartner {
+    /// The half this process computes.
+    fn half(&self) -> CfgHalf;
+    /// Sends this process's noise prediction (f32) and returns the partner's.
+    fn exchange(&self, mine: &Tensor) -> Result<Tensor>;
+}
+
+/// The final latents `(b, c, h/f, w/f)` (f32, before VAE scaling) and, per
+/// item, the prompt's token count (BOS and EOS included).
+#[derive(Debug, Clone)]
+pub struct Denoised {
+    /// The latents.
+    pub latents: Tensor,
+    /// Token counts.
+    pub prompt_tokens: Vec<usize>,
+}
+
+/// One half's conditioning, on the UNet's device in its dtype.
+struct HalfCond {
+    ctx: Tensor,
+    added: Option<AddedCond>,
+}
 use crate::clip::ClipTextModel;
 use crate::error::{Error, Result};
 use crate::scheduler::Scheduler;
@@ -84,77 +117,181 @@ impl Pipeline {
         p: &Params,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output> {
-        self.check(p)?;
-        if items.is_empty() {
-            return Err(Error::invalid("items", 0, "a batch needs at least one item"));
-        }
-        if !self.batch_invariant || items.len() == 1 {
-            return self.generate_batch(items, p, on_step);
-        }
-        let outs = items
-            .iter()
-            .map(|it| self.generate_batch(std::slice::from_ref(it), p, on_step))
-            .collect::<Result<Vec<_>>>()?;
-        let latents: Vec<&Tensor> = outs.iter().map(|o| &o.latents).collect();
-        let images: Vec<&Tensor> = outs.iter().map(|o| &o.images).collect();
+        let d = self.denoise(items, p, on_step, None)?;
+        let images = self.decode_items(&d.latents)?;
         Ok(Output {
-            latents: Tensor::cat(&latents, 0)?,
-            images: Tensor::cat(&images, 0)?,
-            prompt_tokens: outs.iter().flat_map(|o| o.prompt_tokens.clone()).collect(),
+            latents: d.latents,
+            images,
+            prompt_tokens: d.prompt_tokens,
         })
     }
 
-    fn generate_batch(
+    /// The denoising loop of [`Pipeline::generate`], without the decode. With a
+    /// `partner`, this process computes one half of classifier-free guidance
+    /// (its text encoding and its UNet call each step) and the partner the
+    /// other; the two predictions are exchanged every step and both processes
+    /// apply the same guidance and scheduler step, so both end with the same
+    /// latents (guidance must be above 1).
+    pub fn denoise(
         &self,
         items: &[Item],
         p: &Params,
         on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<Output> {
-        let b = items.len();
-        let f = self.vae_scale_factor();
-        let mut sched = Scheduler::new(&self.sched, p.steps)?;
+        partner: Option<&dyn CfgPartner>,
+    ) -> Result<Denoised> {
+        self.check(p)?;
+        if items.is_empty() {
+            return Err(Error::invalid("items", 0, "a batch needs at least one item"));
+        }
+        if partner.is_some() && p.guidance <= 1.0 {
+            return Err(Error::invalid(
+                "guidance",
+                p.guidance,
+                "CFG parallelism splits the unconditional and conditional halves of guidance; \
+                 at guidance 1 or below there is only one",
+            ));
+        }
+        if !self.batch_invariant || items.len() == 1 {
+            return self.denoise_batch(items, p, on_step, partner);
+        }
+        let outs = items
+            .iter()
+            .map(|it| self.denoise_batch(std::slice::from_ref(it), p, on_step, partner))
+            .collect::<Result<Vec<_>>>()?;
+        let latents: Vec<&Tensor> = outs.iter().map(|o| &o.latents).collect();
+        Ok(Denoised {
+            latents: Tensor::cat(&latents, 0)?,
+            prompt_tokens: outs.iter().flat_map(|o| o.prompt_tokens.clone()).collect(),
+        })
+    }
+
+    /// Decodes latents `(b, c, h/f, w/f)` to images in [0, 1]: one item at a time
+    /// when the pipeline is batch-invariant (CPU), else as one batch.
+    pub fn decode_items(&self, latents: &Tensor) -> Result<Tensor> {
+        let b = latents.dim(0)?;
+        if !self.batch_invariant || b == 1 {
+            return self.decode(latents);
+        }
+        let imgs = (0..b)
+            .map(|k| self.decode(&latents.narrow(0, k, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&imgs, 0)?)
+    }
+
+    /// Token counts of prompts (BOS and EOS included), without the text encoder.
+    fn token_counts(&self, enc: &Encoders, prompts: &[&str]) -> Result<Vec<usize>> {
+        let tok = match enc {
+            Encoders::Sd { tok, .. } | Encoders::Xl { tok, .. } => tok,
+        };
+        prompts
+            .iter()
+            .map(|p| Ok(tok.encode(p)?.untruncated_len))
+            .collect()
+    }
+
+    /// The conditioning of each guidance half this process computes, in order
+    /// (unconditional first), and the prompts' token counts.
+    fn conditioning(
+        &self,
+        items: &[Item],
+        p: &Params,
+        half: Option<CfgHalf>,
+    ) -> Result<(Vec<HalfCond>, Vec<usize>)> {
         let prompts: Vec<&str> = items.iter().map(|i| i.prompt.as_str()).collect();
-        let devs = self.devices();
+        let negs: Vec<&str> = items
+            .iter()
+            .map(|i| i.negative_prompt.as_deref().unwrap_or(""))
+            .collect();
         let enc = self.encoders()?;
-        let (cond, pooled, prompt_tokens) = self.encode(&enc, &prompts)?;
-        let cfg = p.guidance > 1.0;
-        let (ctx, pooled) = if cfg {
-            let zeros = self.xl && self.force_zeros && items.iter().all(|i| i.negative_prompt.is_none());
-            let (neg, neg_pooled) = if zeros {
-                (
-                    cond.zeros_like()?,
-                    pooled.as_ref().map(Tensor::zeros_like).transpose()?,
-                )
-            } else {
-                let negs: Vec<&str> = items
-                    .iter()
-                    .map(|i| i.negative_prompt.as_deref().unwrap_or(""))
-                    .collect();
-                let (n, np, _) = self.encode(&enc, &negs)?;
-                (n, np)
-            };
-            let pooled = match (neg_pooled, pooled) {
-                (Some(n), Some(c)) => Some(Tensor::cat(&[n, c], 0)?),
-                _ => None,
-            };
-            (Tensor::cat(&[neg, cond], 0)?, pooled)
-        } else {
-            (cond, pooled)
+        let zeros = self.xl && self.force_zeros && items.iter().all(|i| i.negative_prompt.is_none());
+        let zeros_like = |(c, pl): &(Tensor, Option<Tensor>)| -> Result<(Tensor, Option<Tensor>)> {
+            Ok((c.zeros_like()?, pl.as_ref().map(Tensor::zeros_like).transpose()?))
+        };
+        let strip = |(c, pl, _): (Tensor, Option<Tensor>, Vec<usize>)| (c, pl);
+        let (raw, lens) = match (p.guidance > 1.0, half) {
+            (false, _) => {
+                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                (vec![(c, pl)], lens)
+            }
+            (true, Some(CfgHalf::Cond)) => {
+                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                (vec![(c, pl)], lens)
+            }
+            (true, Some(CfgHalf::Uncond)) if zeros => {
+                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                (vec![zeros_like(&(c, pl))?], lens)
+            }
+            (true, Some(CfgHalf::Uncond)) => {
+                let lens = self.token_counts(&enc, &prompts)?;
+                (vec![strip(self.encode(&enc, &negs)?)], lens)
+            }
+            (true, None) => {
+                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                let cond = (c, pl);
+                let neg = if zeros {
+                    zeros_like(&cond)?
+                } else {
+                    strip(self.encode(&enc, &negs)?)
+                };
+                (vec![neg, cond], lens)
+            }
         };
         // Under offload the encoders are freed before the UNet is loaded.
         drop(enc);
-        let ctx = ctx.to_device(&devs.unet)?.to_dtype(self.dtype)?;
-        let added = match pooled {
-            Some(text_embeds) => {
-                let n = text_embeds.dim(0)?;
-                let (h, w) = (p.height as f32, p.width as f32);
-                let ids: Vec<f32> = (0..n).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
-                Some(AddedCond {
-                    text_embeds: text_embeds.to_dtype(self.dtype)?,
-                    time_ids: Tensor::from_vec(ids, (n, 6), &devs.unet)?,
-                })
-            }
-            None => None,
+        let devs = self.devices();
+        let halves = raw
+            .into_iter()
+            .map(|(ctx, pooled)| -> Result<HalfCond> {
+                let ctx = ctx.to_device(&devs.unet)?.to_dtype(self.dtype)?;
+                let added = match pooled {
+                    Some(text_embeds) => {
+                        let n = text_embeds.dim(0)?;
+                        let (h, w) = (p.height as f32, p.width as f32);
+                        let ids: Vec<f32> = (0..n).flat_map(|_| [h, w, 0.0, 0.0, h, w]).collect();
+                        Some(AddedCond {
+                            text_embeds: text_embeds.to_device(&devs.unet)?.to_dtype(self.dtype)?,
+                            time_ids: Tensor::from_vec(ids, (n, 6), &devs.unet)?,
+                        })
+                    }
+                    None => None,
+                };
+                Ok(HalfCond { ctx, added })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((halves, lens))
+    }
+
+    fn denoise_batch(
+        &self,
+        items: &[Item],
+        p: &Params,
+        on_step: &mut dyn FnMut(usize, usize),
+        partner: Option<&dyn CfgPartner>,
+    ) -> Result<Denoised> {
+        let b = items.len();
+        let f = self.vae_scale_factor();
+        let mut sched = Scheduler::new(&self.sched, p.steps)?;
+        let devs = self.devices();
+        let cfg = p.guidance > 1.0;
+        let half = partner.map(|pt| pt.half());
+        let (halves, prompt_tokens) = self.conditioning(items, p, half)?;
+        // One UNet call over both halves, except where the halves are split:
+        // between two processes, or on a batch-invariant pipeline (the CPU), where
+        // each half is its own call so that a split job computes the same bits.
+        let joint = if cfg && partner.is_none() && !self.batch_invariant {
+            let added = match (&halves[0].added, &halves[1].added) {
+                (Some(u), Some(c)) => Some(AddedCond {
+                    text_embeds: Tensor::cat(&[&u.text_embeds, &c.text_embeds], 0)?,
+                    time_ids: Tensor::cat(&[&u.time_ids, &c.time_ids], 0)?,
+                }),
+                _ => None,
+            };
+            Some(HalfCond {
+                ctx: Tensor::cat(&[&halves[0].ctx, &halves[1].ctx], 0)?,
+                added,
+            })
+        } else {
+            None
         };
 
         let shape = (self.latent_channels, p.height / f, p.width / f);
@@ -185,22 +322,43 @@ impl Pipeline {
         let n = sched.timesteps().len();
         for i in 0..n {
             let t = sched.timesteps()[i];
-            let xin = if cfg {
-                Tensor::cat(&[&x, &x], 0)?
-            } else {
-                x.clone()
+            let eval = |xin: &Tensor, h: &HalfCond| -> Result<Tensor> {
+                let xin = sched.scale_model_input(xin, i)?.to_dtype(self.dtype)?;
+                Ok(crate::nn::profile::scope(
+                    "UNet (whole call)",
+                    xin.device(),
+                    || {
+                        unet.forward(&xin, t, &h.ctx, h.added.as_ref())
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                            .to_dtype(DType::F32)
+                    },
+                )?)
             };
-            let xin = sched.scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
-            let out = crate::nn::profile::scope("UNet (whole call)", xin.device(), || {
-                unet.forward(&xin, t, &ctx, added.as_ref())
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?
-                    .to_dtype(DType::F32)
-            })?;
-            let out = if cfg {
-                let (u, c) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
-                (&u + ((c - &u)? * p.guidance)?)?
-            } else {
-                out
+            let guide = |u: &Tensor, c: &Tensor| -> Result<Tensor> { Ok((u + ((c - u)? * p.guidance)?)?) };
+            let out = match (&joint, partner) {
+                _ if !cfg => eval(&x, &halves[0])?,
+                (Some(j), _) => {
+                    let out = eval(&Tensor::cat(&[&x, &x], 0)?, j)?;
+                    guide(&out.narrow(0, 0, b)?, &out.narrow(0, b, b)?)?
+                }
+                (None, Some(pt)) => {
+                    let mine = eval(&x, &halves[0])?;
+                    let other = pt.exchange(&mine)?;
+                    if other.dims() != mine.dims() || other.dtype() != mine.dtype() {
+                        return Err(Error::Partner(format!(
+                            "step {i}: sent a prediction {:?} {:?} for {:?} {:?}",
+                            other.dims(),
+                            other.dtype(),
+                            mine.dims(),
+                            mine.dtype()
+                        )));
+                    }
+                    match pt.half() {
+                        CfgHalf::Uncond => guide(&mine, &other)?,
+                        CfgHalf::Cond => guide(&other, &mine)?,
+                    }
+                }
+                (None, None) => guide(&eval(&x, &halves[0])?, &eval(&x, &halves[1])?)?,
             };
             let noise = if sched.needs_noise() {
                 let per: Vec<Tensor> = items
@@ -227,10 +385,8 @@ impl Pipeline {
             on_step(i + 1, n);
         }
         drop(unet);
-        let images = self.decode(&x)?;
-        Ok(Output {
+        Ok(Denoised {
             latents: x,
-            images,
             prompt_tokens,
         })
     }

@@ -9,7 +9,7 @@
 
 mod generate;
 
-pub use generate::splitmix;
+pub use generate::{CfgHalf, CfgPartner, Denoised, splitmix};
 
 use std::path::{Path, PathBuf};
 
