@@ -400,3 +400,80 @@ fn r15_cfg_parallel_bad_combinations_and_resume() {
     );
     assert_none_left(&tag);
 }
+
+/// Issue 15: the split VAE decode. Through `shoal launch`: `bench vae` on 2
+/// and 3 processes stacks its bands to the whole decode (bound 1e-5 here, on
+/// images in [0, 1]; the tiny model's differences are ~1e-6, from the order of
+/// additions in the GroupNorm sums), and `generate --cfg-parallel
+/// --vae-parallel` writes images within one 8-bit level of one process's.
+#[test]
+fn r15_split_vae_decode_equals_the_whole_decode() {
+    let tag = unique_tag("vaesplit");
+    for (n, h) in [(2, "64"), (3, "72")] {
+        let mut cmd = shoal();
+        cmd.args(["launch", "-n", &n.to_string(), "shoal", "bench", "vae"])
+            .args([
+                "--height",
+                h,
+                "--width",
+                "40",
+                "--reps",
+                "1",
+                "--batch",
+                "2",
+                "--max-diff",
+                "1e-5",
+            ]);
+        let (k, v) = tag.split_once('=').unwrap();
+        cmd.env(k, v);
+        let (o, _) = run_timed(&mut cmd, Duration::from_secs(300));
+        assert!(o.status.success(), "{n} bands: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!("{n} band(s)")) && text(&o).contains("PASS"),
+            "{}",
+            text(&o)
+        );
+    }
+    // More bands than latent rows: a usage error.
+    let mut cmd = shoal();
+    cmd.args([
+        "launch", "-n", "3", "shoal", "bench", "vae", "--height", "16", "--width", "16",
+    ]);
+    let (k, v) = tag.split_once('=').unwrap();
+    cmd.env(k, v);
+    let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("at least one latent row per process"),
+        "{}",
+        text(&o)
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one");
+    assert!(generate(0, &one, &[], &tag).status.success());
+    for n in [2, 4] {
+        let out = tmp.path().join(format!("vp{n}"));
+        let o = generate(n, &out, &["--cfg-parallel", "--vae-parallel"], &tag);
+        assert!(o.status.success(), "{n}: {}", text(&o));
+        let (a, b) = (files(&one), files(&out));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for name in a.keys() {
+            let o = shoal()
+                .args(["image-diff", "--max", "0.004"])
+                .arg(one.join(name))
+                .arg(out.join(name))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{n} processes, {name}: {}", text(&o));
+        }
+    }
+    let o = generate(2, &tmp.path().join("bad"), &["--vae-parallel"], &tag);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("needs --cfg-parallel") || text(&o).contains("add --cfg-parallel"),
+        "{}",
+        text(&o)
+    );
+    assert_none_left(&tag);
+}

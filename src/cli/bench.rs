@@ -7,6 +7,7 @@
 //!   launcher (nccl-tests' definitions: busbw = algbw × 2(n−1)/n for
 //!   all-reduce, × (n−1)/n for all-gather).
 //! - `bench ops`: per-op table, plain against fast kernels (`bench_ops.rs`).
+//! - `bench vae`: the split VAE decode against the whole decode (`bench_vae.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,6 +28,9 @@ pub enum BenchCmd {
     Comm(CommBench),
     /// Every SD conv and attention shape on the plain and the fast kernels (GPU).
     Ops(super::bench_ops::OpsBench),
+    /// The split VAE decode (one band of rows per process, run it under
+    /// `shoal launch`) against the whole decode.
+    Vae(super::bench_vae::VaeBench),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +94,7 @@ pub fn run(c: BenchCmd) -> Result<()> {
         BenchCmd::Sd(b) => sd(b),
         BenchCmd::Comm(b) => comm(b),
         BenchCmd::Ops(b) => super::bench_ops::run(b),
+        BenchCmd::Vae(b) => super::bench_vae::run(b),
     }
 }
 

@@ -92,6 +92,11 @@ pub struct GenerateCmd {
     /// guidance above 1). Pairs share the items like processes do.
     #[arg(long)]
     cfg_parallel: bool,
+    /// With --cfg-parallel: the pair also splits the VAE decode into two bands
+    /// of rows (GroupNorm statistics and edge rows exchanged), the image equal
+    /// to one process's up to rounding.
+    #[arg(long)]
+    vae_parallel: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -316,6 +321,12 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     if c.cfg_parallel {
         shoal_engine::check_cfg_parallel(&items, world).map_err(|e| UsageError(e.to_string()))?;
     }
+    if c.vae_parallel && !c.cfg_parallel {
+        bail!(UsageError(
+            "--vae-parallel splits the decode between the two processes of a CFG pair: add --cfg-parallel"
+                .into()
+        ));
+    }
     let latents = match &c.latents {
         Some(p) => Some(load_latents(p, items.len())?),
         None => None,
@@ -351,6 +362,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         batch_size: c.batch_size,
         dynamic: c.schedule == Schedule::Dynamic,
         cfg_parallel: c.cfg_parallel,
+        vae_parallel: c.vae_parallel,
         progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
         timeout: group_opts.timeout,
         crash_after: (c.fail_rank == Some(rank)).then_some((c.fail_after, c.fail_mode == "stop")),

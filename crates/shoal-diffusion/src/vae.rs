@@ -121,6 +121,84 @@ impl Attention {
     }
 }
 
+/// The processes that decode one latent together, each a horizontal band of
+/// its rows (the split VAE decode).
+pub trait BandComm {
+    /// This process's band and the number of bands (top band first).
+    fn band(&self) -> (usize, usize);
+    /// Sends `first` (this band's top rows) to the band above and `last` (its
+    /// bottom rows) to the band below; returns the rows received from above
+    /// and from below, `None` at the image's top and bottom edges.
+    fn halo(&self, first: &Tensor, last: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)>;
+    /// The element-wise sum of a tensor over every band, the same on each.
+    fn sum(&self, t: &Tensor) -> CResult<Tensor>;
+}
+
+/// Rows `[start, start + len)` of `rows` held by band `index` of `count`, split like
+/// `split_between_processes` (the first `rows % count` bands one row longer).
+pub fn band_rows(rows: usize, index: usize, count: usize) -> Option<(usize, usize)> {
+    if count == 0 || index >= count || rows < count {
+        return None;
+    }
+    let (base, extra) = (rows / count, rows % count);
+    let len = base + usize::from(index < extra);
+    Some((index * base + index.min(extra), len))
+}
+
+/// A band's view of the layers: convolutions read their neighbours' edge rows,
+/// GroupNorms the whole tensor's statistics.
+struct Band<'a> {
+    comm: &'a dyn BandComm,
+    layout: Layout,
+}
+
+impl Band<'_> {
+    fn row_dim(&self) -> usize {
+        match self.layout {
+            Layout::Nchw => 2,
+            Layout::Nhwc => 1,
+        }
+    }
+
+    /// `conv(x)` on this band: the `p` rows a stride-1 convolution reads beyond
+    /// the band come from the neighbours, the rows they produce are dropped.
+    fn conv(&self, conv: &Conv2d, x: &Tensor) -> CResult<Tensor> {
+        let p = conv.padding();
+        if p == 0 {
+            return conv.forward(x);
+        }
+        if conv.stride() != 1 {
+            candle_core::bail!("split decode: a stride-{} convolution", conv.stride())
+        }
+        let d = self.row_dim();
+        let rows = x.dim(d)?;
+        if rows < p {
+            candle_core::bail!("split decode: a band of {rows} rows under a convolution that reads {p}")
+        }
+        let (above, below) = self.comm.halo(&x.narrow(d, 0, p)?, &x.narrow(d, rows - p, p)?)?;
+        let parts: Vec<&Tensor> = [above.as_ref(), Some(x), below.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let y = conv.forward(&Tensor::cat(&parts, d)?)?;
+        let top = if above.is_some() { p } else { 0 };
+        y.narrow(d, top, rows)
+    }
+
+    fn norm(&self, n: &GroupNorm, x: &Tensor, silu: bool) -> CResult<Tensor> {
+        n.forward_split(x, silu, &|t| self.comm.sum(t))
+    }
+
+    fn resnet(&self, r: &Resnet, x: &Tensor) -> CResult<Tensor> {
+        let h = self.conv(&r.conv1, &self.norm(&r.norm1, x, true)?)?;
+        let h = self.conv(&r.conv2, &self.norm(&r.norm2, &h, true)?)?;
+        match &r.shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
 /// One up level: ResNets, then an optional nearest ×2 upsample and conv.
 #[derive(Debug)]
 struct Up {
@@ -233,6 +311,49 @@ impl Decoder {
             }
         }
         let y = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
+        self.layout.to_nchw(&y)
+    }
+}
+
+impl Decoder {
+    /// This process's band of the decoded images: `z` holds the whole latents
+    /// (the same on every band's process); the mid block (whose attention sees
+    /// every pixel) runs whole on each, then the latent rows are split like
+    /// [`band_rows`] and the up blocks, the output norm and `conv_out` (most of
+    /// the decode's work) run on the band alone, exchanging one edge row per
+    /// convolution and the GroupNorm sums. The bands stacked are the whole
+    /// decode, up to the order of the additions in the norms' statistics.
+    pub fn decode_band(&self, z: &Tensor, comm: &dyn BandComm) -> CResult<Tensor> {
+        let (index, count) = comm.band();
+        let z = self.layout.from_nchw(z)?;
+        let z = match &self.post_quant_conv {
+            Some(p) => p.forward(&z)?,
+            None => z,
+        };
+        let mut x = self.conv_in.forward(&z)?;
+        x = self.mid.0.forward(&x)?;
+        x = self.mid.1.forward(&x)?;
+        x = self.mid.2.forward(&x)?;
+        let band = Band {
+            comm,
+            layout: self.layout,
+        };
+        let d = band.row_dim();
+        let rows = x.dim(d)?;
+        let Some((start, len)) = band_rows(rows, index, count) else {
+            candle_core::bail!("split decode: {rows} latent rows cannot make {count} bands (band {index})")
+        };
+        x = x.narrow(d, start, len)?;
+        for lvl in &self.up {
+            for r in &lvl.resnets {
+                x = band.resnet(r, &x)?;
+            }
+            if let Some(u) = &lvl.upsample {
+                let (_, _, h, w) = self.layout.dims(&x)?;
+                x = band.conv(u, &nn::upsample_nearest(&x, h * 2, w * 2, self.layout)?)?;
+            }
+        }
+        let y = band.conv(&self.conv_out, &band.norm(&self.norm_out, &x, true)?)?;
         self.layout.to_nchw(&y)
     }
 }
@@ -423,6 +544,142 @@ mod tests {
                 .unwrap();
             assert!(scale > 0.0);
             assert!(d <= 1e-5 * scale, "{h}x{w}: max |Δ| {d}");
+        }
+    }
+
+    /// Bands in threads of one process, over channels: the same protocol the
+    /// engine runs between processes (its test goes through `shoal launch`).
+    struct ThreadBands {
+        index: usize,
+        count: usize,
+        tx: Vec<Option<std::sync::mpsc::Sender<Tensor>>>,
+        rx: Vec<Option<std::sync::mpsc::Receiver<Tensor>>>,
+    }
+
+    impl ThreadBands {
+        fn all(count: usize) -> Vec<ThreadBands> {
+            let mut tx: Vec<Vec<Option<std::sync::mpsc::Sender<Tensor>>>> =
+                (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
+            let mut rx: Vec<Vec<Option<std::sync::mpsc::Receiver<Tensor>>>> =
+                (0..count).map(|_| (0..count).map(|_| None).collect()).collect();
+            for a in 0..count {
+                for b in 0..count {
+                    if a != b {
+                        let (t, r) = std::sync::mpsc::channel();
+                        tx[a][b] = Some(t);
+                        rx[b][a] = Some(r);
+                    }
+                }
+            }
+            tx.into_iter()
+                .zip(rx)
+                .enumerate()
+                .map(|(index, (tx, rx))| ThreadBands { index, count, tx, rx })
+                .collect()
+        }
+        fn send(&self, to: usize, t: &Tensor) {
+            self.tx[to].as_ref().unwrap().send(t.clone()).unwrap();
+        }
+        fn recv(&self, from: usize) -> Tensor {
+            self.rx[from].as_ref().unwrap().recv().unwrap()
+        }
+    }
+
+    impl BandComm for ThreadBands {
+        fn band(&self) -> (usize, usize) {
+            (self.index, self.count)
+        }
+        fn halo(&self, first: &Tensor, last: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+            let (up, down) = (
+                self.index.checked_sub(1),
+                (self.index + 1 < self.count).then_some(self.index + 1),
+            );
+            if let Some(u) = up {
+                self.send(u, first);
+            }
+            if let Some(d) = down {
+                self.send(d, last);
+            }
+            Ok((up.map(|u| self.recv(u)), down.map(|d| self.recv(d))))
+        }
+        fn sum(&self, t: &Tensor) -> CResult<Tensor> {
+            for o in (0..self.count).filter(|&o| o != self.index) {
+                self.send(o, t);
+            }
+            let mut acc: Option<Tensor> = None;
+            for o in 0..self.count {
+                let v = if o == self.index { t.clone() } else { self.recv(o) };
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => (a + v)?,
+                });
+            }
+            Ok(acc.unwrap())
+        }
+    }
+
+    #[test]
+    fn band_rows_cover_the_rows_once() {
+        for rows in 1..20 {
+            for count in 1..=rows.min(5) {
+                let mut next = 0;
+                for i in 0..count {
+                    let (s, l) = band_rows(rows, i, count).unwrap();
+                    assert_eq!(s, next);
+                    assert!(l >= 1);
+                    next = s + l;
+                }
+                assert_eq!(next, rows);
+            }
+            assert_eq!(band_rows(rows, 0, rows + 1), None);
+        }
+        assert_eq!(band_rows(4, 4, 4), None);
+    }
+
+    /// The split decode on 2 and 3 bands (uneven ones included), NCHW and
+    /// channels-last, stacks to the whole decode within 1e-5 of the image's scale.
+    #[test]
+    fn split_decode_equals_the_whole_decode() {
+        let p = crate::presets::preset("tiny").unwrap();
+        let cfg: VaeConfig = serde_json::from_value(p.vae.clone()).unwrap();
+        let (vb, _) = crate::random::var_builder(9, DType::F32);
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let dec = Decoder::new_in(vb.clone(), &cfg, layout).unwrap();
+            let z = Tensor::randn(0f32, 1., (2, cfg.latent_channels, 7, 5), &Device::Cpu).unwrap();
+            let whole = dec.decode(&z).unwrap();
+            for count in [2, 3] {
+                let bands: Vec<Tensor> = std::thread::scope(|s| {
+                    let hs: Vec<_> = ThreadBands::all(count)
+                        .into_iter()
+                        .map(|b| {
+                            let (dec, z) = (&dec, &z);
+                            s.spawn(move || dec.decode_band(z, &b).unwrap())
+                        })
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                let got = Tensor::cat(&bands, 2).unwrap();
+                assert_eq!(got.dims(), whole.dims(), "{layout:?} {count}");
+                let scale = whole
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = (got - &whole)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    d <= 1e-5 * scale,
+                    "{layout:?}, {count} bands: max |Δ| {d} (scale {scale})"
+                );
+            }
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct JobConfig<'a> {
     /// items; rank 2k computes the unconditional half of guidance and writes
     /// the images, rank 2k + 1 the conditional half.
     pub cfg_parallel: bool,
+    /// With `cfg_parallel`: the pair also splits the VAE decode, the even rank
+    /// the top half of the rows, the odd rank the bottom half
+    /// ([`shoal_diffusion::vae::Decoder::decode_band`]).
+    pub vae_parallel: bool,
     /// Test hook: this rank kills itself after this many images.
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
@@ -158,6 +162,11 @@ impl Source for PairedSource<'_> {
 pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summary>> {
     if cfg.cfg_parallel {
         check_cfg_parallel(cfg.items, r.world)?;
+    }
+    if cfg.vae_parallel && !cfg.cfg_parallel {
+        return Err(Error::Usage(
+            "--vae-parallel splits the decode between the two processes of a CFG pair: it needs --cfg-parallel".into(),
+        ));
     }
     // Rank 0 holds the job folder (job.lock) until the job ends.
     let (todo, _lock) = agree_on_todo(cfg, r)?;
@@ -336,12 +345,41 @@ fn work(
         let partner = pair.map(|p| p as &dyn CfgPartner);
         let out = pipe.denoise(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {}, partner)?;
         check_finite(&out.latents, chunk)?;
-        if pair.is_some_and(|p| p.half == CfgHalf::Cond) {
+        let images = match pair {
+            Some(p) if cfg.vae_parallel => {
+                let (top, bottom) = match p.half {
+                    CfgHalf::Uncond => (r.rank, p.partner),
+                    CfgHalf::Cond => (p.partner, r.rank),
+                };
+                let bands = crate::bands::Bands::new(p.pg, vec![top, bottom])
+                    .ok_or_else(|| Error::Peer(format!("rank {} is not in its pair", r.rank)))?;
+                let mine = pipe.decode_band(&out.latents, &bands)?;
+                if p.half == CfgHalf::Cond {
+                    p.pg.send(&mine, p.partner)?;
+                    busy += t.elapsed();
+                    continue;
+                }
+                let theirs = p.pg.recv(p.partner, mine.device())?;
+                if theirs.dim(0)? != mine.dim(0)?
+                    || theirs.dim(1)? != mine.dim(1)?
+                    || theirs.dim(3)? != mine.dim(3)?
+                {
+                    return Err(Error::Peer(format!(
+                        "rank {} sent image rows {:?} for {:?}",
+                        p.partner,
+                        theirs.dims(),
+                        mine.dims()
+                    )));
+                }
+                Tensor::cat(&[&mine, &theirs], 2)?
+            }
             // The partner decodes and publishes.
-            busy += t.elapsed();
-            continue;
-        }
-        let images = pipe.decode_items(&out.latents)?;
+            Some(p) if p.half == CfgHalf::Cond => {
+                busy += t.elapsed();
+                continue;
+            }
+            _ => pipe.decode_items(&out.latents)?,
+        };
         let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
         let mut made_now = Vec::with_capacity(chunk.len());
         for (k, img) in shoal_diffusion::image::to_rgb8(&images)?.iter().enumerate() {

@@ -12,6 +12,7 @@
 //! [`placement::resolve`] is the one pure function from placement flags to a
 //! placement choice, shared by `generate` and `bench`.
 
+mod bands;
 mod error;
 pub mod files;
 mod job;
@@ -19,6 +20,7 @@ mod monitor;
 pub mod placement;
 mod source;
 
+pub use bands::Bands;
 pub use error::{Error, Result};
 pub use files::write_atomic;
 pub use job::{JobConfig, Made, Ranks, Sink, Summary, check_cfg_parallel, run_job};

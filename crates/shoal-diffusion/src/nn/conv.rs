@@ -69,6 +69,17 @@ pub fn conv2d_in(
 }
 
 impl Conv2d {
+    /// The zero padding on each side (a `k × k` stride-1 convolution with
+    /// padding `p` reads `p` rows beyond each edge of its input).
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    /// The stride.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// Whether the stored weight is KRSC (the fast channels-last path).
     fn krsc(&self) -> bool {
         self.kernels == Kernels::Fast && self.layout == Layout::Nhwc && cfg!(feature = "cudnn")

@@ -12,9 +12,7 @@ pub struct GroupNorm {
     plain: candle_nn::GroupNorm,
     groups: usize,
     eps: f64,
-    #[cfg_attr(not(feature = "fused"), allow(dead_code))]
     weight: Tensor,
-    #[cfg_attr(not(feature = "fused"), allow(dead_code))]
     bias: Tensor,
     kernels: Kernels,
     layout: Layout,
@@ -72,6 +70,42 @@ impl GroupNorm {
             }
             let _ = (self.groups, self.eps);
             let y = self.plain.forward(&self.layout.to_nchw(x)?)?;
+            let y = if silu { y.silu()? } else { y };
+            self.layout.from_nchw(&y)
+        })
+    }
+
+    /// GroupNorm of a tensor cut into bands of rows held by several processes:
+    /// `sum` adds a tensor over every band (the same value on each). The
+    /// statistics are the whole tensor's, formed like candle-nn's GroupNorm (the
+    /// mean, then the centred second moment, in f32), so each band is
+    /// normalized as the whole would be, up to the order of the additions.
+    pub fn forward_split(
+        &self,
+        x: &Tensor,
+        silu: bool,
+        sum: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        use candle_core::DType;
+        super::profile::scope("group_norm (split)", x.device(), || {
+            let xn = self.layout.to_nchw(x)?;
+            let (b, c, h, w) = xn.dims4()?;
+            let g = self.groups;
+            if g == 0 || !c.is_multiple_of(g) {
+                candle_core::bail!("group_norm: {c} channels in {g} groups")
+            }
+            let per = (c / g) * h * w;
+            let count = sum(&Tensor::new(&[per as f64], x.device())?)?.to_vec1::<f64>()?[0];
+            let xf = xn.to_dtype(DType::F32)?.reshape((b, g, per))?;
+            let mean = (sum(&xf.sum_keepdim(2)?)? / count)?;
+            let xc = xf.broadcast_sub(&mean)?;
+            let var = (sum(&xc.sqr()?.sum_keepdim(2)?)? / count)?;
+            let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            let y = y
+                .to_dtype(x.dtype())?
+                .reshape((b, c, h, w))?
+                .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
             let y = if silu { y.silu()? } else { y };
             self.layout.from_nchw(&y)
         })

@@ -391,6 +391,27 @@ impl Pipeline {
         })
     }
 
+    /// This process's band of rows of the decoded images, in [0, 1] on the CPU
+    /// (the split VAE decode, [`crate::vae::Decoder::decode_band`]); one item
+    /// at a time when the pipeline is batch-invariant. Stacked along the rows,
+    /// the bands of all processes are [`Pipeline::decode_items`]' images up
+    /// to the order of additions in the GroupNorm statistics.
+    pub fn decode_band(&self, latents: &Tensor, comm: &dyn crate::vae::BandComm) -> Result<Tensor> {
+        let b = latents.dim(0)?;
+        if self.batch_invariant && b > 1 {
+            let parts = (0..b)
+                .map(|k| self.decode_band(&latents.narrow(0, k, 1)?, comm))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Tensor::cat(&parts, 0)?);
+        }
+        let vae = self.vae()?;
+        let z = (latents.to_device(&self.devices().vae)? / self.vae_cfg.scaling_factor)?
+            .to_dtype(self.vae_dtype)?;
+        let img = crate::nn::profile::scope("VAE decode (band)", z.device(), || vae.decode_band(&z, comm))?
+            .to_dtype(DType::F32)?;
+        Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
+    }
+
     /// VAE decode to images in [0, 1] (on the CPU, whatever the VAE's device).
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let vae = self.vae()?;

@@ -1,0 +1,107 @@
+//! The split VAE decode's exchanges between processes: edge rows to the
+//! neighbouring bands and the GroupNorm sums, through the process group.
+
+use candle_core::Tensor;
+use shoal_diffusion::vae::BandComm;
+use shoal_dist::ProcessGroup;
+
+/// The processes `members` (ranks, top band first) decoding one latent; this
+/// process is band `index`. Tensors go by point-to-point messages, so a band
+/// group may be part of a larger job (a CFG pair).
+#[derive(Debug)]
+pub struct Bands<'a> {
+    pg: &'a ProcessGroup,
+    members: Vec<usize>,
+    index: usize,
+}
+
+impl<'a> Bands<'a> {
+    /// The band of `pg`'s rank among `members`; `None` when it is not one of them.
+    pub fn new(pg: &'a ProcessGroup, members: Vec<usize>) -> Option<Self> {
+        let index = members.iter().position(|&m| m == pg.rank())?;
+        Some(Bands { pg, members, index })
+    }
+
+    fn send(&self, to: usize, t: &Tensor) -> candle_core::Result<()> {
+        let rank = self.members[to];
+        self.pg
+            .send(t, rank)
+            .map_err(|e| candle_core::Error::Msg(format!("split decode: sending to rank {rank}: {e}")))
+    }
+
+    fn recv(&self, from: usize, like: &Tensor) -> candle_core::Result<Tensor> {
+        let rank = self.members[from];
+        let t = self
+            .pg
+            .recv(rank, like.device())
+            .map_err(|e| candle_core::Error::Msg(format!("split decode: receiving from rank {rank}: {e}")))?;
+        if t.dtype() != like.dtype() {
+            candle_core::bail!(
+                "split decode: rank {rank} sent {:?} where {:?} was expected",
+                t.dtype(),
+                like.dtype()
+            )
+        }
+        Ok(t)
+    }
+}
+
+impl BandComm for Bands<'_> {
+    fn band(&self) -> (usize, usize) {
+        (self.index, self.members.len())
+    }
+
+    fn halo(&self, first: &Tensor, last: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let up = self.index.checked_sub(1);
+        let down = (self.index + 1 < self.members.len()).then_some(self.index + 1);
+        // Sends wait in the store, so every band sends before it receives.
+        if let Some(u) = up {
+            self.send(u, first)?;
+        }
+        if let Some(d) = down {
+            self.send(d, last)?;
+        }
+        let above = up.map(|u| self.recv(u, first)).transpose()?;
+        let below = down.map(|d| self.recv(d, last)).transpose()?;
+        for (t, edge, what) in [(&above, first, "above"), (&below, last, "below")] {
+            if let Some(t) = t
+                && t.dims() != edge.dims()
+            {
+                candle_core::bail!(
+                    "split decode: the band {what} sent rows {:?} for {:?}",
+                    t.dims(),
+                    edge.dims()
+                )
+            }
+        }
+        Ok((above, below))
+    }
+
+    fn sum(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        for o in (0..self.members.len()).filter(|&o| o != self.index) {
+            self.send(o, t)?;
+        }
+        // Added in band order on every band, so every band holds the same bits.
+        let mut acc: Option<Tensor> = None;
+        for o in 0..self.members.len() {
+            let v = if o == self.index {
+                t.clone()
+            } else {
+                self.recv(o, t)?
+            };
+            if v.dims() != t.dims() {
+                candle_core::bail!(
+                    "split decode: rank {} sent a sum of {:?} for {:?}",
+                    self.members[o],
+                    v.dims(),
+                    t.dims()
+                )
+            }
+            acc = Some(match acc {
+                None => v,
+                Some(a) => (a + v)?,
+            });
+        }
+        acc.ok_or_else(|| candle_core::Error::Msg("split decode: no bands".into()))
+    }
+}
