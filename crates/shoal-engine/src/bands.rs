@@ -29,6 +29,18 @@ impl<'a> Bands<'a> {
             .map_err(|e| candle_core::Error::Msg(format!("split decode: sending to rank {rank}: {e}")))
     }
 
+    /// Sends `t` to band `other` and returns what it sent: the upper band sends first.
+    fn swap(&self, other: usize, t: &Tensor) -> candle_core::Result<Tensor> {
+        if self.index < other {
+            self.send(other, t)?;
+            self.recv(other, t)
+        } else {
+            let r = self.recv(other, t)?;
+            self.send(other, t)?;
+            Ok(r)
+        }
+    }
+
     fn recv(&self, from: usize, like: &Tensor) -> candle_core::Result<Tensor> {
         let rank = self.members[from];
         let t = self
@@ -54,15 +66,11 @@ impl BandComm for Bands<'_> {
     fn halo(&self, first: &Tensor, last: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let up = self.index.checked_sub(1);
         let down = (self.index + 1 < self.members.len()).then_some(self.index + 1);
-        // Sends wait in the store, so every band sends before it receives.
-        if let Some(u) = up {
-            self.send(u, first)?;
-        }
-        if let Some(d) = down {
-            self.send(d, last)?;
-        }
-        let above = up.map(|u| self.recv(u, first)).transpose()?;
-        let below = down.map(|d| self.recv(d, last)).transpose()?;
+        // Each neighbouring pair exchanges with the upper band sending first, the
+        // pairs taken top to bottom: an order that cannot deadlock even where a
+        // send waits for its receive (NCCL).
+        let above = up.map(|u| self.swap(u, first)).transpose()?;
+        let below = down.map(|d| self.swap(d, last)).transpose()?;
         for (t, edge, what) in [(&above, first, "above"), (&below, last, "below")] {
             if let Some(t) = t
                 && t.dims() != edge.dims()
@@ -78,17 +86,15 @@ impl BandComm for Bands<'_> {
     }
 
     fn sum(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        // Every pair (a < b) exchanges once, pairs in one global order.
+        let mut got: Vec<Option<Tensor>> = vec![None; self.members.len()];
         for o in (0..self.members.len()).filter(|&o| o != self.index) {
-            self.send(o, t)?;
+            got[o] = Some(self.swap(o, t)?);
         }
         // Added in band order on every band, so every band holds the same bits.
         let mut acc: Option<Tensor> = None;
-        for o in 0..self.members.len() {
-            let v = if o == self.index {
-                t.clone()
-            } else {
-                self.recv(o, t)?
-            };
+        for (o, g) in got.into_iter().enumerate() {
+            let v = g.unwrap_or_else(|| t.clone());
             if v.dims() != t.dims() {
                 candle_core::bail!(
                     "split decode: rank {} sent a sum of {:?} for {:?}",
