@@ -183,6 +183,12 @@ fn r12_hostile_inputs_are_refused_at_once() {
     bytes.extend_from_slice(&[0u8; 16]);
     std::fs::write(&npy, bytes).unwrap();
     let model = m.to_str().unwrap();
+    let big = tmp.path().join("big.jsonl");
+    std::fs::write(
+        &big,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"height\": 4096, \"width\": 4096}\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["a", "--model", model, "--latents", npy.to_str().unwrap()],
@@ -191,6 +197,12 @@ fn r12_hostile_inputs_are_refused_at_once() {
         (
             vec!["--model", model, "--prompts-file", "/dev/zero"],
             "not a regular file",
+        ),
+        // Activations far beyond the machine (the tiny model's 4096² VAE decode:
+        // hundreds of GiB) are refused from the size estimate, not by the allocator.
+        (
+            vec!["--model", model, "--prompts-file", big.to_str().unwrap()],
+            "GiB of activations",
         ),
     ];
     for (args, needle) in cases {

@@ -338,6 +338,13 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     };
     let size = (defaults.params.height, defaults.params.width, c.batch_size);
     let placement = super::plan::placement(&flags, world, &model, &device, dtype, size)?;
+    if matches!(placement, shoal_diffusion::pipeline::Placement::Device(_)) {
+        let sides: Vec<(usize, usize)> = items
+            .iter()
+            .map(|it| (it.params.height, it.params.width))
+            .collect();
+        super::plan::check_activations(&model, &device, dtype, &sides, c.batch_size)?;
+    }
     let group_opts = GroupOptions::from_env(&std::env::vars().collect())?;
     let pg = if world > 1 {
         Some(state.process_group(Backend::Cpu, group_opts.clone())?)

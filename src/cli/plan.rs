@@ -101,6 +101,55 @@ pub fn placement(
     })
 }
 
+/// Bytes the OS can give this process now (`MemAvailable`), `None` when unknown.
+fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses, before any work, a request whose activations cannot fit `device`
+/// (the allowances of `shoal_diffusion::sizes`, attention fused or not as it
+/// will run): a usage error naming the size, the component and both amounts.
+/// Under a device map or offload the placement decides, not this check.
+pub fn check_activations(
+    model: &Path,
+    device: &Device,
+    dtype: DType,
+    sizes: &[(usize, usize)],
+    batch: usize,
+) -> Result<()> {
+    let available = match device {
+        Device::Cuda(_) => match device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => shoal_dist::cuda_memory()
+                .into_iter()
+                .find(|(i, _, _)| *i == gpu_id)
+                .map(|(_, free, _)| free),
+            _ => None,
+        },
+        _ => host_available(),
+    };
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let fused = shoal_diffusion::nn::fused_attention(device, dtype);
+    let mut seen = std::collections::BTreeSet::new();
+    for &(h, w) in sizes {
+        if !seen.insert((h, w)) {
+            continue;
+        }
+        let need = shoal_diffusion::sizes::component_sizes_for(model, dtype, h, w, batch, fused)?;
+        if let Some(why) = shoal_diffusion::sizes::activation_shortfall(&need, available) {
+            return Err(UsageError(format!(
+                "{h}×{w} at batch {batch} cannot run on {device:?}: {why}; use a smaller --height/--width or --batch-size"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// The candle devices of a plan.
 pub fn devices_of(plan: &Plan) -> Result<ComponentDevices> {
     let dev = |name: &str| -> Result<Device> {

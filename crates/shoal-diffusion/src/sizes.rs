@@ -10,6 +10,8 @@
 //! - VAE decode: B × (4 × C0 × H × W + (h·w)²) × s_vae, full-resolution feature
 //!   maps and the mid-block attention (s_vae is 4 when `force_upcast`);
 //! - text encoders: 2B × (heads × 77² + 4 × hidden × 77) × s.
+//!
+//! With fused attention (cuDNN SDPA on CUDA) the UNet's score term is dropped.
 
 use std::path::Path;
 
@@ -49,13 +51,28 @@ fn weight_bytes(dir: &Path, stem: &str, dtype: DType) -> Result<u64> {
 }
 
 /// The components of the model in `dir` with their needs for images of
-/// `height × width`, `batch` at a time, computed in `dtype`.
+/// `height × width`, `batch` at a time, computed in `dtype`, with the UNet's
+/// attention scores materialized (the plain path; an upper bound).
 pub fn component_sizes(
     dir: &Path,
     dtype: DType,
     height: usize,
     width: usize,
     batch: usize,
+) -> Result<Vec<ComponentSize>> {
+    component_sizes_for(dir, dtype, height, width, batch, false)
+}
+
+/// [`component_sizes`]; with `fused_attention` the UNet's attention never
+/// holds its score matrix (cuDNN's flash SDPA), so only its feature maps
+/// count. The VAE's single-head attention is counted materialized either way.
+pub fn component_sizes_for(
+    dir: &Path,
+    dtype: DType,
+    height: usize,
+    width: usize,
+    batch: usize,
+    fused_attention: bool,
 ) -> Result<Vec<ComponentSize>> {
     let index = ModelIndex::load(dir)?;
     let s = dtype.size_in_bytes() as u64;
@@ -86,7 +103,14 @@ pub fn component_sizes(
         .unwrap_or(blocks.len() - 1);
     let hw_attn = hw >> (2 * first_attn);
     let heads = blocks[first_attn].heads as u64;
-    let unet_act = b2 * (heads * hw_attn * hw_attn + 16 * blocks[0].channels as u64 * hw) * s;
+    let scores = if fused_attention {
+        0
+    } else {
+        heads.saturating_mul(hw_attn).saturating_mul(hw_attn)
+    };
+    let unet_act = b2
+        .saturating_mul(scores.saturating_add(16 * blocks[0].channels as u64 * hw))
+        .saturating_mul(s);
     out.push(ComponentSize {
         name: "unet".into(),
         weights: weight_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype)?,
@@ -95,11 +119,49 @@ pub fn component_sizes(
     let vae_dtype = if vae.force_upcast { DType::F32 } else { dtype };
     let sv = vae_dtype.size_in_bytes() as u64;
     let c0 = vae.block_out_channels.first().copied().unwrap_or(128) as u64;
-    let vae_act = batch as u64 * (4 * c0 * (height * width) as u64 + hw * hw) * sv;
+    let vae_act = (batch as u64)
+        .saturating_mul((4 * c0 * (height * width) as u64).saturating_add(hw.saturating_mul(hw)))
+        .saturating_mul(sv);
     out.push(ComponentSize {
         name: "vae".into(),
         weights: weight_bytes(&dir.join("vae"), "diffusion_pytorch_model", vae_dtype)?,
         activations: vae_act,
     });
     Ok(out)
+}
+
+/// `None` when the largest activation allowance of `sizes` fits in
+/// `available` bytes, else what does not fit (the component, both sizes in GiB).
+pub fn activation_shortfall(sizes: &[ComponentSize], available: u64) -> Option<String> {
+    let big = sizes.iter().max_by_key(|c| c.activations)?;
+    (big.activations > available).then(|| {
+        format!(
+            "the {} needs about {:.1} GiB of activations and the device has {:.1} GiB available",
+            big.name,
+            big.activations as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_activation_decides() {
+        let c = |name: &str, activations: u64| ComponentSize {
+            name: name.into(),
+            weights: 0,
+            activations,
+        };
+        let sizes = [c("unet", 10 << 30), c("vae", 3 << 30)];
+        assert_eq!(activation_shortfall(&sizes, 12 << 30), None);
+        let e = activation_shortfall(&sizes, 4 << 30).unwrap();
+        assert!(
+            e.contains("unet") && e.contains("10.0 GiB") && e.contains("4.0 GiB"),
+            "{e}"
+        );
+        assert_eq!(activation_shortfall(&[], 0), None);
+    }
 }

@@ -53,6 +53,13 @@ impl Kernels {
     }
 }
 
+/// Whether the UNet's attention on `device` in `dtype` is the fused kernel
+/// (no score matrix): CUDA, f16 or bf16, the cuDNN kernels built and not
+/// turned off.
+pub fn fused_attention(device: &Device, dtype: DType) -> bool {
+    cfg!(feature = "cudnn") && dtype != DType::F32 && Kernels::for_weights(device, dtype) == Kernels::Fast
+}
+
 /// How image activations `(batch, channels, height, width)` are laid out in
 /// memory between the layers of a model. Chosen once, when the model is
 /// built; every layer of it is built for the same layout.
