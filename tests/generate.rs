@@ -359,3 +359,67 @@ fn r13_text_encoder_weights_without_the_base_model_prefix() {
         assert!(pa == pb, "{preset}: unprefixed weights gave another image");
     }
 }
+
+/// Issue 12: the job fingerprint holds the model by content. Other weights
+/// written at the same path refuse `--resume` (naming the model); the same
+/// files copied elsewhere resume the job; the per-file hashes are cached in the
+/// job folder.
+#[test]
+fn r12_resume_knows_the_model_by_content_not_by_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    make("tiny", &m);
+    let out = tmp.path().join("out");
+    let o_s = out.to_str().unwrap();
+    let o = generate(&["-p", "a", "-p", "b", "--model", m.to_str().unwrap(), "--out", o_s]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join(".model-identity.json").is_file());
+    // The same model, copied: resuming from the copy is the same job.
+    let copy = tmp.path().join("copy");
+    let cp = std::process::Command::new("cp")
+        .args(["-r", m.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let o = generate(&[
+        "-p",
+        "a",
+        "-p",
+        "b",
+        "--model",
+        copy.to_str().unwrap(),
+        "--out",
+        o_s,
+        "--resume",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 of 2 images done, 0 to make"), "{}", text(&o));
+    // Other weights (another seed) at the original path: refused.
+    std::fs::remove_dir_all(&m).unwrap();
+    let (o, _) = run_timed(
+        shoal().args([
+            "make-model",
+            "--preset",
+            "tiny",
+            "--seed",
+            "7",
+            "--out",
+            m.to_str().unwrap(),
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = generate(&[
+        "-p",
+        "a",
+        "-p",
+        "b",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        o_s,
+        "--resume",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("model: sha256:"), "{}", text(&o));
+}

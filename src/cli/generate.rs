@@ -365,6 +365,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         latents: latents.as_deref(),
         out: &c.out,
         spec: &spec,
+        model_dir: c.model.as_deref(),
         resume: c.resume,
         batch_size: c.batch_size,
         dynamic: c.schedule == Schedule::Dynamic,

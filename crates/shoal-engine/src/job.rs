@@ -24,8 +24,12 @@ pub struct JobConfig<'a> {
     pub latents: Option<&'a [Tensor]>,
     /// The job folder.
     pub out: &'a Path,
-    /// The job's fingerprint.
+    /// The job's fingerprint (its `model` replaced by the folder's content
+    /// identity when `model_dir` is given).
     pub spec: &'a JobSpec,
+    /// The model folder, identified by content in the fingerprint
+    /// (`shoal_jobs::identity`; the per-file hashes cached in the job folder).
+    pub model_dir: Option<&'a Path>,
     /// Finish an existing job.
     pub resume: bool,
     /// Items per pipeline call.
@@ -48,6 +52,9 @@ pub struct JobConfig<'a> {
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
 }
+
+/// The per-file hash cache of the model's identity, in the job folder.
+pub const IDENTITY_CACHE: &str = ".model-identity.json";
 
 /// This process in the job.
 #[derive(Debug, Clone, Copy)]
@@ -441,7 +448,36 @@ fn check_finite(latents: &Tensor, chunk: &[&WorkItem]) -> Result<()> {
 fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_jobs::JobLock>)> {
     let decide = || -> Result<(Vec<usize>, shoal_jobs::JobLock)> {
         let lock = shoal_jobs::lock_job(cfg.out)?;
-        let manifest_path = shoal_jobs::open_job(cfg.out, cfg.spec, cfg.resume)?;
+        let (spec, cache) = match cfg.model_dir {
+            Some(dir) => {
+                use shoal_jobs::identity::{IdentityCache, folder_identity};
+                let path = cfg.out.join(IDENTITY_CACHE);
+                let mut cache = IdentityCache::read(&path);
+                let t = Instant::now();
+                let (id, st) = folder_identity(dir, &mut cache)?;
+                if st.hashed_bytes > 256 << 20 {
+                    eprintln!(
+                        "generate: model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
+                        st.hashed_files,
+                        st.hashed_bytes as f64 / 1e9,
+                        t.elapsed().as_secs_f64(),
+                        st.cached_files
+                    );
+                }
+                let spec = JobSpec {
+                    model: id,
+                    ..cfg.spec.clone()
+                };
+                (spec, Some((cache, path)))
+            }
+            None => (cfg.spec.clone(), None),
+        };
+        let manifest_path = shoal_jobs::open_job(cfg.out, &spec, cfg.resume)?;
+        if let Some((cache, path)) = cache
+            && let Err(e) = cache.write(&path)
+        {
+            eprintln!("generate: warning: {e} (the model is hashed again next time)");
+        }
         let manifest = shoal_jobs::read_manifest(&manifest_path)?;
         let plan = shoal_jobs::plan_resume(cfg.items, &manifest, |name| {
             crate::files::on_disk(&cfg.out.join(name))

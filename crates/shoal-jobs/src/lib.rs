@@ -4,6 +4,7 @@
 //! the process group are driven by the `shoal` binary.
 
 mod error;
+pub mod identity;
 pub mod items;
 pub mod manifest;
 pub mod naming;

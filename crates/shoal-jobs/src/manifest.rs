@@ -29,7 +29,8 @@ pub const MANIFEST_FILE: &str = "manifest.jsonl";
 pub struct JobSpec {
     /// Format version.
     pub version: u32,
-    /// The model (folder, or `embedded:tiny`).
+    /// The model: its folder's content identity (`sha256:…`, see
+    /// [`crate::identity`]), or `embedded:tiny-v1`.
     pub model: String,
     /// The scheduler class.
     pub scheduler: String,
