@@ -150,6 +150,8 @@ pub fn band_rows(rows: usize, index: usize, count: usize) -> Option<(usize, usiz
 struct Band<'a> {
     comm: &'a dyn BandComm,
     layout: Layout,
+    /// Rows of the whole tensor at the current resolution.
+    total_rows: std::cell::Cell<usize>,
 }
 
 impl Band<'_> {
@@ -186,7 +188,7 @@ impl Band<'_> {
     }
 
     fn norm(&self, n: &GroupNorm, x: &Tensor, silu: bool) -> CResult<Tensor> {
-        n.forward_split(x, silu, &|t| self.comm.sum(t))
+        n.forward_split(x, silu, self.total_rows.get(), &|t| self.comm.sum(t))
     }
 
     fn resnet(&self, r: &Resnet, x: &Tensor) -> CResult<Tensor> {
@@ -334,12 +336,16 @@ impl Decoder {
         x = self.mid.0.forward(&x)?;
         x = self.mid.1.forward(&x)?;
         x = self.mid.2.forward(&x)?;
+        let d = match self.layout {
+            Layout::Nchw => 2,
+            Layout::Nhwc => 1,
+        };
+        let rows = x.dim(d)?;
         let band = Band {
             comm,
             layout: self.layout,
+            total_rows: std::cell::Cell::new(rows),
         };
-        let d = band.row_dim();
-        let rows = x.dim(d)?;
         let Some((start, len)) = band_rows(rows, index, count) else {
             candle_core::bail!("split decode: {rows} latent rows cannot make {count} bands (band {index})")
         };
@@ -350,6 +356,7 @@ impl Decoder {
             }
             if let Some(u) = &lvl.upsample {
                 let (_, _, h, w) = self.layout.dims(&x)?;
+                band.total_rows.set(band.total_rows.get() * 2);
                 x = band.conv(u, &nn::upsample_nearest(&x, h * 2, w * 2, self.layout)?)?;
             }
         }

@@ -75,8 +75,9 @@ impl GroupNorm {
         })
     }
 
-    /// GroupNorm of a tensor cut into bands of rows held by several processes:
-    /// `sum` adds a tensor over every band (the same value on each). The
+    /// GroupNorm of a tensor cut into bands of rows held by several processes,
+    /// `total_rows` rows in all: `sum` adds a tensor over every band (the same
+    /// value on each; two calls per norm). The
     /// statistics are the whole tensor's, formed like candle-nn's GroupNorm (the
     /// mean, then the centred second moment, in f32), so each band is
     /// normalized as the whole would be, up to the order of the additions.
@@ -84,6 +85,7 @@ impl GroupNorm {
         &self,
         x: &Tensor,
         silu: bool,
+        total_rows: usize,
         sum: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<Tensor> {
         use candle_core::DType;
@@ -95,7 +97,7 @@ impl GroupNorm {
                 candle_core::bail!("group_norm: {c} channels in {g} groups")
             }
             let per = (c / g) * h * w;
-            let count = sum(&Tensor::new(&[per as f64], x.device())?)?.to_vec1::<f64>()?[0];
+            let count = ((c / g) * total_rows * w) as f64;
             let xf = xn.to_dtype(DType::F32)?.reshape((b, g, per))?;
             let mean = (sum(&xf.sum_keepdim(2)?)? / count)?;
             let xc = xf.broadcast_sub(&mean)?;
