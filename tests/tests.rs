@@ -13,4 +13,5 @@ mod cli;
 mod generate;
 mod jobs;
 mod launch;
+mod pippy;
 mod plan;

@@ -126,7 +126,7 @@ pub struct GenerateCmd {
 
 /// Checks a `.npy` header against the file's size before anything is allocated:
 /// a header may claim any shape.
-fn check_npy(path: &Path) -> Result<()> {
+pub(crate) fn check_npy(path: &Path) -> Result<()> {
     use std::io::Read;
     let bad = |d: String| UsageError(format!("--latents {}: {d}", path.display()));
     let len = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();

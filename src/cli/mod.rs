@@ -17,6 +17,7 @@ mod generate;
 mod image_diff;
 mod launch;
 mod make_model;
+mod pippy;
 mod plan;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     ImageDiff(image_diff::ImageDiffCmd),
     /// Print a device map for a model without loading weights.
     Plan(plan::PlanCmd),
+    /// Pipeline parallelism on GPT-2 (the seed's `prepare_pippy` example): one
+    /// stage per process under `shoal launch`.
+    Pippy(pippy::PippyCmd),
 }
 
 /// An error that is the user's to fix: exit code 2.
@@ -78,6 +82,7 @@ pub fn run() -> i32 {
         Command::Bench(c) => bench::run(c),
         Command::ImageDiff(c) => image_diff::run(c),
         Command::Plan(c) => plan::run(c),
+        Command::Pippy(c) => pippy::run(c),
     };
     match result {
         Ok(()) => 0,
@@ -105,6 +110,13 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     }
     if let Some(d) = e.downcast_ref::<shoal_diffusion::Error>() {
         return diffusion_code(d);
+    }
+    if let Some(p) = e.downcast_ref::<shoal_pipe::Error>() {
+        return match p {
+            shoal_pipe::Error::Plan(_) => 2,
+            shoal_pipe::Error::Dist(d) => dist_code(d),
+            _ => 1,
+        };
     }
     match e.downcast_ref::<shoal_dist::Error>() {
         Some(d) => dist_code(d),

@@ -179,8 +179,7 @@ pub fn folder_identity(dir: &Path, cache: &mut IdentityCache) -> Result<(String,
     todo.sort_by_key(|&i| std::cmp::Reverse(stamps[i].1.len));
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(8)
-        .max(1);
+        .clamp(1, 8);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, String)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.min(todo.len()).max(1))
