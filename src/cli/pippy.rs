@@ -291,7 +291,12 @@ pub fn run(c: PippyCmd) -> Result<()> {
                         .to_dtype(DType::F32)?
                         .to_device(&Device::Cpu)?;
                     if rank == last {
-                        println!("| {b} | {} | {first_s:.4} | {avg_s:.4} |", chunks.len());
+                        let used = if chunks.len() == m {
+                            m.to_string()
+                        } else {
+                            format!("{m} (clamped to {})", chunks.len())
+                        };
+                        println!("| {b} | {used} | {first_s:.4} | {avg_s:.4} |");
                     }
                     if let Some(base) = &c.out {
                         let tag = several.then(|| format!("-b{b}-m{m}"));
