@@ -477,3 +477,85 @@ fn r15_split_vae_decode_equals_the_whole_decode() {
     );
     assert_none_left(&tag);
 }
+
+/// Issue 14: the SD UNet as pipeline stages (`generate --pipeline-parallel`):
+/// the same files as one process on 2 stages (auto split) and 3 stages (named
+/// split points, 2 items per block), with the ancestral scheduler's per-step
+/// noise, and on an SDXL-shaped model (added conditioning in the carry).
+#[test]
+fn r14_unet_pipeline_same_files_as_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("unetpipe");
+    let one = tmp.path().join("one");
+    assert!(
+        generate(0, &one, &["--scheduler", "euler-a"], &tag)
+            .status
+            .success()
+    );
+    let reference = files(&one);
+    for (n, extra) in [
+        (2, vec!["--pipeline-parallel"]),
+        (
+            3,
+            vec![
+                "--pipeline-parallel",
+                "--split-points",
+                "down_blocks.1,up_blocks.0",
+                "--batch-size",
+                "2",
+            ],
+        ),
+    ] {
+        let out = tmp.path().join(format!("p{n}"));
+        let mut args = extra.clone();
+        args.extend(["--scheduler", "euler-a"]);
+        let o = generate(n, &out, &args, &tag);
+        let t = text(&o);
+        assert!(o.status.success(), "{n}: {t}");
+        assert!(t.contains("stage 1 (rank 1)"), "{t}");
+        assert!(
+            files(&out) == reference,
+            "{n} stages: files differ from one process"
+        );
+    }
+    // SDXL-shaped.
+    let xl = tmp.path().join("xl");
+    let (o, _) = run_timed(
+        shoal().args([
+            "make-model",
+            "--preset",
+            "tiny-sdxl",
+            "--out",
+            xl.to_str().unwrap(),
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let model = ["--model", xl.to_str().unwrap()];
+    let a = tmp.path().join("xl-one");
+    assert!(generate(0, &a, &model, &tag).status.success());
+    let b = tmp.path().join("xl-two");
+    let o = generate(2, &b, &[&model[..], &["--pipeline-parallel"]].concat(), &tag);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(files(&a) == files(&b), "SDXL-shaped: files differ");
+    // Bad combinations.
+    for (n, extra, want) in [
+        (0, vec!["--pipeline-parallel"], "at least 2 processes"),
+        (
+            2,
+            vec!["--pipeline-parallel", "--cfg-parallel"],
+            "cannot be combined with --cfg-parallel",
+        ),
+        (
+            2,
+            vec!["--pipeline-parallel", "--split-points", "mid"],
+            "valid ones: down_blocks.0",
+        ),
+    ] {
+        let out = tmp.path().join(format!("bad{n}"));
+        let o = generate(n, &out, &extra, &tag);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{extra:?}: {}", text(&o));
+    }
+    assert_none_left(&tag);
+}

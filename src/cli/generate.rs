@@ -97,6 +97,19 @@ pub struct GenerateCmd {
     /// to one process's up to rounding.
     #[arg(long)]
     vae_parallel: bool,
+    /// Pipeline parallelism: the UNet cut into one stage per process (rank 0
+    /// also encodes, schedules, decodes and writes); every item goes through
+    /// every process.
+    #[arg(long)]
+    pipeline_parallel: bool,
+    /// With --pipeline-parallel: `auto` (balance the counted FLOPs) or the
+    /// first stage of each process after the first, e.g. `down_blocks.2,up_blocks.1`.
+    #[arg(long, default_value = "auto")]
+    split_points: String,
+    /// With --pipeline-parallel: micro-batches per block of --batch-size items
+    /// (default: one per process; on the CPU every item is its own).
+    #[arg(long)]
+    num_chunks: Option<usize>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -295,13 +308,50 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             (_default.path().join("tiny"), "embedded:tiny-v1".to_string())
         }
     };
-    let opts = LoadOptions {
+    let mut opts = LoadOptions {
         scheduler: c.scheduler.clone(),
         variant: None,
         batch_invariant: None,
+        ..Default::default()
     };
     // Everything the user gave is checked before any weight is read.
     let info = ModelInfo::read(&model, &opts)?;
+    if c.pipeline_parallel {
+        let (h, w) = (
+            c.height.unwrap_or(info.default_size),
+            c.width.unwrap_or(info.default_size),
+        );
+        let costs = shoal_diffusion::sizes::unet_stage_costs(&model, h, w, c.batch_size)?;
+        let blocks: Vec<shoal_pipe::BlockCost> = costs
+            .iter()
+            .map(|(name, params, flops)| shoal_pipe::BlockCost {
+                name: name.clone(),
+                params: *params,
+                flops: *flops,
+            })
+            .collect();
+        let split = shoal_pipe::SplitPoints::parse(&c.split_points);
+        let plan = shoal_pipe::plan_stages(&blocks, &split, world).map_err(|e| UsageError(e.to_string()))?;
+        if rank == 0 {
+            for (s, r) in plan.iter().enumerate() {
+                let p: u64 = blocks[r.clone()].iter().map(|b| b.params).sum();
+                let f: f64 = blocks[r.clone()].iter().map(|b| b.flops).sum();
+                eprintln!(
+                    "generate: stage {s} (rank {s}): {} … {} ({:.1} M parameters, {:.3} GFLOP counted per UNet call at batch {})",
+                    blocks[r.start].name,
+                    blocks[r.end - 1].name,
+                    p as f64 / 1e6,
+                    f / 1e9,
+                    c.batch_size
+                );
+            }
+        }
+        let mine = blocks[plan[rank].clone()]
+            .iter()
+            .map(|b| shoal_diffusion::unet::Stage::parse(&b.name).context("a UNet stage name"))
+            .collect::<Result<Vec<_>>>()?;
+        opts.unet_stages = Some(mine);
+    }
     let defaults = Defaults {
         params: GenParams {
             steps: c.steps,
@@ -320,6 +370,27 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     }
     if c.cfg_parallel {
         shoal_engine::check_cfg_parallel(&items, world).map_err(|e| UsageError(e.to_string()))?;
+    }
+    if c.pipeline_parallel {
+        let clash = [
+            (c.cfg_parallel, "--cfg-parallel"),
+            (c.device_map.is_some(), "--device-map"),
+            (c.offload.is_some(), "--offload"),
+            (c.schedule == Schedule::Dynamic, "--schedule dynamic"),
+        ];
+        if let Some((_, flag)) = clash.iter().find(|(on, _)| *on) {
+            bail!(UsageError(format!(
+                "--pipeline-parallel cannot be combined with {flag} (yet): every process holds one UNet stage"
+            )));
+        }
+        if world < 2 {
+            bail!(UsageError(
+                "--pipeline-parallel needs at least 2 processes (one UNet stage each), e.g. `shoal launch -n 2 shoal generate --pipeline-parallel ...`".into()
+            ));
+        }
+        if c.num_chunks == Some(0) {
+            bail!(UsageError("--num-chunks must be at least 1".into()));
+        }
     }
     if c.vae_parallel && !c.cfg_parallel {
         bail!(UsageError(
@@ -371,6 +442,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         dynamic: c.schedule == Schedule::Dynamic,
         cfg_parallel: c.cfg_parallel,
         vae_parallel: c.vae_parallel,
+        pipeline_chunks: c.pipeline_parallel.then_some(c.num_chunks.unwrap_or(world)),
         progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
         timeout: group_opts.timeout,
         crash_after: (c.fail_rank == Some(rank)).then_some((c.fail_after, c.fail_mode == "stop")),

@@ -30,4 +30,6 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use make_model::make_model;
-pub use pipeline::{CfgHalf, CfgPartner, Denoised, Item, LoadOptions, ModelInfo, Output, Params, Pipeline};
+pub use pipeline::{
+    CfgHalf, CfgPartner, Denoised, Item, LoadOptions, ModelInfo, Output, Params, Pipeline, StageRing,
+};

@@ -144,6 +144,76 @@ pub fn activation_shortfall(sizes: &[ComponentSize], available: u64) -> Option<S
     })
 }
 
+/// The UNet's stages (`UNet::stages()` order) with their weight parameters and
+/// counted FLOPs for `batch` images of `height × width` with guidance (2 ×
+/// batch rows): 2 × parameters × latent pixels at the stage's resolution,
+/// the matrix products of its convolutions and projections; attention's own
+/// products and the context projections (77 tokens) are not counted.
+pub fn unet_stage_costs(
+    dir: &Path,
+    height: usize,
+    width: usize,
+    batch: usize,
+) -> Result<Vec<(String, u64, f64)>> {
+    let unet_path = dir.join("unet").join("config.json");
+    let unet: UNetConfig = read_json(&unet_path)?;
+    let blocks = unet.blocks(&unet_path)?;
+    let vae: VaeConfig = read_json(&dir.join("vae").join("config.json"))?;
+    let f = vae.scale_factor();
+    let hw = ((height / f) * (width / f)) as f64;
+    let n = blocks.len();
+    let mut params: Vec<u64> = vec![0; 2 * n + 3];
+    let index = |name: &str| -> Option<usize> {
+        let num = |p: &str| name.strip_prefix(p)?.split('.').next()?.parse::<usize>().ok();
+        if ["time_embedding.", "add_embedding.", "conv_in."]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            Some(0)
+        } else if let Some(i) = num("down_blocks.") {
+            (i < n).then_some(1 + i)
+        } else if name.starts_with("mid_block.") {
+            Some(1 + n)
+        } else if let Some(i) = num("up_blocks.") {
+            (i < n).then_some(2 + n + i)
+        } else if name.starts_with("conv_norm_out.") || name.starts_with("conv_out.") {
+            Some(2 + 2 * n)
+        } else {
+            None
+        }
+    };
+    for file in find_weights(&dir.join("unet"), "diffusion_pytorch_model", None)? {
+        for (name, _, shape) in header_tensors(&file)? {
+            if let Some(k) = index(&name) {
+                params[k] += shape.iter().product::<u64>();
+            }
+        }
+    }
+    let pixels = |k: usize| -> f64 {
+        let level = if k == 0 || k == 2 + 2 * n {
+            0
+        } else if k <= n {
+            k - 1
+        } else if k == n + 1 {
+            n - 1
+        } else {
+            n - 1 - (k - 2 - n)
+        };
+        hw / 4f64.powi(level as i32)
+    };
+    let rows = 2.0 * batch as f64;
+    let mut names = vec!["head".to_string()];
+    names.extend((0..n).map(|i| format!("down_blocks.{i}")));
+    names.push("mid_block".into());
+    names.extend((0..n).map(|i| format!("up_blocks.{i}")));
+    names.push("tail".into());
+    Ok(names
+        .into_iter()
+        .enumerate()
+        .map(|(k, name)| (name, params[k], 2.0 * params[k] as f64 * pixels(k) * rows))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

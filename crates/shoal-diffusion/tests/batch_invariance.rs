@@ -24,6 +24,7 @@ fn check(preset: &str, scheduler: &str) {
         scheduler: Some(scheduler.into()),
         variant: None,
         batch_invariant: None,
+        ..Default::default()
     };
     let pipe = Pipeline::load(&dir, &Device::Cpu, DType::F32, &opts).unwrap();
     let params = Params {

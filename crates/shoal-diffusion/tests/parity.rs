@@ -89,6 +89,7 @@ fn check_preset(preset: &str) {
             scheduler: Some(sched.to_string()),
             variant: None,
             batch_invariant: None,
+            ..Default::default()
         };
         let pipe = Pipeline::load(&dir, &Device::Cpu, DType::F32, &opts).unwrap();
         let item = Item {

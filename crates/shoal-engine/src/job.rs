@@ -48,6 +48,10 @@ pub struct JobConfig<'a> {
     /// the top half of the rows, the odd rank the bottom half
     /// ([`shoal_diffusion::vae::Decoder::decode_band`]).
     pub vae_parallel: bool,
+    /// Pipeline parallelism: the UNet's stages spread over the ranks (rank =
+    /// stage, as the pipeline was loaded); rank 0 runs every item with this many
+    /// micro-batches per block, the other ranks serve their stages.
+    pub pipeline_chunks: Option<usize>,
     /// Test hook: this rank kills itself after this many images.
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
@@ -183,6 +187,9 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     // Units of work: ranks, or pairs of ranks under CFG parallelism.
     let (unit, units) = if cfg.cfg_parallel {
         (r.rank / 2, r.world / 2)
+    } else if cfg.pipeline_chunks.is_some() {
+        // Rank 0 drives every block through the pipeline.
+        (r.rank, 1)
     } else {
         (r.rank, r.world)
     };
@@ -271,7 +278,17 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 Ok(())
             },
         };
-        let work = work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair);
+        let work = match cfg.pipeline_chunks {
+            Some(_) => {
+                let t = Instant::now();
+                let ring = crate::ring::Ring::new(pg, pipe.device());
+                pipe.serve_ring(&ring).map_err(Error::from).map(|_| Finished {
+                    made: 0,
+                    busy_s: t.elapsed().as_secs_f64(),
+                })
+            }
+            None => work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair),
+        };
         stop.store(true, Ordering::Relaxed);
         let f = work?;
         let body = serde_json::to_vec(&f).map_err(|e| Error::Peer(format!("encoding the end: {e}")))?;
@@ -350,7 +367,14 @@ fn work(
             .collect();
         // No callback work between steps: nothing here touches the store.
         let partner = pair.map(|p| p as &dyn CfgPartner);
-        let out = pipe.denoise(&gen_items, &params_of(&chunk[0].params), &mut |_, _| {}, partner)?;
+        let params = params_of(&chunk[0].params);
+        let out = match (cfg.pipeline_chunks, r.pg) {
+            (Some(m), Some(pg)) => {
+                let ring = crate::ring::Ring::new(pg, pipe.device());
+                pipe.denoise_ring(&gen_items, &params, m, &ring, &mut |_, _| {})?
+            }
+            _ => pipe.denoise(&gen_items, &params, &mut |_, _| {}, partner)?,
+        };
         check_finite(&out.latents, chunk)?;
         let images = match pair {
             Some(p) if cfg.vae_parallel => {
@@ -415,6 +439,10 @@ fn work(
             // SAFETY: raising a signal on our own process.
             unsafe { libc::raise(sig) };
         }
+    }
+    if let (Some(_), Some(pg)) = (cfg.pipeline_chunks, r.pg) {
+        use shoal_diffusion::StageRing;
+        crate::ring::Ring::new(pg, pipe.device()).send_next(None)?;
     }
     Ok(Finished {
         made,

@@ -18,10 +18,12 @@ pub mod files;
 mod job;
 mod monitor;
 pub mod placement;
+mod ring;
 mod source;
 
 pub use bands::Bands;
 pub use error::{Error, Result};
 pub use files::write_atomic;
 pub use job::{JobConfig, Made, Ranks, Sink, Summary, check_cfg_parallel, run_job};
+pub use ring::Ring;
 pub use source::{Source, StaticSource, StoreCounter};

@@ -25,6 +25,23 @@ pub trait CfgPartner {
     fn exchange(&self, mine: &Tensor) -> Result<Tensor>;
 }
 
+/// The processes of a UNet pipeline (pipeline parallelism), as the denoising
+/// loop sees them: this process runs its stages on each carry and hands it
+/// on; the last stage's prediction goes back to the first process, which owns
+/// the scheduler. `None` is the end of the job.
+pub trait StageRing {
+    /// Sends a carry to the next stage's process (`None`: the job is over).
+    fn send_next(&self, c: Option<&Carry>) -> Result<()>;
+    /// The next carry from the previous stage's process (`None`: the job is over).
+    fn recv_prev(&self) -> Result<Option<Carry>>;
+    /// The last stage sends a prediction back to the first process.
+    fn send_first(&self, pred: &Tensor) -> Result<()>;
+    /// The first process receives the next prediction from the last stage.
+    fn recv_last(&self) -> Result<Tensor>;
+    /// Whether this process holds the last stage.
+    fn is_last(&self) -> bool;
+}
+
 /// The final latents `(b, c, h/f, w/f)` (f32, before VAE scaling) and, per
 /// item, the prompt's token count (BOS and EOS included).
 #[derive(Debug, Clone)]
@@ -36,6 +53,7 @@ pub struct Denoised {
 }
 
 /// One half's conditioning, on the UNet's device in its dtype.
+#[derive(Clone)]
 struct HalfCond {
     ctx: Tensor,
     added: Option<AddedCond>,
@@ -44,7 +62,7 @@ use crate::clip::ClipTextModel;
 use crate::error::{Error, Result};
 use crate::scheduler::Scheduler;
 use crate::tokenizer::ClipTokenizer;
-use crate::unet::AddedCond;
+use crate::unet::{AddedCond, Carry};
 
 impl Pipeline {
     /// The seeded initial noise of one item, `(c, h/f, w/f)` f32 (host RNG).
@@ -389,6 +407,185 @@ impl Pipeline {
             latents: x,
             prompt_tokens,
         })
+    }
+
+    /// The first process of a UNet pipeline: the denoising loop of `items`
+    /// with the UNet's stages spread over the ring's processes (this one runs
+    /// the stages it holds). Items go in groups (`chunks` micro-batches; one
+    /// item each on a batch-invariant pipeline, whose guidance halves also go
+    /// separately, so the bits equal one process's); every group's UNet calls
+    /// for step i are sent before the predictions of step i − 1 of the next
+    /// group are awaited, so the stages stay busy across steps: the pipeline
+    /// fills once per batch of items, not once per step.
+    pub fn denoise_ring(
+        &self,
+        items: &[Item],
+        p: &Params,
+        chunks: usize,
+        ring: &dyn StageRing,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Denoised> {
+        self.check(p)?;
+        let b = items.len();
+        if b == 0 || chunks == 0 {
+            return Err(Error::invalid(
+                "items",
+                b,
+                "a pipeline needs items and at least one micro-batch",
+            ));
+        }
+        let f = self.vae_scale_factor();
+        let devs = self.devices();
+        let cfg = p.guidance > 1.0;
+        let groups: Vec<std::ops::Range<usize>> = if self.batch_invariant {
+            (0..b).map(|i| i..i + 1).collect()
+        } else {
+            let m = chunks.min(b);
+            (0..m)
+                .map(|r| {
+                    let (base, extra) = (b / m, b % m);
+                    let start = r * base + r.min(extra);
+                    start..start + base + usize::from(r < extra)
+                })
+                .collect()
+        };
+        let shape = (self.latent_channels, p.height / f, p.width / f);
+        let mut units: Vec<Vec<HalfCond>> = Vec::with_capacity(groups.len());
+        let mut joint = Vec::with_capacity(groups.len());
+        let mut xs = Vec::with_capacity(groups.len());
+        let mut scheds = Vec::with_capacity(groups.len());
+        let mut prompt_tokens = Vec::with_capacity(b);
+        for g in &groups {
+            let its = &items[g.clone()];
+            let (halves, lens) = self.conditioning(its, p, None)?;
+            prompt_tokens.extend(lens);
+            let together = cfg && !self.batch_invariant;
+            units.push(if together {
+                let added = match (&halves[0].added, &halves[1].added) {
+                    (Some(u), Some(c)) => Some(AddedCond {
+                        text_embeds: Tensor::cat(&[&u.text_embeds, &c.text_embeds], 0)?,
+                        time_ids: Tensor::cat(&[&u.time_ids, &c.time_ids], 0)?,
+                    }),
+                    _ => None,
+                };
+                vec![HalfCond {
+                    ctx: Tensor::cat(&[&halves[0].ctx, &halves[1].ctx], 0)?,
+                    added,
+                }]
+            } else {
+                halves
+            });
+            joint.push(together);
+            let sched = Scheduler::new(&self.sched, p.steps)?;
+            let mut init = Vec::with_capacity(its.len());
+            for it in its {
+                init.push(match &it.latents {
+                    Some(l) => (l.to_device(&devs.unet)?.to_dtype(DType::F32)? * sched.init_noise_sigma())?,
+                    None => (self.noise(it.seed, p)? * sched.init_noise_sigma())?,
+                });
+            }
+            xs.push(Tensor::stack(&init, 0)?);
+            scheds.push(sched);
+        }
+        let unet = self.unet()?;
+        let mine: Vec<crate::unet::Stage> = match &self.unet_stages {
+            Some(s) => s.clone(),
+            None => unet.stages(),
+        };
+        let n = scheds[0].timesteps().len();
+        let guide = |u: &Tensor, c: &Tensor| -> Result<Tensor> { Ok((u + ((c - u)? * p.guidance)?)?) };
+        // Receives group k's predictions of step i and takes its scheduler step.
+        let finish = |k: usize, i: usize, xs: &mut Vec<Tensor>, scheds: &mut Vec<Scheduler>| -> Result<()> {
+            let preds = (0..units[k].len())
+                .map(|_| Ok(ring.recv_last()?.to_dtype(DType::F32)?))
+                .collect::<Result<Vec<_>>>()?;
+            let bg = groups[k].len();
+            let out = match (cfg, joint[k]) {
+                (false, _) => preds[0].clone(),
+                (true, true) => guide(&preds[0].narrow(0, 0, bg)?, &preds[0].narrow(0, bg, bg)?)?,
+                (true, false) => guide(&preds[0], &preds[1])?,
+            };
+            let noise = if scheds[k].needs_noise() {
+                let per: Vec<Tensor> = items[groups[k].clone()]
+                    .iter()
+                    .map(|it| match &it.step_noise {
+                        Some(nz) => nz.get(i)?.to_device(&devs.unet)?.to_dtype(DType::F32),
+                        None => host_normal(
+                            step_seed(it.seed, i),
+                            shape.0 * shape.1 * shape.2,
+                            shape,
+                            &devs.unet,
+                        ),
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                Some(Tensor::stack(&per, 0)?)
+            } else {
+                None
+            };
+            xs[k] = scheds[k]
+                .step(&out, i, &xs[k], noise.as_ref())
+                .map_err(|e| Error::Candle(candle_core::Error::Msg(e.to_string())))?;
+            Ok(())
+        };
+        for i in 0..n {
+            let t = scheds[0].timesteps()[i];
+            for k in 0..groups.len() {
+                if i > 0 {
+                    finish(k, i - 1, &mut xs, &mut scheds)?;
+                }
+                for u in &units[k] {
+                    let xin = if joint[k] {
+                        Tensor::cat(&[&xs[k], &xs[k]], 0)?
+                    } else {
+                        xs[k].clone()
+                    };
+                    let xin = scheds[k].scale_model_input(&xin, i)?.to_dtype(self.dtype)?;
+                    let mut c = Carry::new(&xin, t, &u.ctx, u.added.as_ref());
+                    for st in &mine {
+                        c = unet.run_stage(*st, c)?;
+                    }
+                    ring.send_next(Some(&c))?;
+                }
+            }
+            on_step(i + 1, n);
+        }
+        for k in 0..groups.len() {
+            finish(k, n - 1, &mut xs, &mut scheds)?;
+        }
+        let latents: Vec<&Tensor> = xs.iter().collect();
+        Ok(Denoised {
+            latents: Tensor::cat(&latents, 0)?,
+            prompt_tokens,
+        })
+    }
+
+    /// A later process of a UNet pipeline: runs its stages on every carry the
+    /// previous process sends, until the end of the job; the last stage sends
+    /// each prediction back to the first process. Returns the carries served.
+    pub fn serve_ring(&self, ring: &dyn StageRing) -> Result<usize> {
+        let unet = self.unet()?;
+        let mine: Vec<crate::unet::Stage> = match &self.unet_stages {
+            Some(s) => s.clone(),
+            None => unet.stages(),
+        };
+        let mut served = 0;
+        loop {
+            let Some(mut c) = ring.recv_prev()? else {
+                if !ring.is_last() {
+                    ring.send_next(None)?;
+                }
+                return Ok(served);
+            };
+            for st in &mine {
+                c = unet.run_stage(*st, c)?;
+            }
+            if ring.is_last() {
+                ring.send_first(&c.x)?;
+            } else {
+                ring.send_next(Some(&c))?;
+            }
+            served += 1;
+        }
     }
 
     /// This process's band of rows of the decoded images, in [0, 1] on the CPU

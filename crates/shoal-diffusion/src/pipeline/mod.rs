@@ -9,7 +9,7 @@
 
 mod generate;
 
-pub use generate::{CfgHalf, CfgPartner, Denoised, splitmix};
+pub use generate::{CfgHalf, CfgPartner, Denoised, StageRing, splitmix};
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,9 @@ pub struct LoadOptions {
     /// what makes a GPU fast). candle's CPU GEMM takes other code paths for
     /// small row counts, so batched rows can differ in the last bit.
     pub batch_invariant: Option<bool>,
+    /// Build only these UNet stages (pipeline parallelism: a process holds its
+    /// stage's weights alone); `None`: the whole UNet.
+    pub unet_stages: Option<Vec<crate::unet::Stage>>,
 }
 
 /// One image to generate.
@@ -262,6 +265,7 @@ pub struct Pipeline {
     dir: PathBuf,
     default_size: usize,
     batch_invariant: bool,
+    unet_stages: Option<Vec<crate::unet::Stage>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -384,6 +388,7 @@ impl Pipeline {
             dtype,
             dir: dir.to_path_buf(),
             batch_invariant: opts.batch_invariant.unwrap_or(exec.is_cpu()),
+            unet_stages: opts.unet_stages.clone(),
             placement,
         };
         pipe.reload()?;
@@ -460,10 +465,14 @@ impl Pipeline {
             "diffusion_pytorch_model",
             self.variant.as_deref(),
         )?;
-        UNet::new(
-            weights::load(&files, self.dtype, device)?,
+        let vb = weights::load(&files, self.dtype, device)?;
+        let layout = crate::nn::Layout::for_weights(device, self.dtype);
+        UNet::new_stages(
+            vb,
             &self.unet_cfg,
             &self.blocks,
+            layout,
+            self.unet_stages.as_deref(),
         )
         .map_err(weights::in_file(&files))
     }

@@ -53,13 +53,13 @@ impl<T> std::ops::Deref for Part<'_, T> {
     }
 }
 
-/// Every part of a resident UNet.
+/// The parts of a resident UNet (all of them, or one pipeline stage's).
 struct Resident {
-    head: Head,
-    down: Vec<Level>,
-    mid: Mid,
-    up: Vec<Level>,
-    tail: Tail,
+    head: Option<Head>,
+    down: Vec<Option<Level>>,
+    mid: Option<Mid>,
+    up: Vec<Option<Level>>,
+    tail: Option<Tail>,
 }
 
 /// Where the UNet's weights are between calls.
@@ -110,6 +110,19 @@ impl UNet {
     /// [`UNet::new`] with the activations in `layout` between the layers
     /// (inputs and outputs stay NCHW).
     pub fn new_in(vb: VarBuilder, config: &UNetConfig, blocks: &[BlockSpec], layout: Layout) -> Result<Self> {
+        Self::new_stages(vb, config, blocks, layout, None)
+    }
+
+    /// A UNet holding only the parts of `held` (a pipeline stage; `None`: all):
+    /// the other parts' weights are never read from the memory-mapped file, and
+    /// running their stages is an error.
+    pub fn new_stages(
+        vb: VarBuilder,
+        config: &UNetConfig,
+        blocks: &[BlockSpec],
+        layout: Layout,
+        held: Option<&[Stage]>,
+    ) -> Result<Self> {
         let b = Builder {
             vb,
             c: config,
@@ -117,12 +130,17 @@ impl UNet {
             layout,
         };
         let n = blocks.len();
+        let has = |s: Stage| held.is_none_or(|h| h.contains(&s));
         let parts = Parts::Resident(Box::new(Resident {
-            head: b.head()?,
-            down: (0..n).map(|i| b.down(i)).collect::<CResult<_>>()?,
-            mid: b.mid()?,
-            up: (0..n).map(|i| b.up(i)).collect::<CResult<_>>()?,
-            tail: b.tail()?,
+            head: has(Stage::Head).then(|| b.head()).transpose()?,
+            down: (0..n)
+                .map(|i| has(Stage::Down(i)).then(|| b.down(i)).transpose())
+                .collect::<CResult<_>>()?,
+            mid: has(Stage::Mid).then(|| b.mid()).transpose()?,
+            up: (0..n)
+                .map(|i| has(Stage::Up(i)).then(|| b.up(i)).transpose())
+                .collect::<CResult<_>>()?,
+            tail: has(Stage::Tail).then(|| b.tail()).transpose()?,
         }));
         Ok(UNet {
             config: config.clone(),
@@ -165,28 +183,28 @@ impl UNet {
             })?)),
             Parts::Resident(r) => resident(r)
                 .map(Part::Borrowed)
-                .ok_or_else(|| candle_core::Error::Msg("UNet part missing".into())),
+                .ok_or_else(|| candle_core::Error::Msg("this UNet stage is not held by this process".into())),
         }
     }
 
     fn head(&self) -> CResult<Part<'_, Head>> {
-        self.part(|r| Some(&r.head), |b| b.head())
+        self.part(|r| r.head.as_ref(), |b| b.head())
     }
 
     fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(|r| r.down.get(i), |b| b.down(i))
+        self.part(|r| r.down.get(i).and_then(Option::as_ref), |b| b.down(i))
     }
 
     fn mid(&self) -> CResult<Part<'_, Mid>> {
-        self.part(|r| Some(&r.mid), |b| b.mid())
+        self.part(|r| r.mid.as_ref(), |b| b.mid())
     }
 
     fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(|r| r.up.get(i), |b| b.up(i))
+        self.part(|r| r.up.get(i).and_then(Option::as_ref), |b| b.up(i))
     }
 
     fn tail(&self) -> CResult<Part<'_, Tail>> {
-        self.part(|r| Some(&r.tail), |b| b.tail())
+        self.part(|r| r.tail.as_ref(), |b| b.tail())
     }
 
     /// Whether the model needs [`AddedCond`] (SDXL).
