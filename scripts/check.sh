@@ -18,5 +18,7 @@ trap 'rm -rf "$tmp"' EXIT
   test -s result_0.png && test -s result_1.png
   "$bin/examples/seed_spawn"
   test -s a-dog.png && test -s a-cat.png
+  "$bin/shoal" launch --num-processes 2 "$bin/examples/seed_pippy" > pippy.txt
+  grep -q "Tensor\[" pippy.txt
 )
 echo "check.sh: all checks passed"

@@ -11,11 +11,15 @@
 //! # Ok::<(), shoal::dist::Error>(())
 //! ```
 
+pub mod inference;
+
 pub use shoal_diffusion as diffusion;
 pub use shoal_dist as dist;
 pub use shoal_engine as engine;
 pub use shoal_jobs as jobs;
 pub use shoal_launch as launch;
+pub use shoal_lm as lm;
+pub use shoal_pipe as pipe;
 
 pub use shoal_dist::{DistributedState, ProcessGroup, init_process_group, split_between_processes};
 pub use shoal_launch::spawn;

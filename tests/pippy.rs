@@ -183,3 +183,64 @@ fn r14_pippy_bad_plans_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("at most one stage per block"), "{}", text(&o));
 }
+
+/// A stage that hangs: the next stage's receive times out within
+/// SHOAL_TIMEOUT, naming the stage, the micro-batch and the rank it waited for;
+/// the launcher ends the job.
+#[test]
+fn r14_pippy_a_hung_stage_is_named_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("pippyhang");
+    let m = tmp.path().join("m");
+    make("tiny-gpt2", &m);
+    let mut cmd = shoal();
+    cmd.args(["launch", "-n", "3", "--grace-period", "1", "shoal", "pippy"])
+        .args(["--model", m.to_str().unwrap(), "--seq-len", "8", "--reps", "1"])
+        .args(["--num-chunks", "2", "--fault-stop-rank", "1"]);
+    let (k, v) = tag.split_once('=').unwrap();
+    cmd.env(k, v).env("SHOAL_TIMEOUT", "3");
+    let (o, took) = run_timed(&mut cmd, Duration::from_secs(120));
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("stage 2 (rank 2) waiting for micro-batch 0 of 2 from stage 1 (rank 1)"),
+        "{t}"
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}
+
+/// `shoal plan --pipeline-parallel N`: stages with bytes and FLOPs, for a
+/// GPT-2 and a UNet; a bad split point is a usage error listing the valid ones.
+#[test]
+fn r14_plan_prints_the_pipeline_stages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = tmp.path().join("g");
+    make("tiny-gpt2", &g);
+    let u = tmp.path().join("u");
+    make("tiny", &u);
+    for (model, want) in [(&g, "transformer.wte … transformer.h."), (&u, "head … ")] {
+        let o = shoal()
+            .args([
+                "plan",
+                "--model",
+                model.to_str().unwrap(),
+                "--pipeline-parallel",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(
+            t.contains("stage 1 (rank 1)") && t.contains("GFLOP") && t.contains(want),
+            "{t}"
+        );
+    }
+    let o = shoal()
+        .args(["plan", "--model", u.to_str().unwrap(), "--pipeline-parallel", "2"])
+        .args(["--split-points", "up_blocks.9"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("valid ones: down_blocks.0"), "{}", text(&o));
+}

@@ -13,8 +13,9 @@ use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use rand::{Rng, SeedableRng};
-use shoal_lm::{Carry, Gpt2, Gpt2Config};
-use shoal_pipe::{BlockCost, Named, PipeOutput, SplitPoints};
+use shoal::inference::{PippyOptions, prepare_pippy};
+use shoal_lm::{Gpt2, Gpt2Config};
+use shoal_pipe::SplitPoints;
 
 use super::UsageError;
 use super::args::{parse_device, parse_dtype};
@@ -61,6 +62,9 @@ pub struct PippyCmd {
     /// Compute dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Fault injection for tests: this rank stops (SIGSTOP) inside its stage.
+    #[arg(long, hide = true)]
+    fault_stop_rank: Option<usize>,
 }
 
 fn list(flag: &str, s: &str) -> Result<Vec<usize>> {
@@ -142,63 +146,42 @@ pub fn run(c: PippyCmd) -> Result<()> {
     let state = shoal_dist::DistributedState::new()?;
     let (rank, world) = (state.process_index(), state.num_processes());
     let device = match c.device.as_str() {
-        "auto" => state.device()?,
-        d => parse_device(d)?,
+        "auto" => None,
+        d => Some(parse_device(d)?),
     };
-    // The plan: one stage per process, costs counted for the first batch size.
-    let names = Gpt2::block_names(&config);
-    let params = Gpt2::block_params(&config);
-    let flops = Gpt2::block_flops(&config, batch_list[0], seq_len);
-    let costs: Vec<BlockCost> = names
-        .iter()
-        .zip(params.iter().zip(&flops))
-        .map(|(n, (&p, &f))| BlockCost {
-            name: n.clone(),
-            params: p,
-            flops: f,
-        })
-        .collect();
-    let stages =
-        shoal_pipe::plan_stages(&costs, &SplitPoints::parse(&c.split_points), world).map_err(pipe_err)?;
-    let mine = stages[rank].clone();
-    let pg = if world > 1 {
-        Some(state.process_group(
-            shoal_dist::Backend::Cpu,
-            shoal_dist::GroupOptions::from_env(&std::env::vars().collect())?,
-        )?)
-    } else {
-        None
+    let opts = PippyOptions {
+        device,
+        stop_in_stage: c.fault_stop_rank == Some(rank),
+        split_points: SplitPoints::parse(&c.split_points),
+        num_chunks: chunk_list[0],
+        gather_output: c.gather_output,
+        example_shape: (batch_list[0], seq_len),
+        dtype,
     };
     let t_load = Instant::now();
-    let model = Gpt2::load(&c.model, &device, dtype, mine.clone()).map_err(lm_err)?;
+    let model = prepare_pippy(&state, &c.model, &opts).map_err(pipe_err)?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let last = world - 1;
+    let device = model.device();
+    let last = model.last_rank();
     if rank == last {
-        let desc: Vec<String> = stages
-            .iter()
-            .enumerate()
-            .map(|(s, r)| {
-                let p: u64 = params[r.clone()].iter().sum();
-                let f: f64 = flops[r.clone()].iter().sum();
-                format!(
-                    "stage {s} (rank {s}): {} … {} ({} blocks, {:.1} M parameters, {:.2} GFLOP at batch {})",
-                    names[r.start],
-                    names[r.end - 1],
-                    r.len(),
-                    p as f64 / 1e6,
-                    f / 1e9,
-                    batch_list[0]
-                )
-            })
-            .collect();
-        println!(
-            "shoal pippy: {} processes, {dtype:?} on {device:?}, sequence length {seq_len}",
-            world
-        );
-        for d in desc {
-            println!("  {d}");
+        let names = model.block_names();
+        let params = Gpt2::block_params(model.config());
+        let flops = Gpt2::block_flops(model.config(), batch_list[0], seq_len);
+        println!("shoal pippy: {world} processes, {dtype:?} on {device:?}, sequence length {seq_len}");
+        for (s, r) in model.stages().iter().enumerate() {
+            let p: u64 = params[r.clone()].iter().sum();
+            let f: f64 = flops[r.clone()].iter().sum();
+            println!(
+                "  stage {s} (rank {s}): {} … {} ({} blocks, {:.1} M parameters, {:.2} GFLOP at batch {})",
+                names[r.start],
+                names[r.end - 1],
+                r.len(),
+                p as f64 / 1e6,
+                f / 1e9,
+                batch_list[0]
+            );
         }
-        println!("  stage {rank} loaded its blocks in {load_s:.2} s");
+        println!("  stage {rank} joined and loaded its blocks in {load_s:.2} s");
         println!("| batch | chunks | first call s | average of {} s |", c.reps);
         println!("| --- | --- | --- | --- |");
     }
@@ -210,93 +193,31 @@ pub fn run(c: PippyCmd) -> Result<()> {
                 let mut rng =
                     rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (b as u64).wrapping_mul(0x9E37_79B9));
                 let v: Vec<i64> = (0..b * seq_len)
-                    .map(|_| rng.random_range(0..config.vocab_size as i64))
+                    .map(|_| rng.random_range(0..model.config().vocab_size as i64))
                     .collect();
                 Tensor::from_vec(v, (b, seq_len), &device)?
             }
         };
         for &m in &chunk_list {
-            let chunks = shoal_pipe::micro_batches(b, m).map_err(pipe_err)?;
-            let call = || -> Result<PipeOutput> {
-                if let Some(pg) = &pg {
-                    pg.barrier()?;
-                }
-                let mut input = |k: usize| -> shoal_pipe::Result<Named> {
-                    let r = &chunks[k];
-                    let ids = ids.narrow(0, r.start, r.len())?;
-                    model
-                        .start(&ids)
-                        .map_err(|e| shoal_pipe::Error::Plan(e.to_string()))?;
-                    Ok(vec![("ids".into(), ids)])
-                };
-                let mut stage = |_k: usize, carry: Named| -> shoal_pipe::Result<Named> {
-                    let mut ids = None;
-                    let mut x = None;
-                    for (name, t) in carry {
-                        match name.as_str() {
-                            "ids" => ids = Some(t),
-                            "x" => x = Some(t),
-                            other => {
-                                return Err(shoal_pipe::Error::Peer(format!(
-                                    "an unexpected carry {other:?}"
-                                )));
-                            }
-                        }
-                    }
-                    let ids = ids.ok_or_else(|| shoal_pipe::Error::Peer("a carry without ids".into()))?;
-                    let out = model
-                        .run(mine.clone(), Carry { ids, x })
-                        .map_err(|e| shoal_pipe::Error::Peer(e.to_string()))?;
-                    let mut named = vec![("ids".to_string(), out.ids)];
-                    if let Some(x) = out.x {
-                        named.push(("x".into(), x));
-                    }
-                    Ok(named)
-                };
-                let out = shoal_pipe::run_stage_loop(
-                    pg.as_ref(),
-                    rank,
-                    world,
-                    chunks.len(),
-                    &mut input,
-                    &mut stage,
-                    c.gather_output,
-                    &device,
-                )
-                .map_err(pipe_err)?;
-                device.synchronize()?;
-                Ok(out)
-            };
+            let used = m.min(b);
             let t0 = Instant::now();
-            let first = call()?;
+            let mut out = model.call_chunks(&ids, m).map_err(pipe_err)?;
             let first_s = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
-            let mut out = first;
             for _ in 0..c.reps {
-                out = call()?;
+                out = model.call_chunks(&ids, m).map_err(pipe_err)?;
             }
             let avg_s = t1.elapsed().as_secs_f64() / c.reps as f64;
             match out {
-                PipeOutput::Here(per) => {
-                    let xs: Vec<Tensor> = per
-                        .iter()
-                        .map(|o| {
-                            o.iter()
-                                .find(|(n, _)| n == "x")
-                                .map(|(_, t)| t.clone())
-                                .ok_or_else(|| anyhow::anyhow!("the last stage's output has no logits"))
-                        })
-                        .collect::<Result<_>>()?;
-                    let logits = Tensor::cat(&xs, 0)?
-                        .to_dtype(DType::F32)?
-                        .to_device(&Device::Cpu)?;
+                Some(logits) => {
+                    let logits = logits.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
                     if rank == last {
-                        let used = if chunks.len() == m {
+                        let shown = if used == m {
                             m.to_string()
                         } else {
-                            format!("{m} (clamped to {})", chunks.len())
+                            format!("{m} (clamped to {used})")
                         };
-                        println!("| {b} | {used} | {first_s:.4} | {avg_s:.4} |");
+                        println!("| {b} | {shown} | {first_s:.4} | {avg_s:.4} |");
                     }
                     if let Some(base) = &c.out {
                         let tag = several.then(|| format!("-b{b}-m{m}"));
@@ -306,10 +227,10 @@ pub fn run(c: PippyCmd) -> Result<()> {
                         }
                     }
                 }
-                PipeOutput::NotHere { last_rank } => {
+                None => {
                     if rank == 0 && b == batch_list[0] && m == chunk_list[0] {
                         eprintln!(
-                            "pippy: rank {rank}: the output is on rank {last_rank} only (pass --gather-output for every rank)"
+                            "pippy: rank {rank}: the output is on rank {last} only (pass --gather-output for every rank)"
                         );
                     }
                 }

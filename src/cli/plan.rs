@@ -14,9 +14,16 @@ use super::args::parse_dtype;
 
 #[derive(Debug, Args)]
 pub struct PlanCmd {
-    /// A diffusers model folder.
+    /// A diffusers model folder (or, with --pipeline-parallel, a GPT-2 folder).
     #[arg(long)]
     model: PathBuf,
+    /// Print the pipeline stages for N processes instead of a device map: each
+    /// stage's blocks, weight bytes (in --dtype) and counted FLOPs.
+    #[arg(long)]
+    pipeline_parallel: Option<usize>,
+    /// With --pipeline-parallel: `auto` or the first block of each later stage.
+    #[arg(long, default_value = "auto")]
+    split_points: String,
     /// balanced, sequential, or an explicit map such as unet=1,vae=1,text_encoder=0.
     #[arg(long, default_value = "balanced")]
     device_map: String,
@@ -170,8 +177,64 @@ pub fn devices_of(plan: &Plan) -> Result<ComponentDevices> {
     })
 }
 
+/// `shoal plan --pipeline-parallel N`: the stages of a UNet (diffusers folder)
+/// or a GPT-2 (`config.json` with `model_type: gpt2`).
+fn pipeline_plan(c: &PlanCmd, n: usize, dtype: DType) -> Result<()> {
+    let gpt2 = !c.model.join("model_index.json").exists() && c.model.join("config.json").exists();
+    let (what, blocks): (&str, Vec<shoal_pipe::BlockCost>) = if gpt2 {
+        let cfg = shoal_lm::Gpt2Config::read(&c.model.join("config.json"))
+            .map_err(|e| UsageError(e.to_string()))?;
+        let names = shoal_lm::Gpt2::block_names(&cfg);
+        let params = shoal_lm::Gpt2::block_params(&cfg);
+        let flops = shoal_lm::Gpt2::block_flops(&cfg, c.batch_size, cfg.n_positions);
+        let b = names
+            .into_iter()
+            .zip(params.into_iter().zip(flops))
+            .map(|(name, (params, flops))| shoal_pipe::BlockCost { name, params, flops })
+            .collect();
+        ("GPT-2 (FLOPs of the matrix products at n_positions tokens)", b)
+    } else {
+        let costs = shoal_diffusion::sizes::unet_stage_costs(&c.model, c.height, c.width, c.batch_size)?;
+        let b = costs
+            .into_iter()
+            .map(|(name, params, flops)| shoal_pipe::BlockCost { name, params, flops })
+            .collect();
+        (
+            "UNet (FLOPs: 2 × parameters × latent pixels per call, guidance included)",
+            b,
+        )
+    };
+    let split = shoal_pipe::SplitPoints::parse(&c.split_points);
+    let plan = shoal_pipe::plan_stages(&blocks, &split, n).map_err(|e| UsageError(e.to_string()))?;
+    let size = if gpt2 {
+        String::new()
+    } else {
+        format!("{}×{}, ", c.width, c.height)
+    };
+    println!(
+        "pipeline of {n} stages, {what}, {size}batch {}, {dtype:?}:",
+        c.batch_size
+    );
+    for (s, r) in plan.iter().enumerate() {
+        let params: u64 = blocks[r.clone()].iter().map(|b| b.params).sum();
+        let flops: f64 = blocks[r.clone()].iter().map(|b| b.flops).sum();
+        println!(
+            "  stage {s} (rank {s}): {} … {}: {} blocks, {}, {:.2} GFLOP",
+            blocks[r.start].name,
+            blocks[r.end - 1].name,
+            r.len(),
+            format_bytes(params * dtype.size_in_bytes() as u64),
+            flops / 1e9
+        );
+    }
+    Ok(())
+}
+
 pub fn run(c: PlanCmd) -> Result<()> {
     let dtype = parse_dtype(&c.dtype)?;
+    if let Some(n) = c.pipeline_parallel {
+        return pipeline_plan(&c, n, dtype);
+    }
     let plan = make_plan(
         &c.model,
         &c.device_map,
