@@ -423,3 +423,48 @@ fn r12_resume_knows_the_model_by_content_not_by_path() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("model: sha256:"), "{}", text(&o));
 }
+
+/// Issue 13: a model whose tokenizer folder holds only `tokenizer.json` and
+/// `tokenizer_config.json` (as transformers 5 saves it) makes the same image as
+/// with vocab.json + merges.txt.
+#[test]
+fn r13_a_tokenizer_json_only_folder_makes_the_same_image() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    make("tiny", &m);
+    let a = tmp.path().join("a");
+    let o = generate(&[
+        "a red fox",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let tok = m.join("tokenizer");
+    for f in std::fs::read_dir(&tok).unwrap().flatten() {
+        std::fs::remove_file(f.path()).unwrap();
+    }
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer-t5");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(fx.join("tokenizer.json.gz")).unwrap())
+        .read_to_string(&mut json)
+        .unwrap();
+    std::fs::write(tok.join("tokenizer.json"), json).unwrap();
+    std::fs::copy(
+        fx.join("tokenizer_config.json"),
+        tok.join("tokenizer_config.json"),
+    )
+    .unwrap();
+    let b = tmp.path().join("b");
+    let o = generate(&[
+        "a red fox",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&a), pngs(&b));
+}

@@ -33,6 +33,9 @@ pub const BOS: &str = "<|startoftext|>";
 /// End of text.
 pub const EOS: &str = "<|endoftext|>";
 
+/// The largest tokenizer file read (CLIP's `tokenizer.json` is 3.6 MB).
+const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
 const MERGES_GZ: &[u8] = include_bytes!("../assets/clip-merges.txt.gz");
 
 /// The embedded CLIP merges, as `merges.txt` text (`#version: 0.2` header).
@@ -112,35 +115,40 @@ fn token_name(v: &Value) -> Option<String> {
 }
 
 impl ClipTokenizer {
-    /// Loads `vocab.json`, `merges.txt` and, when present, `tokenizer_config.json`
-    /// and `special_tokens_map.json` from a diffusers `tokenizer/` folder.
+    /// Loads a diffusers `tokenizer/` folder: `tokenizer.json` (the fast
+    /// tokenizer file; all transformers 5 writes) when present, else `vocab.json`
+    /// and `merges.txt`; the pad token and length from `tokenizer_config.json`
+    /// and `special_tokens_map.json` when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let read = |name: &str| {
             let p = dir.join(name);
-            std::fs::read_to_string(&p).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::MissingFile {
-                    path: p.clone(),
-                    hint: "a CLIP tokenizer folder holds vocab.json and merges.txt".into(),
-                },
-                _ => Error::BadFile {
-                    path: p.clone(),
-                    detail: format!("cannot read: {e}"),
-                },
-            })
+            crate::config::read_limited(&p, MAX_TOKENIZER_BYTES)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::MissingFile {
+                        path: p.clone(),
+                        hint: "a CLIP tokenizer folder holds tokenizer.json, or vocab.json and merges.txt"
+                            .into(),
+                    },
+                    _ => Error::BadFile {
+                        path: p.clone(),
+                        detail: format!("cannot read: {e}"),
+                    },
+                })
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| Error::BadFile {
+                        path: p.clone(),
+                        detail: "not UTF-8 text".into(),
+                    })
+                })
         };
-        let vocab_text = read("vocab.json")?;
-        let vocab: HashMap<String, u32> = serde_json::from_str(&vocab_text).map_err(|e| Error::BadFile {
-            path: dir.join("vocab.json"),
-            detail: format!("not a token → id map: {e}"),
-        })?;
-        let merges = read("merges.txt")?;
         let mut pad = None;
         let mut max_len = 77;
         for name in ["special_tokens_map.json", "tokenizer_config.json"] {
             let p = dir.join(name);
-            let Ok(text) = std::fs::read_to_string(&p) else {
+            if !p.exists() {
                 continue;
-            };
+            }
+            let text = read(name)?;
             let v: Value = serde_json::from_str(&text).map_err(|e| Error::BadFile {
                 path: p.clone(),
                 detail: format!("not JSON: {e}"),
@@ -155,7 +163,64 @@ impl ClipTokenizer {
                 }
             }
         }
-        Self::new(vocab, &merges, pad.as_deref().unwrap_or(EOS), max_len, dir)
+        let pad = pad.unwrap_or_else(|| EOS.to_string());
+        if dir.join("tokenizer.json").exists() {
+            return Self::from_tokenizer_json(
+                &dir.join("tokenizer.json"),
+                &read("tokenizer.json")?,
+                &pad,
+                max_len,
+            );
+        }
+        let vocab_text = read("vocab.json")?;
+        let vocab: HashMap<String, u32> = serde_json::from_str(&vocab_text).map_err(|e| Error::BadFile {
+            path: dir.join("vocab.json"),
+            detail: format!("not a token → id map: {e}"),
+        })?;
+        let merges = read("merges.txt")?;
+        Self::new(vocab, &merges, &pad, max_len, dir)
+    }
+
+    /// A `tokenizer.json` (`text`, read from `path`): its own normalizer,
+    /// pre-tokenizer, BPE and post-processor (BOS and EOS); its truncation and
+    /// padding settings are replaced by CLIP's (`max_len`, `pad`, EOS kept).
+    fn from_tokenizer_json(path: &Path, text: &str, pad: &str, max_len: usize) -> Result<Self> {
+        let bad = |detail: String| Error::BadFile {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let mut inner: Tokenizer = text
+            .parse()
+            .map_err(|e| bad(format!("not a tokenizers file: {e}")))?;
+        let id = |t: &str| {
+            inner
+                .token_to_id(t)
+                .ok_or_else(|| bad(format!("the vocabulary lacks {t:?}")))
+        };
+        let (bos, eos, pad_id) = (id(BOS)?, id(EOS)?, id(pad)?);
+        if max_len < 2 {
+            return Err(bad(format!(
+                "model_max_length {max_len} leaves no room for BOS and EOS"
+            )));
+        }
+        // The ids must start with BOS and end with EOS, as CLIP's post-processor makes them.
+        let probe = inner
+            .encode("a", true)
+            .map_err(|e| bad(format!("cannot tokenize: {e}")))?;
+        if probe.get_ids().first() != Some(&bos) || probe.get_ids().last() != Some(&eos) {
+            return Err(bad(format!(
+                "its post-processor does not add {BOS} and {EOS} (\"a\" gives {:?}); not a CLIP tokenizer",
+                probe.get_ids()
+            )));
+        }
+        let _ = inner.with_truncation(None);
+        inner.with_padding(None);
+        Ok(ClipTokenizer {
+            inner,
+            max_len,
+            pad_id,
+            eos_id: eos,
+        })
     }
 
     /// The real CLIP vocabulary, embedded in shoal, with `pad` as padding.
