@@ -11,7 +11,9 @@ use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct ImageDiffCmd {
+    /// The first PNG.
     a: PathBuf,
+    /// The second PNG (same size).
     b: PathBuf,
     /// Fail (exit 1) when the largest difference is above this.
     #[arg(long)]

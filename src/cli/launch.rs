@@ -105,6 +105,15 @@ pub fn run(c: LaunchCmd) -> Result<()> {
         .command
         .split_first()
         .ok_or_else(|| super::UsageError("no program given".into()))?;
+    // A program name starting with a dash is a mistyped launcher flag, unless it
+    // came after `--`.
+    if program.starts_with('-') && !std::env::args().any(|a| a == "--") {
+        return Err(super::UsageError(format!(
+            "unknown flag {program} for shoal launch (see `shoal launch --help`; a program whose name starts \
+             with a dash goes after `--`)"
+        ))
+        .into());
+    }
     let program = shoal_launch::resolve_program(program, std::env::var("PATH").ok().as_deref())?;
     let opts = SuperviseOptions {
         grace: Duration::from_secs_f64(c.grace_period),

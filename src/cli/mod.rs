@@ -143,3 +143,34 @@ fn dist_code(d: &shoal_dist::Error) -> i32 {
         _ => 1,
     }
 }
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every visible flag and argument of every subcommand has a description
+    /// (issue 13: `shoal <cmd> --help` explains each flag).
+    #[test]
+    fn every_flag_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() && s.get_name() != "help" {
+                    missing.push(format!("{path} {} (no description)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "shoal", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
+}

@@ -31,12 +31,16 @@ pub struct PlanCmd {
     /// default: each GPU's free memory, no CPU).
     #[arg(long)]
     max_memory: Option<String>,
+    /// Image height in pixels (sizes the activation allowance and the FLOPs).
     #[arg(long, default_value_t = 512)]
     height: usize,
+    /// Image width in pixels.
     #[arg(long, default_value_t = 512)]
     width: usize,
+    /// Images per call.
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
+    /// The dtype the weights would be loaded in: f32, f16 or bf16.
     #[arg(long, default_value = "f16")]
     dtype: String,
     /// Print JSON.

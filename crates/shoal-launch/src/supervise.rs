@@ -325,6 +325,11 @@ fn start(
     Ok(child)
 }
 
+/// The longest piece of a worker's line held at once: a longer line is passed
+/// on in pieces of this size, each with the prefix (a worker writing
+/// hundreds of MB without a newline must not grow the launcher).
+pub const MAX_LINE: usize = 64 << 10;
+
 /// Copies a worker's output line by line, with its prefix, to ours.
 fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done: mpsc::Sender<()>) {
     let _ = std::thread::Builder::new()
@@ -334,7 +339,7 @@ fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done:
             let mut line = Vec::new();
             loop {
                 line.clear();
-                match r.read_until(b'\n', &mut line) {
+                match r.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         if !line.ends_with(b"\n") {
