@@ -468,3 +468,36 @@ fn r13_a_tokenizer_json_only_folder_makes_the_same_image() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(pngs(&a), pngs(&b));
 }
+
+/// Issue 13: messages name where the problem is.
+#[test]
+fn r13_messages_name_the_line_and_the_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o_s = out.to_str().unwrap();
+    let jsonl = tmp.path().join("p.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"height\": 65}\n",
+    )
+    .unwrap();
+    let mixed = tmp.path().join("p.txt");
+    std::fs::write(&mixed, "a fox\n{\"prompt\": \"b\"}\n").unwrap();
+    for (file, want) in [
+        (&jsonl, "p.jsonl:2: invalid height = 65"),
+        (&mixed, "p.txt:2: a JSON item in a text prompts file"),
+    ] {
+        let o = generate(&["--prompts-file", file.to_str().unwrap(), "--out", o_s]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+        assert!(!out.exists());
+    }
+    let long = "fox ".repeat(100);
+    let o = generate(&["a", "--negative-prompt", &long, "--out", o_s]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("warning: the negative prompt \"fox fox"),
+        "{}",
+        text(&o)
+    );
+}

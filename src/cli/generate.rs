@@ -363,6 +363,19 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         images_per_prompt: c.images_per_prompt,
         seed: c.seed,
     };
+    // Each entry's parameters, checked where the entry came from (file:line).
+    for (k, e) in entries.iter().enumerate() {
+        let g = GenParams {
+            steps: e.steps.unwrap_or(defaults.params.steps),
+            guidance: e.guidance.unwrap_or(defaults.params.guidance),
+            height: e.height.unwrap_or(defaults.params.height),
+            width: e.width.unwrap_or(defaults.params.width),
+        };
+        info.check(&params_of(&g)).map_err(|err| {
+            let at = e.origin.clone().unwrap_or_else(|| format!("prompt {}", k + 1));
+            UsageError(format!("{at}: {err}"))
+        })?;
+    }
     let items = shoal_jobs::expand(&entries, &defaults).map_err(|e| UsageError(e.to_string()))?;
     for it in &items {
         info.check(&params_of(&it.params))

@@ -183,8 +183,9 @@ pub fn preflight(path: &Path) -> Result<()> {
         let want = numel.and_then(|n| n.checked_mul(size));
         if end < begin || Some(end - begin) != want {
             return Err(tbad(format!(
-                "holds {} bytes but shape {shape:?} of {dtype} needs {want:?}",
-                end.saturating_sub(begin)
+                "holds {} bytes but shape {shape:?} of {dtype} needs {}",
+                end.saturating_sub(begin),
+                want.map_or("more than 2^64".to_string(), |w| w.to_string())
             )));
         }
         if end > data_len {
@@ -246,11 +247,32 @@ pub fn load(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuild
 /// Turns a model-construction error into one that names the weight file.
 pub fn in_file(paths: &[PathBuf]) -> impl Fn(Error) -> Error + '_ {
     move |e| match e {
-        Error::Candle(c) => Error::Weight {
-            path: paths.first().cloned().unwrap_or_default(),
-            tensor: String::new(),
-            detail: format!("{c} (does the weight file match config.json?)"),
-        },
+        Error::Candle(c) => {
+            let path = paths.first().cloned().unwrap_or_default();
+            let msg = c.to_string();
+            // candle names the tensor in its message; say which one up front.
+            let name = ["cannot find tensor ", "shape mismatch for "]
+                .iter()
+                .find_map(|p| {
+                    let rest = msg.split_once(p)?.1;
+                    let n: String = rest
+                        .chars()
+                        .take_while(|ch| !ch.is_whitespace() && *ch != ',')
+                        .collect();
+                    (!n.is_empty()).then_some(n)
+                });
+            match name {
+                Some(tensor) => Error::Weight {
+                    path,
+                    tensor,
+                    detail: format!("{msg} (does the weight file match config.json?)"),
+                },
+                None => Error::BadFile {
+                    path,
+                    detail: format!("{msg} (does the weight file match config.json?)"),
+                },
+            }
+        }
         other => other,
     }
 }

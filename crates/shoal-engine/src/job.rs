@@ -529,7 +529,9 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_
                 let it = &cfg.items[i];
                 let bytes = std::fs::read(cfg.out.join(file_name(it))).ok()?;
                 // Made before a crash by an unknown rank, in an unknown time.
-                Some(Record::new(it, &bytes, usize::MAX, 0.0, 0))
+                let mut rec = Record::new(it, &bytes, 0, 0.0, 0);
+                rec.rank = None;
+                Some(rec)
             })
             .collect();
         append_records(&manifest_path, &recovered)?;

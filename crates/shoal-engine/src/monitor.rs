@@ -166,7 +166,7 @@ impl Monitor<'_> {
         for r in &records {
             self.outstanding.remove(&r.index);
             self.done += 1;
-            if let Some(n) = self.per_rank.get_mut(r.rank) {
+            if let Some(n) = r.rank.and_then(|rk| self.per_rank.get_mut(rk)) {
                 *n += 1;
             }
         }
@@ -191,9 +191,9 @@ impl Monitor<'_> {
                 if p {
                     let r: Record = serde_json::from_slice(&pg.kv_get(k)?)
                         .map_err(|e| Error::Peer(format!("{k}: malformed record: {e}")))?;
-                    if r.index != *i || r.rank >= self.world {
+                    if r.index != *i || r.rank.is_none_or(|rk| rk >= self.world) {
                         return Err(Error::Peer(format!(
-                            "{k}: record claims item {} from rank {} in a job of {} ranks",
+                            "{k}: record claims item {} from rank {:?} in a job of {} ranks",
                             r.index, r.rank, self.world
                         )));
                     }

@@ -56,6 +56,9 @@ pub struct Entry {
     /// Images of this prompt.
     #[serde(default)]
     pub images: Option<usize>,
+    /// Where it came from (`file:line`), for messages.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// One image to make.
@@ -118,6 +121,14 @@ pub fn parse_prompts_file(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
         let e = if jsonl {
             serde_json::from_str::<Entry>(line)
                 .map_err(|e| line_err(format!("not a valid JSON item: {e}")))?
+        } else if line.trim_start().starts_with('{')
+            && serde_json::from_str::<serde_json::Value>(line).is_ok()
+        {
+            return Err(line_err(
+                "a JSON item in a text prompts file (whose first line is plain text): every line of a file is \
+                 one kind; name it .jsonl and make every line a JSON item, or write this prompt as plain text"
+                    .into(),
+            ));
         } else {
             Entry {
                 prompt: line.to_string(),
@@ -125,6 +136,8 @@ pub fn parse_prompts_file(path: &Path, bytes: &[u8]) -> Result<Vec<Entry>> {
             }
         };
         check_entry(&e).map_err(|e| line_err(e.to_string()))?;
+        let mut e = e;
+        e.origin = Some(format!("{}:{}", path.display(), i + 1));
         out.push(e);
     }
     Ok(out)
@@ -173,8 +186,8 @@ pub fn expand(entries: &[Entry], d: &Defaults) -> Result<Vec<WorkItem>> {
             if index >= MAX_ITEMS {
                 return Err(Error::invalid(
                     "images",
-                    "more",
-                    format!("a job holds at most {MAX_ITEMS} images"),
+                    format!("over {MAX_ITEMS} in all"),
+                    format!("a job holds at most {MAX_ITEMS} images; split it into several jobs"),
                 ));
             }
             items.push(WorkItem {

@@ -108,8 +108,10 @@ pub struct Record {
     pub sha256: String,
     /// The file's size in bytes.
     pub bytes: u64,
-    /// The rank that made it.
-    pub rank: usize,
+    /// The rank that made it; `None` for a file found on disk after a crash
+    /// (published, never recorded) and recorded on resume.
+    #[serde(default)]
+    pub rank: Option<usize>,
     /// Seconds this image took (its batch's time divided by the batch size).
     pub duration_s: f64,
     /// Prompt tokens before truncation (77 are read).
@@ -131,7 +133,7 @@ impl Record {
             file: file_name(item),
             sha256: sha256_hex(bytes),
             bytes: bytes.len() as u64,
-            rank,
+            rank: Some(rank),
             duration_s,
             prompt_tokens,
         }
@@ -444,7 +446,7 @@ mod tests {
             file: file_name(it),
             sha256: sha.into(),
             bytes: 1,
-            rank: 0,
+            rank: Some(0),
             duration_s: 0.1,
             prompt_tokens: 3,
         }

@@ -82,12 +82,13 @@ impl Pipeline {
         tok: &ClipTokenizer,
         te: &ClipTextModel,
         prompts: &[&str],
+        what: &str,
     ) -> Result<(Tensor, Vec<usize>)> {
         let mut ids = Vec::new();
         let mut lens = Vec::new();
         for p in prompts {
             let t = tok.encode(p)?;
-            warn_truncation(tok, p, &t);
+            warn_truncation(tok, p, &t, what);
             lens.push(t.untruncated_len);
             ids.push(t.ids);
         }
@@ -95,11 +96,16 @@ impl Pipeline {
     }
 
     /// Text conditioning for prompts: `(context, pooled for SDXL, token counts)`.
-    fn encode(&self, enc: &Encoders, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
+    fn encode(
+        &self,
+        enc: &Encoders,
+        prompts: &[&str],
+        what: &str,
+    ) -> Result<(Tensor, Option<Tensor>, Vec<usize>)> {
         let d = self.devices();
         match enc {
             Encoders::Sd { tok, te } => {
-                let (c, l) = self.encode_sd(tok, te, prompts)?;
+                let (c, l) = self.encode_sd(tok, te, prompts, what)?;
                 Ok((c, None, l))
             }
             Encoders::Xl { tok, te, tok2, te2 } => {
@@ -108,7 +114,7 @@ impl Pipeline {
                 let mut lens = Vec::new();
                 for p in prompts {
                     let t1 = tok.encode(p)?;
-                    warn_truncation(tok, p, &t1);
+                    warn_truncation(tok, p, &t1, what);
                     lens.push(t1.untruncated_len);
                     ids1.push(t1.ids);
                     ids2.push(tok2.encode(p)?.ids);
@@ -228,28 +234,28 @@ impl Pipeline {
         let strip = |(c, pl, _): (Tensor, Option<Tensor>, Vec<usize>)| (c, pl);
         let (raw, lens) = match (p.guidance > 1.0, half) {
             (false, _) => {
-                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                let (c, pl, lens) = self.encode(&enc, &prompts, "prompt")?;
                 (vec![(c, pl)], lens)
             }
             (true, Some(CfgHalf::Cond)) => {
-                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                let (c, pl, lens) = self.encode(&enc, &prompts, "prompt")?;
                 (vec![(c, pl)], lens)
             }
             (true, Some(CfgHalf::Uncond)) if zeros => {
-                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                let (c, pl, lens) = self.encode(&enc, &prompts, "prompt")?;
                 (vec![zeros_like(&(c, pl))?], lens)
             }
             (true, Some(CfgHalf::Uncond)) => {
                 let lens = self.token_counts(&enc, &prompts)?;
-                (vec![strip(self.encode(&enc, &negs)?)], lens)
+                (vec![strip(self.encode(&enc, &negs, "negative prompt")?)], lens)
             }
             (true, None) => {
-                let (c, pl, lens) = self.encode(&enc, &prompts)?;
+                let (c, pl, lens) = self.encode(&enc, &prompts, "prompt")?;
                 let cond = (c, pl);
                 let neg = if zeros {
                     zeros_like(&cond)?
                 } else {
-                    strip(self.encode(&enc, &negs)?)
+                    strip(self.encode(&enc, &negs, "negative prompt")?)
                 };
                 (vec![neg, cond], lens)
             }
@@ -620,10 +626,10 @@ impl Pipeline {
     }
 }
 
-fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Tokens) {
+fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Tokens, what: &str) {
     if t.untruncated_len > tok.max_len() {
         eprintln!(
-            "warning: the prompt {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
+            "warning: the {what} {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
             prompt.chars().take(60).collect::<String>(),
             t.untruncated_len,
             tok.max_len()
