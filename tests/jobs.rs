@@ -559,3 +559,28 @@ fn r14_unet_pipeline_same_files_as_one_process() {
     }
     assert_none_left(&tag);
 }
+
+/// Issue 12: rank 0 checks what other ranks record: the file's sha256 itself
+/// (the job folder is shared here), and under the static schedule that the
+/// item was given to that rank. A rank sending dishonest records ends the job.
+#[test]
+fn r12_dishonest_records_end_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("forge");
+    for (mode, want) in [
+        ("forge-sha", "but the file holds"),
+        ("forge-item", "was given to rank 0"),
+    ] {
+        let out = tmp.path().join(mode);
+        let o = generate(2, &out, &["--fail-rank", "1", "--fail-mode", mode], &tag);
+        let t = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{mode}: {t}");
+        assert!(t.contains(want) || t.contains("never recorded"), "{mode}: {t}");
+        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap_or_default();
+        assert!(
+            !manifest.contains(&"0".repeat(64)),
+            "{mode}: a forged hash entered the manifest"
+        );
+    }
+    assert_none_left(&tag);
+}

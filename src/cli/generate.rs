@@ -132,7 +132,8 @@ pub struct GenerateCmd {
     /// Fault injection: images the failing rank makes first.
     #[arg(long, hide = true, default_value_t = 0)]
     fail_after: usize,
-    /// Fault injection: `kill` (SIGKILL) or `stop` (SIGSTOP) the failing rank.
+    /// Fault injection: `kill` (SIGKILL) or `stop` (SIGSTOP) the failing rank, or
+    /// `forge-sha` / `forge-item`: it sends dishonest records.
     #[arg(long, hide = true, default_value = "kill")]
     fail_mode: String,
 }
@@ -458,7 +459,12 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         pipeline_chunks: c.pipeline_parallel.then_some(c.num_chunks.unwrap_or(world)),
         progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
         timeout: group_opts.timeout,
-        crash_after: (c.fail_rank == Some(rank)).then_some((c.fail_after, c.fail_mode == "stop")),
+        crash_after: (c.fail_rank == Some(rank) && ["kill", "stop"].contains(&c.fail_mode.as_str()))
+            .then_some((c.fail_after, c.fail_mode == "stop")),
+        forge: (c.fail_rank == Some(rank))
+            .then_some(c.fail_mode.as_str())
+            .filter(|m| m.starts_with("forge-"))
+            .map(|m| m.trim_start_matches("forge-")),
     };
     let ranks = Ranks {
         rank,

@@ -55,6 +55,9 @@ pub struct JobConfig<'a> {
     /// Test hook: this rank kills itself after this many images.
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
+    /// Test hook: this (non-zero) rank sends dishonest records: `"sha"` a wrong
+    /// hash, `"item"` its record under rank 0's first item.
+    pub forge: Option<&'a str>,
 }
 
 /// The per-file hash cache of the model's identity, in the job folder.
@@ -184,6 +187,7 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     let start = Instant::now();
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &cfg.items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, cfg.batch_size);
+    let blocks_all = blocks.clone();
     // Units of work: ranks, or pairs of ranks under CFG parallelism.
     let (unit, units) = if cfg.cfg_parallel {
         (r.rank / 2, r.world / 2)
@@ -218,7 +222,21 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     std::thread::scope(|s| -> Result<Option<Summary>> {
         if r.rank == 0 {
             let (tx, rx) = mpsc::channel();
+            // Under the static schedule rank 0 knows which rank writes each item.
+            let owner = (!cfg.dynamic).then(|| {
+                let mut m = std::collections::HashMap::new();
+                for u in 0..units {
+                    let writer = if cfg.cfg_parallel { 2 * u } else { u };
+                    for b in shoal_jobs::schedule::static_share(&blocks_all, u, units) {
+                        for it in &pending[b] {
+                            m.insert(it.index, writer);
+                        }
+                    }
+                }
+                m
+            });
             let mon = Monitor {
+                owner,
                 pg: r.pg,
                 world: r.world,
                 manifest: manifest.clone(),
@@ -248,6 +266,13 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
             let outcome = h
                 .join()
                 .map_err(|_| Error::Peer("rank 0's monitor thread panicked".into()))?;
+            // The monitor's own error is the cause when it stopped first (the
+            // worker then only saw that it was gone).
+            if let (Err(Error::Peer(m)), Err(_)) = (&work, &outcome)
+                && m.contains("monitor stopped")
+            {
+                return Err(outcome.err().unwrap_or_else(|| Error::Peer(m.clone())));
+            }
             work?;
             let o = outcome?;
             return Ok(Some(Summary {
@@ -270,7 +295,12 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
             out: cfg.out,
             rank: r.rank,
             report: |recs: Vec<Record>| -> Result<()> {
-                for rec in recs {
+                for mut rec in recs {
+                    match cfg.forge {
+                        Some("sha") => rec.sha256 = "0".repeat(64),
+                        Some("item") => rec.index = pending.first().map_or(0, |it| it.index),
+                        _ => {}
+                    }
                     let body = serde_json::to_vec(&rec)
                         .map_err(|e| Error::Peer(format!("encoding a record: {e}")))?;
                     pg.kv_set(&format!("{REC}{}", rec.index), &body)?;

@@ -55,6 +55,9 @@ pub struct Outcome {
 
 /// Rank 0's monitor state.
 pub struct Monitor<'a> {
+    /// Item → the rank that must record it (the static schedule); `None` when
+    /// blocks are claimed at run time.
+    pub(crate) owner: Option<std::collections::HashMap<usize, usize>>,
     pub(crate) pg: Option<&'a ProcessGroup>,
     pub(crate) world: usize,
     pub(crate) manifest: PathBuf,
@@ -195,6 +198,33 @@ impl Monitor<'_> {
                         return Err(Error::Peer(format!(
                             "{k}: record claims item {} from rank {:?} in a job of {} ranks",
                             r.index, r.rank, self.world
+                        )));
+                    }
+                    if let Some(o) = self.owner.as_ref().and_then(|m| m.get(i))
+                        && r.rank != Some(*o)
+                    {
+                        return Err(Error::Peer(format!(
+                            "{k}: a record of item {i} from rank {:?}, but the item was given to rank {o}",
+                            r.rank
+                        )));
+                    }
+                    if r.file.contains('/') || r.file.starts_with('.') || r.file.is_empty() {
+                        return Err(Error::Peer(format!(
+                            "{k}: rank {:?} recorded a file name {:?} that is not a plain name in the job folder",
+                            r.rank, r.file
+                        )));
+                    }
+                    // The file itself, where rank 0 sees it (a shared job folder): its
+                    // hash must be the record's. (On a folder that is not shared, rank 0
+                    // cannot see it; the resume re-hashes it on the machine that has it.)
+                    if let Some(dir) = self.manifest.parent()
+                        && let shoal_jobs::OnDisk::File { sha256, .. } =
+                            crate::files::on_disk(&dir.join(&r.file))
+                        && sha256 != r.sha256
+                    {
+                        return Err(Error::Peer(format!(
+                            "{k}: rank {:?} recorded {} with sha256 {}, but the file holds {sha256}",
+                            r.rank, r.file, r.sha256
                         )));
                     }
                     got.push((*i, k.clone(), r));
