@@ -518,6 +518,26 @@ fn r14_unet_pipeline_same_files_as_one_process() {
             "{n} stages: files differ from one process"
         );
     }
+    // Other block sizes and micro-batch counts (on the CPU each item is its own
+    // unit of the ring, so the chunk count cannot change a bit either).
+    for (b, m) in [("4", "3"), ("9", "2")] {
+        let out = tmp.path().join(format!("b{b}m{m}"));
+        let args = [
+            "--pipeline-parallel",
+            "--batch-size",
+            b,
+            "--num-chunks",
+            m,
+            "--scheduler",
+            "euler-a",
+        ];
+        let o = generate(2, &out, &args, &tag);
+        assert!(o.status.success(), "{b} {m}: {}", text(&o));
+        assert!(
+            files(&out) == reference,
+            "batch {b}, {m} chunks: files differ from one process"
+        );
+    }
     // SDXL-shaped.
     let xl = tmp.path().join("xl");
     let (o, _) = run_timed(

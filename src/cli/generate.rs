@@ -352,6 +352,8 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             .map(|b| shoal_diffusion::unet::Stage::parse(&b.name).context("a UNet stage name"))
             .collect::<Result<Vec<_>>>()?;
         opts.unet_stages = Some(mine);
+        // Later stages never encode text or decode.
+        opts.unet_only = rank > 0;
     }
     let defaults = Defaults {
         params: GenParams {

@@ -45,6 +45,9 @@ pub struct LoadOptions {
     /// Build only these UNet stages (pipeline parallelism: a process holds its
     /// stage's weights alone); `None`: the whole UNet.
     pub unet_stages: Option<Vec<crate::unet::Stage>>,
+    /// Load the UNet (its `unet_stages`) and nothing else: a later process of a
+    /// UNet pipeline, which never encodes text or decodes.
+    pub unet_only: bool,
 }
 
 /// One image to generate.
@@ -227,9 +230,10 @@ impl ComponentDevices {
 
 /// Components that stay loaded between calls.
 struct Resident {
-    encoders: Encoders,
+    /// `None` on a pipeline-stage process that runs UNet stages only.
+    encoders: Option<Encoders>,
     unet: UNet,
-    vae: Decoder,
+    vae: Option<Decoder>,
 }
 
 /// A component loaded for this call, or borrowed from the resident set.
@@ -266,6 +270,7 @@ pub struct Pipeline {
     default_size: usize,
     batch_invariant: bool,
     unet_stages: Option<Vec<crate::unet::Stage>>,
+    unet_only: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -299,6 +304,14 @@ fn load_clip(
 /// The hidden width a text encoder's config declares.
 fn clip_width(dir: &Path) -> Result<usize> {
     Ok(read_json::<ClipConfig>(&dir.join("config.json"))?.hidden_size)
+}
+
+fn unet_only() -> Error {
+    Error::invalid(
+        "component",
+        "text encoder or VAE",
+        "this pipeline was loaded with UNet stages only (LoadOptions::unet_only)",
+    )
 }
 
 fn map_active() -> Error {
@@ -389,6 +402,7 @@ impl Pipeline {
             dir: dir.to_path_buf(),
             batch_invariant: opts.batch_invariant.unwrap_or(exec.is_cpu()),
             unet_stages: opts.unet_stages.clone(),
+            unet_only: opts.unet_only,
             placement,
         };
         pipe.reload()?;
@@ -423,9 +437,9 @@ impl Pipeline {
         }
         let d = self.devices();
         self.resident = Some(Resident {
-            encoders: self.load_encoders(&d)?,
+            encoders: (!self.unet_only).then(|| self.load_encoders(&d)).transpose()?,
             unet: self.load_unet(&d.unet)?,
-            vae: self.load_vae(&d.vae)?,
+            vae: (!self.unet_only).then(|| self.load_vae(&d.vae)).transpose()?,
         });
         Ok(())
     }
@@ -543,7 +557,7 @@ impl Pipeline {
 
     fn encoders(&self) -> Result<Held<'_, Encoders>> {
         Ok(match &self.resident {
-            Some(r) => Held::Borrowed(&r.encoders),
+            Some(r) => Held::Borrowed(r.encoders.as_ref().ok_or_else(unet_only)?),
             None => Held::Owned(self.load_encoders(&self.devices())?),
         })
     }
@@ -569,7 +583,7 @@ impl Pipeline {
 
     fn vae(&self) -> Result<Held<'_, Decoder>> {
         Ok(match &self.resident {
-            Some(r) => Held::Borrowed(&r.vae),
+            Some(r) => Held::Borrowed(r.vae.as_ref().ok_or_else(unet_only)?),
             None => Held::Owned(self.load_vae(&self.devices().vae)?),
         })
     }
