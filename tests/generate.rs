@@ -501,3 +501,62 @@ fn r13_messages_name_the_line_and_the_prompt() {
         text(&o)
     );
 }
+
+/// Issue 13: a folder saved by diffusers 0.42.1 + transformers 5 (rebuilt byte
+/// for byte from tests/fixtures/current) generates through the binary with its
+/// own DPM-Solver++ config (`-Infinity` inside) and with diffusers' default
+/// PNDM (Runge-Kutta warm-up), which needs 4 steps: fewer is a usage error.
+#[test]
+fn r13_a_folder_saved_by_current_diffusers_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = crate::current::rebuild("tiny", tmp.path(), |preset, out| {
+        let (o, _) = run_timed(
+            shoal()
+                .args(["make-model", "--preset", preset, "--seed", "0", "--out"])
+                .arg(out),
+            Duration::from_secs(120),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    });
+    let m = dir.to_str().unwrap();
+    let dpm = tmp.path().join("dpm");
+    let o = generate(&["a red fox", "--model", m, "--out", dpm.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&dpm).len(), 1);
+    std::fs::copy(
+        crate::current::fixtures().join("pndm-prk/scheduler_config.json"),
+        dir.join("scheduler/scheduler_config.json"),
+    )
+    .unwrap();
+    let few = tmp.path().join("few");
+    let o = generate(&["a red fox", "--model", m, "--out", few.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("steps") && text(&o).contains("at least 4 steps"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !few.join("job.json").exists(),
+        "a refused job leaves nothing behind"
+    );
+    let prk = tmp.path().join("prk");
+    let mut cmd = shoal();
+    cmd.args([
+        "generate",
+        "a red fox",
+        "--model",
+        m,
+        "--steps",
+        "4",
+        "--height",
+        "32",
+        "--width",
+        "32",
+    ])
+    .args(["--quiet", "--out", prk.to_str().unwrap()]);
+    let (o, _) = run_timed(&mut cmd, Duration::from_secs(300));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(pngs(&prk).len(), 1);
+    assert_ne!(pngs(&prk)[0].1, pngs(&dpm)[0].1);
+}

@@ -113,6 +113,8 @@ pub struct ModelInfo {
     pub vae_scale_factor: usize,
     /// The scheduler class that will run.
     pub scheduler_class: String,
+    /// Its config.
+    pub scheduler: SchedulerConfig,
 }
 
 impl ModelInfo {
@@ -129,7 +131,8 @@ impl ModelInfo {
         Ok(ModelInfo {
             default_size: unet.sample_size.unwrap_or(64).saturating_mul(vae.scale_factor()),
             vae_scale_factor: vae.scale_factor(),
-            scheduler_class: sched.class,
+            scheduler_class: sched.class.clone(),
+            scheduler: sched,
         })
     }
 
@@ -159,6 +162,8 @@ impl ModelInfo {
                 "must be a finite number ≥ 0",
             ));
         }
+        // The schedule's own limits (PNDM's Runge-Kutta warm-up needs 4 steps).
+        crate::scheduler::Scheduler::new(&self.scheduler, p.steps)?;
         Ok(())
     }
 }
@@ -609,6 +614,7 @@ impl Pipeline {
             default_size: self.default_size,
             vae_scale_factor: self.vae_cfg.scale_factor(),
             scheduler_class: self.sched.class.clone(),
+            scheduler: self.sched.clone(),
         }
     }
 

@@ -112,6 +112,9 @@ pub struct SchedulerConfig {
     pub clip_sample_range: f64,
     /// DDIM / PNDM: the final alpha is 1 rather than `alphas_cumprod[0]`.
     pub set_alpha_to_one: bool,
+    /// PNDM: PLMS only (`true`, as SD ships), or Runge-Kutta warm-up steps first
+    /// (`false`, diffusers' default for `PNDMScheduler()`).
+    pub skip_prk_steps: bool,
 }
 
 fn get_f(m: &Map<String, Value>, k: &str, d: f64) -> f64 {
@@ -171,6 +174,7 @@ impl SchedulerConfig {
             clip_sample: get_b(m, "clip_sample", kind == Kind::Ddim),
             clip_sample_range: get_f(m, "clip_sample_range", 1.0),
             set_alpha_to_one: get_b(m, "set_alpha_to_one", kind == Kind::Ddim),
+            skip_prk_steps: get_b(m, "skip_prk_steps", false),
             class,
             kind,
         };
@@ -211,12 +215,6 @@ impl SchedulerConfig {
             }
         }
         match c.kind {
-            Kind::Pndm if !get_b(m, "skip_prk_steps", false) => {
-                return Err(bad(
-                    "skip_prk_steps",
-                    "only PLMS (skip_prk_steps: true, as SD 1.x ships) is supported".into(),
-                ));
-            }
             Kind::Euler if get_s(m, "interpolation_type", "linear") != "linear" => {
                 return Err(bad("interpolation_type", "only linear is supported".into()));
             }
@@ -331,6 +329,64 @@ fn spaced(c: &SchedulerConfig, n: usize, round_linspace: bool) -> Vec<f64> {
     }
 }
 
+/// PNDM's timesteps (diffusers `PNDMScheduler.set_timesteps`): the Runge-Kutta
+/// warm-up's (empty with `skip_prk_steps`) and the PLMS ones, both descending.
+fn pndm_timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let t = cfg.num_train_timesteps;
+    let asc: Vec<f64> = match cfg.timestep_spacing.as_str() {
+        "linspace" => (0..steps)
+            .map(|i| {
+                let x = if steps == 1 {
+                    0.0
+                } else {
+                    (t - 1) as f64 * i as f64 / (steps - 1) as f64
+                };
+                round_even(x)
+            })
+            .collect(),
+        "trailing" => {
+            let ratio = t as f64 / steps as f64;
+            let n = (t as f64 / ratio).ceil() as usize;
+            let mut v: Vec<f64> = (0..n)
+                .map(|i| round_even(t as f64 - i as f64 * ratio) - 1.0)
+                .collect();
+            v.reverse();
+            v
+        }
+        _ => (0..steps)
+            .map(|i| (i * (t / steps) + cfg.steps_offset) as f64)
+            .collect(),
+    };
+    let k = asc.len();
+    if cfg.skip_prk_steps {
+        // PLMS: [:-1] + [-2] + [-1], reversed (one timestep is run twice).
+        let mut plms = asc[..k.saturating_sub(1)].to_vec();
+        if k >= 2 {
+            plms.push(asc[k - 2]);
+        }
+        plms.extend(asc.last());
+        plms.reverse();
+        return Ok((Vec::new(), plms));
+    }
+    if k < 4 {
+        return Err(Error::invalid(
+            "steps",
+            steps,
+            "PNDM with Runge-Kutta warm-up steps (skip_prk_steps: false) needs at least 4 steps".to_string(),
+        ));
+    }
+    // The last four timesteps, each followed by its half step, drop the final
+    // one, every entry twice, drop the first and the last: 12 timesteps.
+    let half = (t / steps / 2) as f64;
+    let pairs: Vec<f64> = asc[k - 4..].iter().flat_map(|&x| [x, x + half]).collect();
+    let twice: Vec<f64> = pairs[..pairs.len() - 1].iter().flat_map(|&x| [x, x]).collect();
+    let mut prk = twice[1..twice.len() - 1].to_vec();
+    prk.reverse();
+    let mut plms = asc[..k - 3].to_vec();
+    plms.reverse();
+    Ok((prk, plms))
+}
+
 /// A scheduler in the middle of a run: timesteps, and the state the
 /// multistep methods carry between steps.
 #[derive(Debug, Clone)]
@@ -345,6 +401,10 @@ pub struct Scheduler {
     ets: Vec<Tensor>,
     counter: usize,
     cur_sample: Option<Tensor>,
+    /// The Runge-Kutta warm-up's timesteps (empty with `skip_prk_steps`).
+    prk_timesteps: Vec<f64>,
+    /// The Runge-Kutta sum of the model outputs so far in this warm-up step.
+    cur_model_output: Option<Tensor>,
     // DPM-Solver++
     outputs: Vec<Tensor>,
     lower_order_nums: usize,
@@ -374,20 +434,12 @@ impl Scheduler {
         let t = cfg.num_train_timesteps;
         let mut sigmas = Vec::new();
         let mut init_sigma = 1.0;
+        let mut prk_timesteps = Vec::new();
         let timesteps = match cfg.kind {
             Kind::Pndm => {
-                let ratio = t / steps;
-                let asc: Vec<f64> = (0..steps)
-                    .map(|i| (i * ratio + cfg.steps_offset) as f64)
-                    .collect();
-                // PLMS: [:-1] + [-2] + [-1], reversed (one timestep is run twice).
-                let mut plms = asc[..steps - 1].to_vec();
-                if steps >= 2 {
-                    plms.push(asc[steps - 2]);
-                }
-                plms.push(asc[steps - 1]);
-                plms.reverse();
-                plms
+                let (prk, plms) = pndm_timesteps(cfg, steps)?;
+                prk_timesteps = prk;
+                [prk_timesteps.clone(), plms].concat()
             }
             Kind::DpmSolver => {
                 let ts: Vec<f64> = match cfg.timestep_spacing.as_str() {
@@ -437,6 +489,8 @@ impl Scheduler {
             ets: Vec::new(),
             counter: 0,
             cur_sample: None,
+            prk_timesteps,
+            cur_model_output: None,
             outputs: Vec::new(),
             lower_order_nums: 0,
         })
@@ -505,6 +559,7 @@ impl Scheduler {
         let ratio = (self.cfg.num_train_timesteps / self.n) as f64;
         match self.cfg.kind {
             Kind::Ddim => self.step_ddim(out, t, ratio, x),
+            Kind::Pndm if self.counter < self.prk_timesteps.len() => self.step_prk(out, t, x),
             Kind::Pndm => self.step_plms(out, t, ratio, x),
             Kind::Euler | Kind::EulerAncestral => self.step_euler(out, i, x, noise),
             Kind::DpmSolver => self.step_dpm(out, i, x),
@@ -530,6 +585,34 @@ mod tests {
         let s = Scheduler::new(&cfg(SD15, None), 5).unwrap();
         // diffusers: PNDMScheduler.from_config(sd15).set_timesteps(5) → [801, 601, 601, 401, 201, 1]
         assert_eq!(s.timesteps(), &[801.0, 601.0, 601.0, 401.0, 201.0, 1.0]);
+    }
+
+    #[test]
+    fn pndm_prk_timesteps_are_diffusers() {
+        let c = cfg(SD15, None);
+        let c = SchedulerConfig {
+            skip_prk_steps: false,
+            ..c
+        };
+        let s = Scheduler::new(&c, 5).unwrap();
+        // numpy, as in diffusers' set_timesteps: leading, offset 1, 5 steps.
+        let want = [
+            801., 701., 701., 601., 601., 501., 501., 401., 401., 301., 301., 201., 201., 1.,
+        ];
+        assert_eq!(s.timesteps(), &want);
+        for n in 1..4 {
+            let e = Scheduler::new(&c, n).unwrap_err().to_string();
+            assert!(e.contains("at least 4 steps"), "{e}");
+        }
+        let trailing = SchedulerConfig {
+            timestep_spacing: "trailing".into(),
+            ..c
+        };
+        // The half step after the last timestep is dropped: nothing past 999.
+        let s = Scheduler::new(&trailing, 10).unwrap();
+        assert_eq!(s.timesteps().len(), 19);
+        assert_eq!(s.timesteps()[..3], [999., 949., 949.]);
+        assert_eq!(s.timesteps()[12..], [699., 599., 499., 399., 299., 199., 99.]);
     }
 
     #[test]
