@@ -560,3 +560,41 @@ fn r13_a_folder_saved_by_current_diffusers_generates() {
     assert_eq!(pngs(&prk).len(), 1);
     assert_ne!(pngs(&prk)[0].1, pngs(&dpm)[0].1);
 }
+
+/// Issue 13: plain `generate` in a terminal draws a bar over images and steps;
+/// `--quiet` draws none.
+#[test]
+fn r13_generate_draws_a_bar_in_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |extra: &[&str], out: &Path| {
+        let mut cmd = shoal();
+        cmd.args([
+            "generate",
+            "-p",
+            "a fox",
+            "--images-per-prompt",
+            "2",
+            "--batch-size",
+            "1",
+        ])
+        .args(["--steps", "3", "--height", "32", "--width", "32"])
+        .args(extra)
+        .arg("--out")
+        .arg(out);
+        cmd
+    };
+    let (status, drawn) =
+        crate::util::run_in_pty(&mut job(&[], &tmp.path().join("a")), Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("2/2 images") && text.contains("img/s"), "{text}");
+    // Rank 0's model calls (PLMS makes 4 of 3 steps); frames are drawn at most 10 times a second.
+    assert!(text.contains("step ") && text.contains("/4"), "{text}");
+    let (status, drawn) = crate::util::run_in_pty(
+        &mut job(&["--quiet"], &tmp.path().join("b")),
+        Duration::from_secs(300),
+    );
+    let text = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{text}");
+    assert!(!text.contains("images  "), "{text}");
+}

@@ -353,3 +353,68 @@ fn r13_long_lines_are_passed_on_in_pieces_and_unknown_flags_are_named() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("unknown flag --bogus"), "{}", text(&o));
 }
+
+/// Issue 13: in a terminal, the README's main job under `shoal launch` shows
+/// one live bar (images, img/s, ETA, rank 0's step) drawn by the launcher from
+/// rank 0's reports, which never reach the terminal as text; with `--quiet`
+/// (or without a terminal) there is none.
+#[test]
+fn r13_launch_draws_one_live_bar_in_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("job");
+    let job = |extra: &[&str], out: &std::path::Path| {
+        let mut cmd = shoal();
+        cmd.args(["launch", "-n", "2"])
+            .args(extra)
+            .args([
+                "--",
+                env!("CARGO_BIN_EXE_shoal"),
+                "generate",
+                "-p",
+                "a fox",
+                "-p",
+                "a cat",
+            ])
+            .args([
+                "--images-per-prompt",
+                "3",
+                "--steps",
+                "3",
+                "--height",
+                "32",
+                "--width",
+                "32",
+            ])
+            .arg("--out")
+            .arg(out);
+        cmd
+    };
+    let (status, drawn) = crate::util::run_in_pty(&mut job(&[], &out), Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("6/6 images"), "no final bar state: {text}");
+    assert!(text.contains("img/s") && text.contains("ETA"), "{text}");
+    assert!(text.contains("step "), "no step in the bar: {text}");
+    assert!(
+        text.contains("\x1b[2K"),
+        "the bar is not redrawn in place: {text}"
+    );
+    assert!(
+        !text.contains("shoal-progress"),
+        "a report line reached the terminal: {text}"
+    );
+    assert!(text.contains("generate: 6 image(s)"), "{text}");
+    let quiet = tmp.path().join("quiet");
+    let (status, drawn) = crate::util::run_in_pty(&mut job(&["--quiet"], &quiet), Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&drawn);
+    assert!(status.success(), "{text}");
+    assert!(
+        !text.contains("images  ") && !text.contains("shoal-progress"),
+        "{text}"
+    );
+    // Not a terminal: no bar, no reports.
+    let (o, _) = run_timed(&mut job(&[], &tmp.path().join("pipe")), Duration::from_secs(300));
+    let t = crate::util::text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains("img/s  ETA") && !t.contains("shoal-progress"), "{t}");
+}

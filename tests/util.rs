@@ -83,3 +83,62 @@ pub fn assert_none_left(tag: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs a command with stdout and stderr on a new pseudo-terminal (100
+/// columns), as a user's terminal; returns its exit status and everything it
+/// drew, escape sequences included.
+pub fn run_in_pty(cmd: &mut Command, limit: Duration) -> (std::process::ExitStatus, Vec<u8>) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the given ints; the winsize is read only.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .expect("start shoal");
+    // The child holds the only slave descriptors now: reading ends at its exit.
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once the last slave descriptor closes.
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    let mut child = child;
+    let status = child.wait().expect("wait for shoal");
+    drop(watchdog);
+    (status, reader.join().unwrap())
+}

@@ -447,6 +447,21 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         eprintln!("generate: device map {m:?}");
     }
     let spec = JobSpec::new(&model_id, &info.scheduler_class, &format!("{dtype:?}"), &items);
+    let shown = (rank == 0 && !c.quiet)
+        .then(|| {
+            if shoal_dist::reporting_to_launcher(std::env::var(shoal_dist::SHOAL_PROGRESS).ok().as_deref()) {
+                Some(Shown::Lines(shoal_launch::LineReporter::default()))
+            } else if std::io::stderr().is_terminal() {
+                Some(Shown::Bar(shoal_launch::JobBar::new()))
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .map(|shown| CliProgress {
+            shown,
+            state: std::sync::Mutex::new(shoal_dist::Report::default()),
+        });
     let cfg = JobConfig {
         items: &items,
         latents: latents.as_deref(),
@@ -459,7 +474,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         cfg_parallel: c.cfg_parallel,
         vae_parallel: c.vae_parallel,
         pipeline_chunks: c.pipeline_parallel.then_some(c.num_chunks.unwrap_or(world)),
-        progress: rank == 0 && !c.quiet && std::io::stderr().is_terminal(),
+        progress: shown.as_ref().map(|p| p as &dyn shoal_engine::Progress),
         timeout: group_opts.timeout,
         crash_after: (c.fail_rank == Some(rank) && ["kill", "stop"].contains(&c.fail_mode.as_str()))
             .then_some((c.fail_after, c.fail_mode == "stop")),
@@ -473,7 +488,14 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         world,
         pg: pg.as_ref(),
     };
-    if let Some(s) = shoal_engine::run_job(&pipe, &cfg, ranks)? {
+    let result = shoal_engine::run_job(&pipe, &cfg, ranks);
+    if let Some(CliProgress {
+        shown: Shown::Bar(b), ..
+    }) = &shown
+    {
+        b.finish();
+    }
+    if let Some(s) = result? {
         let busy: Vec<String> = s.busy_s.iter().map(|b| format!("{b:.2}")).collect();
         println!(
             "generate: {} image(s) in {:.2} s ({:.3} img/s) on {world} process(es); per rank: {:?}; busy s per rank: [{}]; {}",
@@ -486,6 +508,47 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Rank 0's progress: its own bar, or report lines for `shoal launch`'s bar.
+enum Shown {
+    Bar(shoal_launch::JobBar),
+    Lines(shoal_launch::LineReporter),
+}
+
+struct CliProgress {
+    shown: Shown,
+    state: std::sync::Mutex<shoal_dist::Report>,
+}
+
+impl CliProgress {
+    fn show(&self, f: impl FnOnce(&mut shoal_dist::Report)) {
+        let mut r = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut r);
+        match &self.shown {
+            Shown::Bar(b) => b.update(&r),
+            Shown::Lines(l) => l.update(&r),
+        }
+    }
+}
+
+impl shoal_engine::Progress for CliProgress {
+    fn images(&self, done: usize, total: usize) {
+        self.show(|r| {
+            r.done = done as u64;
+            r.total = total as u64;
+        });
+    }
+
+    fn step(&self, step: usize, steps: usize) {
+        self.show(|r| {
+            r.step = step as u64;
+            r.steps = steps as u64;
+        });
+    }
 }
 
 fn params_of(g: &GenParams) -> Params {

@@ -1,5 +1,6 @@
 //! `shoal launch`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +57,9 @@ pub struct LaunchCmd {
     /// Do not prefix worker output lines with their rank.
     #[arg(long = "no-prefix")]
     no_prefix: bool,
+    /// No live bar of the job's progress (there is none either when stderr is not a terminal).
+    #[arg(long, short = 'q')]
+    quiet: bool,
     /// Seconds to wait for the other workers once one has exited 0; those still
     /// running then are treated as hung and stopped.
     #[arg(long = "exit-wait", default_value_t = 1800.0)]
@@ -119,6 +123,8 @@ pub fn run(c: LaunchCmd) -> Result<()> {
         grace: Duration::from_secs_f64(c.grace_period),
         prefix_output: !c.no_prefix,
         exit_wait: Duration::from_secs_f64(c.exit_wait),
+        bar: (!c.quiet && std::io::stderr().is_terminal())
+            .then(|| std::sync::Arc::new(shoal_launch::JobBar::new())),
         ..Default::default()
     };
     shoal_launch::launch(&plan, &program, rest, &opts)?;

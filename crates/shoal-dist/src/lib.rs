@@ -15,6 +15,7 @@ mod hostlist;
 #[cfg(feature = "nccl")]
 mod nccl;
 mod options;
+mod progress;
 mod secret;
 mod split;
 mod state;
@@ -32,6 +33,7 @@ pub use group::{
     Backend, DEFAULT_TIMEOUT, GroupOptions, ProcessGroup, SHOAL_TIMEOUT, explicit_env, init_process_group,
 };
 pub use hostlist::{expand_hostlist, expand_tasks_per_node};
+pub use progress::{PROGRESS_PREFIX, Report, SHOAL_PROGRESS, reporting_to_launcher};
 pub use secret::{SHOAL_STORE_TOKEN, Secret};
 pub use split::{
     Split, Splittable, TensorSplit, padded_len, split_between_processes, split_indices, split_range,

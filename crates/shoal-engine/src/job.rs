@@ -36,8 +36,9 @@ pub struct JobConfig<'a> {
     pub batch_size: usize,
     /// Claim blocks from the store's counter instead of the static split.
     pub dynamic: bool,
-    /// Draw rank 0's bar.
-    pub progress: bool,
+    /// Where rank 0 shows the job's progress (a bar, or report lines for the
+    /// launcher's bar); `None` shows nothing.
+    pub progress: Option<&'a dyn Progress>,
     /// How long rank 0 waits for a rank that stopped beating.
     pub timeout: Duration,
     /// CFG parallelism: ranks work in pairs (2k, 2k + 1), each pair on its own
@@ -58,6 +59,21 @@ pub struct JobConfig<'a> {
     /// Test hook: this (non-zero) rank sends dishonest records: `"sha"` a wrong
     /// hash, `"item"` its record under rank 0's first item.
     pub forge: Option<&'a str>,
+}
+
+/// Where rank 0 shows the job's progress: the monitor reports the items
+/// recorded (every rank's), rank 0's block loop its model calls.
+pub trait Progress: Sync {
+    /// `done` of `total` items of this run recorded.
+    fn images(&self, done: usize, total: usize);
+    /// Model call `step` of `steps` of rank 0's current block.
+    fn step(&self, step: usize, steps: usize);
+}
+
+impl std::fmt::Debug for dyn Progress + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// The per-file hash cache of the model's identity, in the job folder.
@@ -242,12 +258,11 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 manifest: manifest.clone(),
                 outstanding: todo.iter().copied().collect(),
                 total: todo.len(),
-                bar: cfg.progress,
+                progress: cfg.progress,
                 timeout: cfg.timeout,
                 done: 0,
                 per_rank: vec![0; r.world],
                 busy_s: vec![0.0; r.world],
-                started: Instant::now(),
             };
             let h = s.spawn(move || mon.run(rx));
             let mut sink = FilesSink {
@@ -395,15 +410,21 @@ fn work(
                 step_noise: None,
             })
             .collect();
-        // No callback work between steps: nothing here touches the store.
+        // Between steps only rank 0's progress (no store, no device sync).
         let partner = pair.map(|p| p as &dyn CfgPartner);
         let params = params_of(&chunk[0].params);
+        let progress = cfg.progress.filter(|_| r.rank == 0);
+        let mut on_step = |i: usize, n: usize| {
+            if let Some(p) = progress {
+                p.step(i, n);
+            }
+        };
         let out = match (cfg.pipeline_chunks, r.pg) {
             (Some(m), Some(pg)) => {
                 let ring = crate::ring::Ring::new(pg, pipe.device());
-                pipe.denoise_ring(&gen_items, &params, m, &ring, &mut |_, _| {})?
+                pipe.denoise_ring(&gen_items, &params, m, &ring, &mut on_step)?
             }
-            _ => pipe.denoise(&gen_items, &params, &mut |_, _| {}, partner)?,
+            _ => pipe.denoise(&gen_items, &params, &mut on_step, partner)?,
         };
         check_finite(&out.latents, chunk)?;
         let images = match pair {

@@ -24,6 +24,6 @@ mod source;
 pub use bands::Bands;
 pub use error::{Error, Result};
 pub use files::write_atomic;
-pub use job::{JobConfig, Made, Ranks, Sink, Summary, check_cfg_parallel, run_job};
+pub use job::{JobConfig, Made, Progress, Ranks, Sink, Summary, check_cfg_parallel, run_job};
 pub use ring::Ring;
 pub use source::{Source, StaticSource, StoreCounter};

@@ -3,7 +3,6 @@
 //! store and keep a heartbeat there.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -63,12 +62,11 @@ pub struct Monitor<'a> {
     pub(crate) manifest: PathBuf,
     pub(crate) outstanding: BTreeSet<usize>,
     pub(crate) total: usize,
-    pub(crate) bar: bool,
+    pub(crate) progress: Option<&'a dyn crate::job::Progress>,
     pub(crate) timeout: Duration,
     pub(crate) done: usize,
     pub(crate) per_rank: Vec<usize>,
     pub(crate) busy_s: Vec<f64>,
-    pub(crate) started: Instant,
 }
 
 impl Monitor<'_> {
@@ -150,10 +148,7 @@ impl Monitor<'_> {
                 self.outstanding.len()
             )));
         }
-        if self.bar {
-            self.draw();
-            eprintln!();
-        }
+        self.draw();
         Ok(self.outcome())
     }
 
@@ -242,28 +237,9 @@ impl Monitor<'_> {
     }
 
     fn draw(&self) {
-        if !self.bar {
-            return;
+        if let Some(p) = self.progress {
+            p.images(self.done.min(self.total), self.total);
         }
-        let el = self.started.elapsed().as_secs_f64();
-        let rate = self.done as f64 / el.max(1e-9);
-        let eta = if rate > 0.0 {
-            (self.total - self.done.min(self.total)) as f64 / rate
-        } else {
-            f64::NAN
-        };
-        let w = 30;
-        let fill = (self.done * w / self.total.max(1)).min(w);
-        eprint!(
-            "\r[{}{}] {}/{} images, {:.2} img/s, ETA {:.0} s   ",
-            "#".repeat(fill),
-            " ".repeat(w - fill),
-            self.done,
-            self.total,
-            rate,
-            eta
-        );
-        let _ = std::io::stderr().flush();
     }
 }
 

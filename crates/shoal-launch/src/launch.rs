@@ -184,7 +184,13 @@ pub fn launch(
             local_rank: local,
             program: program.to_path_buf(),
             args: args.to_vec(),
-            env: plan.worker_env(local, &store_addr, &run, &secret),
+            env: {
+                let mut env = plan.worker_env(local, &store_addr, &run, &secret);
+                if opts.bar.is_some() {
+                    env.push((shoal_dist::SHOAL_PROGRESS.to_string(), "1".to_string()));
+                }
+                env
+            },
         })
         .collect();
     let result = supervise(workers, opts, &mut peers);

@@ -6,12 +6,14 @@
 //! - [`launch()`] and [`spawn`]: the thin layer that binds the store and starts
 //!   the workers.
 
+pub mod bar;
 pub mod config;
 mod error;
 mod launch;
 pub mod plan;
 pub mod supervise;
 
+pub use bar::{JobBar, LineReporter};
 pub use config::{LaunchConfig, default_config_path};
 pub use error::{Error, Exit, Result, signal_name};
 pub use launch::{SHOAL_SPAWN_CHILD, launch, resolve_program, spawn};

@@ -12,8 +12,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+
+use crate::bar::JobBar;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -46,6 +48,9 @@ pub struct SuperviseOptions {
     pub poll: Duration,
     /// How long the others may run once a worker has exited 0 (then they are hung).
     pub exit_wait: Duration,
+    /// The job's bar: the workers are told to report ([`shoal_dist::SHOAL_PROGRESS`]),
+    /// their report lines feed it, and every other line is written above it.
+    pub bar: Option<Arc<JobBar>>,
 }
 
 impl Default for SuperviseOptions {
@@ -55,6 +60,7 @@ impl Default for SuperviseOptions {
             prefix_output: true,
             poll: Duration::from_millis(20),
             exit_wait: Duration::from_secs(1800),
+            bar: None,
         }
     }
 }
@@ -238,6 +244,9 @@ pub fn supervise(
             break;
         }
     }
+    if let Some(b) = &opts.bar {
+        b.finish();
+    }
     let outcomes: Vec<Outcome> = running.iter().filter_map(|r| r.outcome.clone()).collect();
     if let Some((i, exit)) = root {
         let r = &running[i];
@@ -277,6 +286,8 @@ fn start(
     pipes: &mut usize,
 ) -> Result<Child> {
     let mut cmd = Command::new(&spec.program);
+    // Only a launcher that draws the bar asks for reports (not an outer one).
+    cmd.env_remove(shoal_dist::SHOAL_PROGRESS);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(if spec.local_rank == 0 {
@@ -316,11 +327,11 @@ fn start(
     };
     if let Some(out) = child.stdout.take() {
         *pipes += 1;
-        pump(out, prefix.clone(), false, done.clone());
+        pump(out, prefix.clone(), false, opts.bar.clone(), done.clone());
     }
     if let Some(err) = child.stderr.take() {
         *pipes += 1;
-        pump(err, prefix, true, done.clone());
+        pump(err, prefix, true, opts.bar.clone(), done.clone());
     }
     Ok(child)
 }
@@ -330,8 +341,15 @@ fn start(
 /// hundreds of MB without a newline must not grow the launcher).
 pub const MAX_LINE: usize = 64 << 10;
 
-/// Copies a worker's output line by line, with its prefix, to ours.
-fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done: mpsc::Sender<()>) {
+/// Copies a worker's output line by line, with its prefix, to ours; with a
+/// bar, progress reports on stderr go to the bar instead.
+fn pump(
+    from: impl Read + Send + 'static,
+    prefix: String,
+    to_stderr: bool,
+    bar: Option<Arc<JobBar>>,
+    done: mpsc::Sender<()>,
+) {
     let _ = std::thread::Builder::new()
         .name("shoal-output".into())
         .spawn(move || {
@@ -342,6 +360,13 @@ fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done:
                 match r.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
+                        if let Some(b) = &bar
+                            && to_stderr
+                            && let Some(r) = shoal_dist::Report::parse(&line)
+                        {
+                            b.update(&r);
+                            continue;
+                        }
                         if !line.ends_with(b"\n") {
                             line.push(b'\n');
                         }
@@ -349,11 +374,16 @@ fn pump(from: impl Read + Send + 'static, prefix: String, to_stderr: bool, done:
                         buf.extend_from_slice(prefix.as_bytes());
                         buf.extend_from_slice(&line);
                         // A closed terminal is not the worker's failure; keep draining.
-                        let _ = if to_stderr {
-                            std::io::stderr().lock().write_all(&buf)
-                        } else {
-                            std::io::stdout().lock().write_all(&buf)
-                        };
+                        match (&bar, to_stderr) {
+                            (Some(b), true) => b.write_stderr(&buf),
+                            (Some(b), false) => b.write_stdout(&buf),
+                            (None, true) => {
+                                let _ = std::io::stderr().lock().write_all(&buf);
+                            }
+                            (None, false) => {
+                                let _ = std::io::stdout().lock().write_all(&buf);
+                            }
+                        }
                     }
                 }
             }
