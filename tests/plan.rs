@@ -145,3 +145,89 @@ fn r6_model_and_sequential_offload_write_the_same_file() {
     assert_eq!(read(&a), read(&b));
     assert_eq!(read(&a), read(&q));
 }
+
+/// Issue 13: device-map messages on a machine without GPUs (CI's): a typo in
+/// a map is named before any GPU is looked for; `plan` works for a cpu budget
+/// and for an all-CPU map; a shortfall gives weights and the activation
+/// allowance apart; `--offload` on the CPU says that it does nothing.
+#[test]
+fn r13_device_map_messages_without_gpus() {
+    let (t, m) = model();
+    let run = |args: &[&str]| run_timed(shoal().args(args), Duration::from_secs(60)).0;
+    let out = t.path().join("o");
+    let o = run(&[
+        "generate",
+        "x",
+        "--model",
+        &m,
+        "--device-map",
+        "unet=1,vea=0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("\"vea\"") && !text(&o).contains("no GPU"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "a refused job leaves nothing behind");
+    let o = run(&["plan", "--model", &m, "--max-memory", "cpu=10GiB"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("unet: cpu") && text(&o).contains("on the CPU"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&[
+        "plan",
+        "--model",
+        &m,
+        "--device-map",
+        "unet=cpu,vae=cpu,text_encoder=cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no budget given"), "{}", text(&o));
+    let o = run(&[
+        "plan",
+        "--model",
+        &m,
+        "--device-map",
+        "unet=0,vae=cpu,text_encoder=cpu",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("device 0 is not available"), "{}", text(&o));
+    let o = run(&["plan", "--model", &m, "--max-memory", "0=10MB,cpu=20MB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("of weights +") && text(&o).contains("activation allowance for this size"),
+        "{}",
+        text(&o)
+    );
+    for mode in ["model", "sequential"] {
+        let dir = t.path().join(mode);
+        let o = run(&[
+            "generate",
+            "x",
+            "--model",
+            &m,
+            "--offload",
+            mode,
+            "--steps",
+            "1",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--quiet",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("--offload {mode} does nothing here")),
+            "{}",
+            text(&o)
+        );
+    }
+}

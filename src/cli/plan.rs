@@ -101,7 +101,21 @@ pub fn placement(
 ) -> Result<shoal_diffusion::pipeline::Placement> {
     use shoal_diffusion::pipeline::Placement;
     use shoal_engine::placement::Choice;
-    Ok(match shoal_engine::placement::resolve(flags, world)? {
+    let choice = shoal_engine::placement::resolve(flags, world)?;
+    if device.is_cpu()
+        && let Some(mode) = match choice {
+            Choice::OffloadModel => Some("model"),
+            Choice::OffloadSequential => Some("sequential"),
+            _ => None,
+        }
+    {
+        eprintln!(
+            "generate: note: --offload {mode} does nothing here: the pipeline runs on the CPU, whose memory \
+             is where offloading would keep the weights"
+        );
+        return Ok(Placement::Device(device.clone()));
+    }
+    Ok(match choice {
         Choice::Device => Placement::Device(device.clone()),
         Choice::OffloadModel => Placement::OffloadModel(device.clone()),
         Choice::OffloadSequential => Placement::OffloadSequential(device.clone()),
@@ -253,7 +267,7 @@ pub fn run(c: PlanCmd) -> Result<()> {
             .map(|(d, u)| {
                 (
                     d.to_string(),
-                    serde_json::json!({"used": u, "capacity": plan.capacity[d]}),
+                    serde_json::json!({"used": u, "capacity": plan.capacity.get(d)}),
                 )
             })
             .collect();
@@ -274,11 +288,10 @@ pub fn run(c: PlanCmd) -> Result<()> {
     }
     println!("per device:");
     for (d, used) in &plan.used {
-        println!(
-            "  {d}: {} of {}",
-            format_bytes(*used),
-            format_bytes(plan.capacity[d])
-        );
+        match plan.capacity.get(d) {
+            Some(cap) => println!("  {d}: {} of {}", format_bytes(*used), format_bytes(*cap)),
+            None => println!("  {d}: {} (no budget given)", format_bytes(*used)),
+        }
     }
     if !plan.on_cpu.is_empty() {
         println!("on the CPU (slow): {}", plan.on_cpu.join(", "));

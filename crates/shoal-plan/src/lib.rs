@@ -8,8 +8,12 @@
 //!
 //! Unlike diffusers: when a component does not fit the GPU whose turn it is,
 //! the other GPUs are tried before the CPU; every component that lands on the
-//! CPU is recorded; CPU placement happens only when allowed; and when nothing
-//! fits, the error gives the shortfall on every device.
+//! CPU is recorded; CPU placement happens only when allowed (`cpu` in
+//! `max_memory`; with no GPU at all, everything then goes to the host; an
+//! explicit map may name `cpu` without a budget); an explicit map is checked
+//! against the model's components before any device; and when nothing fits,
+//! the error gives the shortfall on every device, weights and activation
+//! allowance apart.
 
 mod memory;
 
@@ -121,19 +125,31 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// A component fits nowhere.
-    #[error("{component} needs {}, more than any device allows ({}); {}", format_bytes(*need), shortfalls(free), hint(*cpu_allowed))]
+    #[error(
+        "{component} needs {} ({} of weights + {} activation allowance for this size and batch), more than any \
+         device allows ({}); {}",
+        format_bytes(weights + activations), format_bytes(*weights), format_bytes(*activations),
+        shortfalls(free), hint(*cpu_allowed)
+    )]
     DoesNotFit {
         /// The component.
         component: String,
-        /// Its bytes.
-        need: u64,
+        /// Its weight bytes.
+        weights: u64,
+        /// Its activation allowance.
+        activations: u64,
         /// Free bytes per device at that point.
         free: Vec<(Dev, u64)>,
         /// Whether CPU placement was allowed.
         cpu_allowed: bool,
     },
     /// An explicit map overfills a device.
-    #[error("device {device} would hold {} but allows {} (short by {}): {}", format_bytes(*need), format_bytes(*cap), format_bytes(need - cap), components.join(", "))]
+    #[error(
+        "device {device} would hold {} but allows {} (short by {}): {}",
+        format_bytes(*need), format_bytes(*cap), format_bytes(need.saturating_sub(*cap)),
+        components.iter().map(|c| format!("{} ({} of weights + {} activation allowance)", c.name,
+            format_bytes(c.weights), format_bytes(c.activations))).collect::<Vec<_>>().join(", ")
+    )]
     Overfull {
         /// The device.
         device: Dev,
@@ -142,7 +158,7 @@ pub enum PlanError {
         /// Its capacity.
         cap: u64,
         /// The components mapped to it.
-        components: Vec<String>,
+        components: Vec<Component>,
     },
     /// An explicit map names a component the model lacks.
     #[error("unknown component {name:?} in the device map; the model has {}", known.join(", "))]
@@ -161,7 +177,7 @@ pub enum PlanError {
         known: Vec<String>,
     },
     /// A device that is not available (not listed in max_memory, or absent).
-    #[error("device {device} is not available; available: {}", available.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("device {device} is not available; available: {}", if available.is_empty() { "none (no GPU is visible)".to_string() } else { available.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ") })]
     UnknownDevice {
         /// The device.
         device: Dev,
@@ -213,7 +229,9 @@ pub fn plan(
     // GPUs by capacity, largest first (ties by index), as accelerate sorts them.
     let mut gpus: Vec<Dev> = caps.keys().copied().filter(|d| *d != Dev::Cpu).collect();
     gpus.sort_by_key(|d| (std::cmp::Reverse(caps[d]), *d));
-    if gpus.is_empty() {
+    // An explicit map is checked against the model first; a strategy needs a
+    // GPU, or a CPU budget to put everything on the host.
+    if gpus.is_empty() && !cpu_allowed && !matches!(strategy, Strategy::Explicit(_)) {
         return Err(PlanError::NoGpu);
     }
     let mut free = caps.clone();
@@ -236,7 +254,8 @@ pub fn plan(
         |free: &BTreeMap<Dev, u64>, c: &Component, d: Dev| free.get(&d).is_some_and(|f| *f >= c.bytes());
     let nowhere = |free: &BTreeMap<Dev, u64>, c: &Component| PlanError::DoesNotFit {
         component: c.name.clone(),
-        need: c.bytes(),
+        weights: c.weights,
+        activations: c.activations,
         free: free.iter().map(|(d, f)| (*d, *f)).collect(),
         cpu_allowed,
     };
@@ -247,14 +266,16 @@ pub fn plan(
             let cycle: Vec<Dev> = gpus.iter().chain(gpus.iter().rev()).copied().collect();
             let mut turn = 0usize;
             for c in order {
-                let mine = cycle[turn % cycle.len()];
-                let choice = std::iter::once(mine)
-                    .chain(gpus.iter().copied().filter(|d| *d != mine))
-                    .find(|d| fits(&free, c, *d));
+                let choice = cycle.get(turn % cycle.len().max(1)).copied().and_then(|mine| {
+                    std::iter::once(mine)
+                        .chain(gpus.iter().copied().filter(|d| *d != mine))
+                        .find(|d| fits(&free, c, *d))
+                        .map(|d| (d, d == mine))
+                });
                 match choice {
-                    Some(d) => {
+                    Some((d, was_turn)) => {
                         place(&mut out, &mut free, c, d);
-                        if d == mine {
+                        if was_turn {
                             turn += 1;
                         }
                     }
@@ -291,7 +312,8 @@ pub fn plan(
                     name: c.name.clone(),
                     known: known.clone(),
                 })?;
-                if !caps.contains_key(&d) {
+                // The host needs no budget when the map names it.
+                if d != Dev::Cpu && !caps.contains_key(&d) {
                     return Err(PlanError::UnknownDevice {
                         device: d,
                         available: caps.keys().copied().collect(),
@@ -300,17 +322,16 @@ pub fn plan(
                 place(&mut out, &mut free, c, d);
             }
             for (d, used) in &out.used {
-                let cap = caps[d];
+                let Some(&cap) = caps.get(d) else { continue };
                 if *used > cap {
                     return Err(PlanError::Overfull {
                         device: *d,
                         need: *used,
                         cap,
-                        components: out
-                            .map
+                        components: components
                             .iter()
-                            .filter(|(_, x)| *x == d)
-                            .map(|(n, _)| n.clone())
+                            .filter(|c| out.map.get(&c.name) == Some(d))
+                            .cloned()
                             .collect(),
                     });
                 }

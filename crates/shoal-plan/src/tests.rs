@@ -106,10 +106,35 @@ fn explicit_maps_are_checked() {
 }
 
 #[test]
-fn no_gpu_is_an_error() {
-    assert_eq!(
-        plan(&sd(), &[(Dev::Cpu, 64 * G)], &Strategy::Balanced),
-        Err(PlanError::NoGpu)
+fn no_gpu_is_an_error_unless_the_host_is_allowed() {
+    for s in [Strategy::Balanced, Strategy::Sequential] {
+        assert_eq!(plan(&sd(), &[], &s), Err(PlanError::NoGpu));
+        // A cpu budget and no GPU: everything on the host, said so.
+        let p = plan(&sd(), &[(Dev::Cpu, 64 * G)], &s).unwrap();
+        assert!(p.map.values().all(|d| *d == Dev::Cpu));
+        assert_eq!(p.on_cpu.len(), 3);
+        let small = plan(&sd(), &[(Dev::Cpu, 2 * G)], &s).unwrap_err().to_string();
+        assert!(
+            small.contains("of weights +") && small.contains("activation allowance"),
+            "{small}"
+        );
+    }
+    // An explicit map is checked against the model before any device, and the
+    // host needs no budget when the map names it.
+    let typo: Strategy = "unet=1,vea=0".parse().unwrap();
+    assert!(matches!(
+        plan(&sd(), &[], &typo),
+        Err(PlanError::UnknownComponent { ref name, .. }) if name == "vea"
+    ));
+    let host: Strategy = "unet=cpu,vae=cpu,text_encoder=cpu".parse().unwrap();
+    let p = plan(&sd(), &[], &host).unwrap();
+    assert_eq!(p.on_cpu.len(), 3);
+    assert!(!p.capacity.contains_key(&Dev::Cpu));
+    let gpu: Strategy = "unet=0,vae=cpu,text_encoder=cpu".parse().unwrap();
+    let e = plan(&sd(), &[], &gpu).unwrap_err().to_string();
+    assert!(
+        e.contains("device 0 is not available") && e.contains("no GPU is visible"),
+        "{e}"
     );
 }
 
@@ -158,8 +183,8 @@ proptest! {
                     for (d, used) in &p.used { prop_assert!(*used <= p.capacity[d]); }
                     prop_assert_eq!(p.on_cpu.len(), p.map.values().filter(|d| **d == Dev::Cpu).count());
                 }
-                Err(PlanError::DoesNotFit { need, free, .. }) => {
-                    prop_assert!(free.iter().all(|(_, f)| *f < need));
+                Err(PlanError::DoesNotFit { weights, activations, free, .. }) => {
+                    prop_assert!(free.iter().all(|(_, f)| *f < weights + activations));
                 }
                 Err(e) => prop_assert!(false, "unexpected {e}"),
             }
