@@ -156,3 +156,72 @@ fn r2_env_reports_the_launcher_and_refuses_partial_environments() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("WORLD_SIZE unset"));
 }
+
+/// Issue 13: `config default --gpu-ids foo` is refused when written (nothing is
+/// written), and a config file with bad `gpu_ids` is refused when read;
+/// `make-model` gives every file one mode; it never writes over a user's file.
+#[test]
+fn r13_config_gpu_ids_make_model_modes_and_foreign_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.yaml");
+    let c = cfg.to_str().unwrap();
+    for bad in ["foo", "0,0", "0,-1"] {
+        usage_error(
+            &["config", "default", "--gpu-ids", bad, "--config-file", c],
+            "--gpu-ids",
+        );
+        assert!(!cfg.exists(), "{bad}: a refused config is not written");
+    }
+    std::fs::write(&cfg, "gpu_ids: foo\n").unwrap();
+    let (o, _) = run_timed(
+        shoal().args(["config", "show", "--config-file", c]),
+        Duration::from_secs(20),
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("gpu_ids") && text(&o).contains("c.yaml"),
+        "{}",
+        text(&o)
+    );
+    for preset in ["tiny", "tiny-gpt2"] {
+        let out = tmp.path().join(preset);
+        let (o, _) = run_timed(
+            shoal().args(["make-model", "--preset", preset, "--out", out.to_str().unwrap()]),
+            Duration::from_secs(120),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let mut modes = std::collections::BTreeSet::new();
+        let mut todo = vec![out.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                } else {
+                    modes.insert(e.metadata().unwrap().permissions().mode() & 0o777);
+                }
+            }
+        }
+        assert_eq!(modes.len(), 1, "{preset}: file modes {modes:?}");
+        // A folder holding a user's file is refused, and the file is left as it was.
+        let theirs = tmp.path().join(format!("{preset}-theirs"));
+        std::fs::create_dir_all(theirs.join("unet")).unwrap();
+        std::fs::write(theirs.join("config.json"), "mine").unwrap();
+        let (o, _) = run_timed(
+            shoal().args([
+                "make-model",
+                "--preset",
+                preset,
+                "--out",
+                theirs.to_str().unwrap(),
+            ]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert_eq!(
+            std::fs::read_to_string(theirs.join("config.json")).unwrap(),
+            "mine"
+        );
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 2);
+    }
+}

@@ -48,6 +48,9 @@ pub fn run(c: ConfigCmd) -> Result<()> {
             if num_processes == Some(0) {
                 return Err(UsageError("invalid --num-processes: must be at least 1".into()).into());
             }
+            if let Some(ids) = &gpu_ids {
+                shoal_launch::plan::check_gpu_ids(ids)?;
+            }
             let path = match config_file {
                 Some(p) => p,
                 None => default_path()?,

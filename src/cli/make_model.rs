@@ -41,6 +41,7 @@ pub fn run(c: MakeModelCmd) -> Result<()> {
         }
         let start = Instant::now();
         shoal_lm::make_gpt2(&c.preset, &c.out, c.seed, dtype)?;
+        plain_modes(&c.out)?;
         println!(
             "wrote {} ({} preset, {dtype:?}) in {:.1} s",
             c.out.display(),
@@ -68,6 +69,7 @@ pub fn run(c: MakeModelCmd) -> Result<()> {
         total += n;
         eprintln!("make-model: {name}: {:.1} M parameters", n as f64 / 1e6);
     })?;
+    plain_modes(&c.out)?;
     println!(
         "wrote {} ({} preset, {:.1} M parameters, {:?}) in {:.1} s",
         c.out.display(),
@@ -76,5 +78,38 @@ pub fn run(c: MakeModelCmd) -> Result<()> {
         dtype,
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The process's umask (`/proc/self/status`, read without changing it), 022 if unknown.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Every file of the new model gets the mode a plain file gets here
+/// (0666 less the umask): the weights are written through temporary files,
+/// which are 0600.
+fn plain_modes(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = 0o666 & !umask();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+    }
     Ok(())
 }

@@ -171,7 +171,12 @@ impl LaunchConfig {
                         ),
                     }
                 }
-                "gpu_ids" => c.gpu_ids = as_opt_string(v),
+                "gpu_ids" => {
+                    c.gpu_ids = as_opt_string(v);
+                    if let Some(ids) = c.gpu_ids.as_deref() {
+                        crate::plan::check_gpu_ids(ids).map_err(|e| field(&e.to_string()))?;
+                    }
+                }
                 "mixed_precision" => {
                     // `mixed_precision: no` reads as a boolean in YAML 1.1.
                     let s = match v {
@@ -331,6 +336,8 @@ mod tests {
             ("main_process_port: 70000\n", "main_process_port"),
             ("mixed_precision: fp12\n", "mixed_precision"),
             ("distributed_type: SOMETHING\n", "distributed_type"),
+            ("gpu_ids: foo\n", "gpu_ids"),
+            ("gpu_ids: 0,0\n", "gpu_ids"),
             ("- a\n- b\n", "mapping"),
             ("num_processes: [\n", "YAML"),
         ] {

@@ -183,6 +183,15 @@ fn per_node(n: usize, machines: usize, field: &str) -> Result<(usize, usize)> {
     Ok((n, n / machines))
 }
 
+/// Checks a `gpu_ids` value on its own (`all`, or distinct GPU indices), as a
+/// config is written or read, before any launch.
+pub fn check_gpu_ids(ids: &str) -> Result<()> {
+    match ids.trim() {
+        "all" => Ok(()),
+        ids => map_gpu_ids(ids, None).map(|_| ()),
+    }
+}
+
 /// `--gpu-ids 0,2` → the children's `CUDA_VISIBLE_DEVICES`; the ids index the
 /// launcher's own list when it has one.
 fn map_gpu_ids(ids: &str, parent: Option<&str>) -> Result<String> {
