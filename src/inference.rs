@@ -39,6 +39,9 @@ pub struct PippyOptions {
     /// Test hook: this process stops itself (SIGSTOP) before its stage first runs.
     #[doc(hidden)]
     pub stop_in_stage: bool,
+    /// Test hook: this process kills itself (SIGKILL) before its stage first runs.
+    #[doc(hidden)]
+    pub kill_in_stage: bool,
 }
 
 impl Default for PippyOptions {
@@ -51,6 +54,7 @@ impl Default for PippyOptions {
             dtype: DType::F32,
             device: None,
             stop_in_stage: false,
+            kill_in_stage: false,
         }
     }
 }
@@ -173,10 +177,15 @@ impl PippyModel {
                 }
             }
             let ids = ids.ok_or_else(|| Error::Peer("a carry without token ids".into()))?;
-            if self.opts.stop_in_stage {
-                eprintln!("pippy: rank {}: injecting a stop in its stage", self.rank);
+            if self.opts.stop_in_stage || self.opts.kill_in_stage {
+                let (what, sig) = if self.opts.kill_in_stage {
+                    ("a kill", libc::SIGKILL)
+                } else {
+                    ("a stop", libc::SIGSTOP)
+                };
+                tracing::warn!("pippy: rank {}: injecting {what} in its stage", self.rank);
                 // SAFETY: raising a signal on our own process.
-                unsafe { libc::raise(libc::SIGSTOP) };
+                unsafe { libc::raise(sig) };
             }
             let out = self.model.run(mine.clone(), Carry { ids, x }).map_err(lm)?;
             let mut named = vec![("ids".to_string(), out.ids)];

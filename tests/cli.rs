@@ -225,3 +225,75 @@ fn r13_config_gpu_ids_make_model_modes_and_foreign_files() {
         assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 2);
     }
 }
+
+/// Issue 13: diagnostics are log lines naming the rank and the host;
+/// `-v` and `SHOAL_LOG` set the level (a bad filter is said and the default
+/// used); the final error shows whatever the filter; an error every rank of a
+/// job prints the same way is shown once, the summary naming the others.
+#[test]
+fn r13_log_lines_levels_and_errors_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = shoal_launch::hostname();
+    let generate = |env: &[(&str, &str)], pre: &[&str], out: &str| {
+        let mut cmd = shoal();
+        cmd.args(pre)
+            .args([
+                "generate", "x", "--steps", "1", "--height", "32", "--width", "32", "--quiet", "--out",
+            ])
+            .arg(tmp.path().join(out));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_timed(&mut cmd, Duration::from_secs(120)).0
+    };
+    let o = generate(&[], &[], "a");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let tag = format!("shoal[rank 0/1 {host}] ");
+    assert!(t.contains(&format!("{tag}no --model given")), "{t}");
+    assert!(!t.contains("debug:"), "{t}");
+    for (env, pre) in [(vec![], vec!["-v"]), (vec![("SHOAL_LOG", "debug")], vec![])] {
+        let o = generate(&env, &pre, &format!("b{}", pre.len()));
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains(&format!("{tag}debug: loaded ")), "{t}");
+        assert!(t.contains("block(s) of up to"), "{t}");
+    }
+    let o = generate(&[("SHOAL_LOG", "off")], &[], "c");
+    assert!(
+        o.status.success() && !text(&o).contains("no --model"),
+        "{}",
+        text(&o)
+    );
+    let o = generate(&[("SHOAL_LOG", "shoal=[")], &[], "d");
+    assert!(
+        text(&o).contains("warning: SHOAL_LOG=\"shoal=[\" is not a log filter"),
+        "{}",
+        text(&o)
+    );
+    let (o, _) = run_timed(
+        shoal()
+            .env("SHOAL_LOG", "off")
+            .args(["generate", "x", "--steps", "0"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains(&format!("{tag}error: ")), "{}", text(&o));
+    // Two ranks failing alike: the error once, then who else said it.
+    let (o, _) = run_timed(
+        shoal().args([
+            "launch",
+            "-n",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo \"shoal[rank $RANK/2 h] error: the same failure\" >&2; sleep 1; exit 1",
+        ]),
+        Duration::from_secs(60),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert_eq!(t.matches("error: the same failure").count(), 1, "{t}");
+    assert!(t.contains("printed the same error as rank"), "{t}");
+}

@@ -503,6 +503,7 @@ fn r14_unet_pipeline_same_files_as_one_process() {
                 "down_blocks.1,up_blocks.0",
                 "--batch-size",
                 "2",
+                "-v",
             ],
         ),
     ] {
@@ -513,6 +514,18 @@ fn r14_unet_pipeline_same_files_as_one_process() {
         let t = text(&o);
         assert!(o.status.success(), "{n}: {t}");
         assert!(t.contains("stage 1 (rank 1)"), "{t}");
+        if n == 3 {
+            // 10 items × 2 guidance halves × 2 model calls cross each link; each
+            // half's text context crosses it once.
+            for s in [0, 1] {
+                assert!(
+                    t.contains(&format!(
+                        "stage {s}: 40 carries sent on, the text context whole 20 times"
+                    )),
+                    "{t}"
+                );
+            }
+        }
         assert!(
             files(&out) == reference,
             "{n} stages: files differ from one process"

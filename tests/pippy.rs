@@ -244,3 +244,25 @@ fn r14_plan_prints_the_pipeline_stages() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("valid ones: down_blocks.0"), "{}", text(&o));
 }
+
+/// A stage process killed mid-run: the launcher names it as the root cause
+/// (its signal) and ends the job with 128 + 9; nothing is left running.
+#[test]
+fn r14_pippy_a_killed_stage_is_named_by_the_launcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = unique_tag("pippykill");
+    let m = tmp.path().join("m");
+    make("tiny-gpt2", &m);
+    let mut cmd = shoal();
+    cmd.args(["launch", "-n", "3", "--grace-period", "1", "shoal", "pippy"])
+        .args(["--model", m.to_str().unwrap(), "--seq-len", "8", "--reps", "1"])
+        .args(["--num-chunks", "2", "--fault-kill-rank", "1"]);
+    let (k, v) = tag.split_once('=').unwrap();
+    cmd.env(k, v).env("SHOAL_TIMEOUT", "30");
+    let (o, took) = run_timed(&mut cmd, Duration::from_secs(120));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(137), "{t}");
+    assert!(t.contains("root cause: rank 1") && t.contains("SIGKILL"), "{t}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    crate::util::assert_none_left(&tag);
+}

@@ -67,7 +67,9 @@ fn r6_bad_placement_inputs_exit_2_naming_the_value() {
         ),
         (vec!["--max-memory", "0=2MB"], "short"),
         (vec!["--max-memory", "x=1GB"], "\"x\""),
-        (vec!["--max-memory", "cpu=1GB"], "no GPU"),
+        // A CPU budget alone is a plan on the host (r13), unless it is too small.
+        (vec!["--max-memory", "cpu=1MB"], "activation allowance"),
+        (vec![], "no GPU"),
         (
             vec!["--max-memory", "0=1GB", "--device-map", "fastest"],
             "fastest",

@@ -189,7 +189,7 @@ fn body(c: &DemoCmd, state: &DistributedState, pg: &ProcessGroup) -> Result<()> 
 }
 
 fn inject(mode: Fault, tag: &str) {
-    eprintln!("{tag}: injecting fault {mode:?}");
+    tracing::warn!("{tag}: injecting fault {mode:?}");
     match mode {
         Fault::Exit3 => std::process::exit(3),
         Fault::Kill | Fault::KillEarly => {

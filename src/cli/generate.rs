@@ -304,7 +304,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         None => {
             _default = default_model()?;
             if rank == 0 {
-                eprintln!("generate: no --model given; using shoal's embedded tiny model (random weights)");
+                tracing::info!("no --model given; using shoal's embedded tiny model (random weights)");
             }
             (_default.path().join("tiny"), "embedded:tiny-v1".to_string())
         }
@@ -337,8 +337,8 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             for (s, r) in plan.iter().enumerate() {
                 let p: u64 = blocks[r.clone()].iter().map(|b| b.params).sum();
                 let f: f64 = blocks[r.clone()].iter().map(|b| b.flops).sum();
-                eprintln!(
-                    "generate: stage {s} (rank {s}): {} … {} ({:.1} M parameters, {:.3} GFLOP counted per UNet call at batch {})",
+                tracing::info!(
+                    "stage {s} (rank {s}): {} … {} ({:.1} M parameters, {:.3} GFLOP counted per UNet call at batch {})",
                     blocks[r.start].name,
                     blocks[r.end - 1].name,
                     p as f64 / 1e6,
@@ -440,11 +440,17 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     };
     // The model loads before the job folder is touched: a bad weight file
     // must not leave a job behind.
+    let loading = std::time::Instant::now();
     let pipe = Pipeline::load_placed(&model, placement, dtype, &opts)?;
+    tracing::debug!(
+        "loaded {} ({dtype:?}) in {:.2} s",
+        model.display(),
+        loading.elapsed().as_secs_f64()
+    );
     if rank == 0
         && let Some(m) = pipe.device_map()
     {
-        eprintln!("generate: device map {m:?}");
+        tracing::info!("device map {m:?}");
     }
     let spec = JobSpec::new(&model_id, &info.scheduler_class, &format!("{dtype:?}"), &items);
     let shown = (rank == 0 && !c.quiet)

@@ -67,7 +67,7 @@ pub fn run(c: MakeModelCmd) -> Result<()> {
     let mut total = 0usize;
     shoal_diffusion::make_model(&preset, &c.out, c.seed, dtype, &mut |name, n| {
         total += n;
-        eprintln!("make-model: {name}: {:.1} M parameters", n as f64 / 1e6);
+        tracing::info!("make-model: {name}: {:.1} M parameters", n as f64 / 1e6);
     })?;
     plain_modes(&c.out)?;
     println!(

@@ -26,6 +26,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
 pub struct Cli {
+    /// More diagnostics: -v debug, -vv trace (SHOAL_LOG, an env-filter, overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,6 +75,7 @@ pub fn run() -> i32 {
             return e.exit_code();
         }
     };
+    crate::log::init(cli.verbose, matches!(cli.command, Command::Launch(_)));
     let result = match cli.command {
         Command::Launch(c) => launch::run(c),
         Command::Config(c) => config::run(c),
@@ -87,7 +91,12 @@ pub fn run() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("shoal: error: {e:#}");
+            // Always shown, whatever SHOAL_LOG says.
+            eprintln!(
+                "shoal[{}] error: {}",
+                crate::log::who(),
+                crate::log::error_line(&e)
+            );
             exit_code(&e)
         }
     }

@@ -65,6 +65,9 @@ pub struct PippyCmd {
     /// Fault injection for tests: this rank stops (SIGSTOP) inside its stage.
     #[arg(long, hide = true)]
     fault_stop_rank: Option<usize>,
+    /// Fault injection for tests: this rank is killed (SIGKILL) inside its stage.
+    #[arg(long, hide = true)]
+    fault_kill_rank: Option<usize>,
 }
 
 fn list(flag: &str, s: &str) -> Result<Vec<usize>> {
@@ -152,6 +155,7 @@ pub fn run(c: PippyCmd) -> Result<()> {
     let opts = PippyOptions {
         device,
         stop_in_stage: c.fault_stop_rank == Some(rank),
+        kill_in_stage: c.fault_kill_rank == Some(rank),
         split_points: SplitPoints::parse(&c.split_points),
         num_chunks: chunk_list[0],
         gather_output: c.gather_output,
@@ -229,8 +233,8 @@ pub fn run(c: PippyCmd) -> Result<()> {
                 }
                 None => {
                     if rank == 0 && b == batch_list[0] && m == chunk_list[0] {
-                        eprintln!(
-                            "pippy: rank {rank}: the output is on rank {last} only (pass --gather-output for every rank)"
+                        tracing::info!(
+                            "pippy: the output is on rank {last} only (pass --gather-output for every rank)"
                         );
                     }
                 }

@@ -109,8 +109,8 @@ pub fn placement(
             _ => None,
         }
     {
-        eprintln!(
-            "generate: note: --offload {mode} does nothing here: the pipeline runs on the CPU, whose memory \
+        tracing::info!(
+            "note: --offload {mode} does nothing here: the pipeline runs on the CPU, whose memory \
              is where offloading would keep the weights"
         );
         return Ok(Placement::Device(device.clone()));

@@ -305,7 +305,7 @@ fn spawn_watchdog(w: Arc<Watchdog>, rank: usize, world: usize, timeout: Duration
                     Some((o, n)) => format!("{o} #{n}"),
                     None => "none".into(),
                 };
-                eprintln!(
+                tracing::error!(
                     "[rank {rank}/{world}] watchdog: collective {op} (seq {seq}) did not complete within {timeout:?} \
                      (ran {:?}); last completed: {last}. A peer has probably died; ending this process \
                      (exit {WATCHDOG_EXIT}).",

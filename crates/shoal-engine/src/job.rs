@@ -203,6 +203,14 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     let start = Instant::now();
     let pending: Vec<&WorkItem> = todo.iter().map(|&i| &cfg.items[i]).collect();
     let blocks = shoal_jobs::schedule::blocks(&pending, cfg.batch_size);
+    tracing::debug!(
+        "{} of {} item(s) to make, in {} block(s) of up to {}, {} schedule",
+        pending.len(),
+        cfg.items.len(),
+        blocks.len(),
+        cfg.batch_size,
+        if cfg.dynamic { "dynamic" } else { "static" }
+    );
     let blocks_all = blocks.clone();
     // Units of work: ranks, or pairs of ranks under CFG parallelism.
     let (unit, units) = if cfg.cfg_parallel {
@@ -327,7 +335,13 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
             Some(_) => {
                 let t = Instant::now();
                 let ring = crate::ring::Ring::new(pg, pipe.device());
-                pipe.serve_ring(&ring).map_err(Error::from).map(|_| Finished {
+                let served = pipe.serve_ring(&ring).map_err(Error::from);
+                let (whole, carries) = ring.sent();
+                tracing::debug!(
+                    "stage {}: {carries} carries sent on, the text context whole {whole} times",
+                    r.rank
+                );
+                served.map(|_| Finished {
                     made: 0,
                     busy_s: t.elapsed().as_secs_f64(),
                 })
@@ -392,6 +406,11 @@ fn work(
 ) -> Result<Finished> {
     let mut made = 0usize;
     let mut busy = Duration::ZERO;
+    // One ring for the job: its links remember the text contexts they carried.
+    let ring = match (cfg.pipeline_chunks, r.pg) {
+        (Some(_), Some(pg)) => Some(crate::ring::Ring::new(pg, pipe.device())),
+        _ => None,
+    };
     while let Some(block) = source.next_block()? {
         let t = Instant::now();
         let chunk = pending.get(block.clone()).ok_or_else(|| {
@@ -419,11 +438,8 @@ fn work(
                 p.step(i, n);
             }
         };
-        let out = match (cfg.pipeline_chunks, r.pg) {
-            (Some(m), Some(pg)) => {
-                let ring = crate::ring::Ring::new(pg, pipe.device());
-                pipe.denoise_ring(&gen_items, &params, m, &ring, &mut on_step)?
-            }
+        let out = match (cfg.pipeline_chunks, &ring) {
+            (Some(m), Some(ring)) => pipe.denoise_ring(&gen_items, &params, m, ring, &mut on_step)?,
             _ => pipe.denoise(&gen_items, &params, &mut on_step, partner)?,
         };
         check_finite(&out.latents, chunk)?;
@@ -483,17 +499,20 @@ fn work(
             } else {
                 ("a crash", libc::SIGKILL)
             };
-            eprintln!(
+            tracing::warn!(
                 "rank {}/{}: injecting {what} after {made} image(s)",
-                r.rank, r.world
+                r.rank,
+                r.world
             );
             // SAFETY: raising a signal on our own process.
             unsafe { libc::raise(sig) };
         }
     }
-    if let (Some(_), Some(pg)) = (cfg.pipeline_chunks, r.pg) {
+    if let Some(ring) = &ring {
         use shoal_diffusion::StageRing;
-        crate::ring::Ring::new(pg, pipe.device()).send_next(None)?;
+        ring.send_next(None)?;
+        let (whole, carries) = ring.sent();
+        tracing::debug!("stage 0: {carries} carries sent on, the text context whole {whole} times");
     }
     Ok(Finished {
         made,
@@ -535,8 +554,8 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_
                 let t = Instant::now();
                 let (id, st) = folder_identity(dir, &mut cache)?;
                 if st.hashed_bytes > 256 << 20 {
-                    eprintln!(
-                        "generate: model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
+                    tracing::info!(
+                        "model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
                         st.hashed_files,
                         st.hashed_bytes as f64 / 1e9,
                         t.elapsed().as_secs_f64(),
@@ -555,18 +574,18 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_
         if let Some((cache, path)) = cache
             && let Err(e) = cache.write(&path)
         {
-            eprintln!("generate: warning: {e} (the model is hashed again next time)");
+            tracing::warn!("{e} (the model is hashed again next time)");
         }
         let manifest = shoal_jobs::read_manifest(&manifest_path)?;
         let plan = shoal_jobs::plan_resume(cfg.items, &manifest, |name| {
             crate::files::on_disk(&cfg.out.join(name))
         });
         for d in &plan.damaged {
-            eprintln!("generate: {d} does not match the manifest; making it again");
+            tracing::warn!("{d} does not match the manifest; making it again");
         }
         if cfg.resume {
-            eprintln!(
-                "generate: resuming: {} of {} images done, {} to make",
+            tracing::info!(
+                "resuming: {} of {} images done, {} to make",
                 plan.done.len(),
                 cfg.items.len(),
                 plan.todo.len()

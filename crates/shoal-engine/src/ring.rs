@@ -1,11 +1,45 @@
 //! The UNet pipeline's transport: carries (activations, skip connections,
 //! time embedding, context) from stage to stage and predictions from the last
 //! stage back to rank 0, as named tensors through the process group.
+//!
+//! The text context is the same for every step of an item: it crosses each
+//! link once, with a key; later carries name the key (`ctx.ref`). Sender and
+//! receiver keep the same first-in-first-out record of the last
+//! [`CTX_KEPT`] keys (the receiver sees exactly the sender's sequence), so a
+//! key is only named while the next stage still holds its tensor.
 
-use candle_core::{Device, Tensor};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor, TensorId};
 use shoal_diffusion::StageRing;
 use shoal_diffusion::unet::{AddedCond, Carry};
 use shoal_dist::ProcessGroup;
+
+/// How many text contexts each link remembers (more than a block's
+/// micro-batches × guidance halves).
+pub const CTX_KEPT: usize = 256;
+
+/// The context bookkeeping of one rank.
+#[derive(Debug, Default)]
+struct Contexts {
+    /// Local tensor → its key (rank 0 makes keys; the others keep the sender's).
+    keys: HashMap<TensorId, u64>,
+    next_key: u64,
+    /// Keys the next stage holds, oldest first.
+    sent: VecDeque<u64>,
+    /// Contexts received, oldest first.
+    held: VecDeque<(u64, Tensor)>,
+    /// Contexts sent whole, and carries sent.
+    sent_whole: usize,
+    carries: usize,
+}
+
+impl Contexts {
+    fn forget(&mut self, t: &Tensor) {
+        self.keys.remove(&t.id());
+    }
+}
 
 /// This rank's place in a pipeline of `world` stages (rank = stage).
 #[derive(Debug)]
@@ -14,6 +48,7 @@ pub struct Ring<'a> {
     rank: usize,
     world: usize,
     device: Device,
+    ctx: Mutex<Contexts>,
 }
 
 impl<'a> Ring<'a> {
@@ -24,7 +59,98 @@ impl<'a> Ring<'a> {
             world: pg.world_size(),
             pg,
             device,
+            ctx: Mutex::new(Contexts::default()),
         }
+    }
+
+    /// Text contexts sent whole, and carries sent, by this rank so far.
+    pub fn sent(&self) -> (usize, usize) {
+        let c = self.ctx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (c.sent_whole, c.carries)
+    }
+
+    /// The carry's tensors, its context whole (with its key) or by key.
+    fn outgoing(&self, c: &Carry) -> shoal_diffusion::Result<shoal_pipe::Named> {
+        let mut named = to_named(c)?;
+        let mut g = self.ctx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = &mut *g;
+        g.carries += 1;
+        let key = match g.keys.get(&c.ctx.id()) {
+            Some(k) => *k,
+            None => {
+                g.next_key += 1;
+                let k = (self.rank as u64) << 48 | g.next_key;
+                g.keys.insert(c.ctx.id(), k);
+                k
+            }
+        };
+        let key_t = Tensor::new(&[key as i64], &Device::Cpu)?;
+        if g.sent.contains(&key) {
+            named.retain(|(k, _)| k != "ctx");
+            named.push(("ctx.ref".into(), key_t));
+        } else {
+            named.push(("ctx.key".into(), key_t));
+            g.sent.push_back(key);
+            g.sent_whole += 1;
+            if g.sent.len() > CTX_KEPT {
+                g.sent.pop_front();
+            }
+        }
+        // Rank 0 forgets contexts the next stage no longer holds (a later
+        // stage forgets them as they leave its `held`).
+        if self.rank == 0 && g.keys.len() > 2 * CTX_KEPT {
+            let live: std::collections::HashSet<u64> = g.sent.iter().copied().collect();
+            g.keys.retain(|_, k| live.contains(k));
+        }
+        Ok(named)
+    }
+
+    /// The context of an incoming carry: the tensor sent whole (kept under its
+    /// key), or the one kept under the key it names.
+    fn incoming_ctx(&self, named: &mut shoal_pipe::Named, from: usize) -> shoal_diffusion::Result<()> {
+        let take = |named: &mut shoal_pipe::Named, k: &str| -> Option<Tensor> {
+            let i = named.iter().position(|(n, _)| n == k)?;
+            Some(named.remove(i).1)
+        };
+        let key_of = |t: Tensor| -> shoal_diffusion::Result<u64> {
+            t.to_vec1::<i64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .map(|k| k as u64)
+                .ok_or_else(|| err(format!("rank {from} sent a malformed context key")))
+        };
+        let mut g = self.ctx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = take(named, "ctx.ref") {
+            let key = key_of(r)?;
+            let t = g
+                .held
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| {
+                    err(format!(
+                        "rank {from} named text context {key}, which it never sent"
+                    ))
+                })?;
+            named.push(("ctx".into(), t));
+            return Ok(());
+        }
+        let key = key_of(
+            take(named, "ctx.key").ok_or_else(|| err(format!("rank {from} sent a context without a key")))?,
+        )?;
+        let t = named
+            .iter()
+            .find(|(n, _)| n == "ctx")
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| err(format!("rank {from} sent a carry without ctx")))?;
+        g.keys.insert(t.id(), key);
+        g.held.push_back((key, t));
+        if g.held.len() > CTX_KEPT
+            && let Some((_, old)) = g.held.pop_front()
+        {
+            g.forget(&old);
+        }
+        Ok(())
     }
 }
 
@@ -93,7 +219,7 @@ fn from_named(named: shoal_pipe::Named) -> shoal_diffusion::Result<Carry> {
 impl StageRing for Ring<'_> {
     fn send_next(&self, c: Option<&Carry>) -> shoal_diffusion::Result<()> {
         let named = match c {
-            Some(c) => to_named(c)?,
+            Some(c) => self.outgoing(c)?,
             None => vec![(
                 "end".to_string(),
                 Tensor::new(&[0u8], &Device::Cpu).map_err(shoal_diffusion::Error::Candle)?,
@@ -117,10 +243,11 @@ impl StageRing for Ring<'_> {
                 self.rank, self.rank
             ))
         })?;
-        let named = shoal_pipe::decode_named(&bytes, &self.device).map_err(|e| err(e.to_string()))?;
+        let mut named = shoal_pipe::decode_named(&bytes, &self.device).map_err(|e| err(e.to_string()))?;
         if named.iter().any(|(k, _)| k == "end") {
             return Ok(None);
         }
+        self.incoming_ctx(&mut named, from)?;
         from_named(named).map(Some)
     }
 

@@ -125,10 +125,7 @@ fn host_store(plan: &LaunchPlan, secret: &Secret) -> Result<(Option<StoreServer>
         {
             Ok(s) => s,
             Err(e) if plan.main_port != 0 => {
-                eprintln!(
-                    "shoal launch: warning: port {} is not free ({e}); using a free port",
-                    plan.main_port
-                );
+                tracing::warn!("port {} is not free ({e}); using a free port", plan.main_port);
                 StoreServer::bind_with_secret(("127.0.0.1", 0), Some(secret.clone()))?
             }
             Err(e) => return Err(e.into()),
@@ -154,7 +151,7 @@ pub fn launch(
     opts: &SuperviseOptions,
 ) -> Result<Vec<Outcome>> {
     for w in &plan.warnings {
-        eprintln!("shoal launch: warning: {w}");
+        tracing::warn!("{w}");
     }
     let secret = job_secret(plan.num_machines)?;
     let (_server, store_addr) = host_store(plan, &secret)?;
@@ -204,10 +201,7 @@ pub fn launch(
             if let Ok(missing) = c.wait_missing(&keys, MACHINE_WAIT)
                 && !missing.is_empty()
             {
-                eprintln!(
-                    "shoal launch: warning: launchers never finished: {}",
-                    missing.join(", ")
-                );
+                tracing::warn!("launchers never finished: {}", missing.join(", "));
             }
         }
     }
@@ -242,7 +236,7 @@ pub fn spawn<E: std::fmt::Display>(
         let code = match f(rank, world_size) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("rank {rank}/{world_size}: error: {e}");
+                tracing::error!("rank {rank}/{world_size}: {e}");
                 1
             }
         };

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::bar::JobBar;
@@ -116,10 +116,11 @@ pub fn supervise(
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
         .map_err(|e| Error::io("installing signal handlers", e))?;
     let (done_tx, done_rx) = mpsc::channel::<()>();
+    let errors = Arc::new(SameErrors::default());
     let mut pipes = 0usize;
     let mut running: Vec<Running> = Vec::with_capacity(workers.len());
     for spec in workers {
-        match start(&spec, opts, &done_tx, &mut pipes) {
+        match start(&spec, opts, &done_tx, &mut pipes, &errors) {
             Ok(child) => running.push(Running {
                 spec,
                 child,
@@ -250,7 +251,7 @@ pub fn supervise(
     let outcomes: Vec<Outcome> = running.iter().filter_map(|r| r.outcome.clone()).collect();
     if let Some((i, exit)) = root {
         let r = &running[i];
-        summarize(&running, Some(i));
+        summarize(&running, Some(i), &errors);
         return Err(Error::WorkerFailed {
             rank: r.spec.rank,
             local_rank: r.spec.local_rank,
@@ -259,18 +260,18 @@ pub fn supervise(
         });
     }
     if let Some(what) = remote {
-        summarize(&running, None);
+        summarize(&running, None, &errors);
         return Err(Error::PeerFailed { what });
     }
     if let Some(ranks) = hung {
-        summarize(&running, None);
+        summarize(&running, None, &errors);
         return Err(Error::Hung {
             ranks,
             waited: opts.exit_wait,
         });
     }
     if let Some(sig) = interrupted {
-        summarize(&running, None);
+        summarize(&running, None, &errors);
         return Err(Error::Interrupted {
             signal: sig,
             name: signal_name(sig),
@@ -284,6 +285,7 @@ fn start(
     opts: &SuperviseOptions,
     done: &mpsc::Sender<()>,
     pipes: &mut usize,
+    errors: &Arc<SameErrors>,
 ) -> Result<Child> {
     let mut cmd = Command::new(&spec.program);
     // Only a launcher that draws the bar asks for reports (not an outer one).
@@ -327,13 +329,70 @@ fn start(
     };
     if let Some(out) = child.stdout.take() {
         *pipes += 1;
-        pump(out, prefix.clone(), false, opts.bar.clone(), done.clone());
+        pump(out, prefix.clone(), false, opts.bar.clone(), None, done.clone());
     }
     if let Some(err) = child.stderr.take() {
         *pipes += 1;
-        pump(err, prefix, true, opts.bar.clone(), done.clone());
+        pump(
+            err,
+            prefix,
+            true,
+            opts.bar.clone(),
+            Some(errors.clone()),
+            done.clone(),
+        );
     }
     Ok(child)
+}
+
+/// Error lines (`shoal[rank r/w host] error: ...`) already printed by another
+/// rank: a job where every rank fails the same way shows the error once, and
+/// the summary says which ranks said the same.
+#[derive(Default)]
+pub struct SameErrors {
+    seen: Mutex<(std::collections::HashMap<String, usize>, Vec<(usize, usize)>)>,
+}
+
+impl SameErrors {
+    /// The rank and the message of an error line, if it is one.
+    fn parse(line: &[u8]) -> Option<(usize, String)> {
+        let s = std::str::from_utf8(line).ok()?;
+        let rest = s.strip_prefix("shoal[rank ")?;
+        let (rank, _) = rest.split_once('/')?;
+        let (_, msg) = rest.split_once("] error: ")?;
+        Some((rank.parse().ok()?, msg.trim_end().to_string()))
+    }
+
+    /// Whether another rank printed this error already (then it is counted).
+    fn seen_before(&self, line: &[u8]) -> bool {
+        let Some((rank, msg)) = Self::parse(line) else {
+            return false;
+        };
+        let mut g = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (first, same) = &mut *g;
+        match first.get(&msg) {
+            Some(&r) if r != rank => {
+                same.push((rank, r));
+                true
+            }
+            Some(_) => false,
+            None => {
+                first.insert(msg, rank);
+                false
+            }
+        }
+    }
+
+    fn same(&self) -> Vec<(usize, usize)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .clone()
+    }
 }
 
 /// The longest piece of a worker's line held at once: a longer line is passed
@@ -348,6 +407,7 @@ fn pump(
     prefix: String,
     to_stderr: bool,
     bar: Option<Arc<JobBar>>,
+    errors: Option<Arc<SameErrors>>,
     done: mpsc::Sender<()>,
 ) {
     let _ = std::thread::Builder::new()
@@ -367,11 +427,19 @@ fn pump(
                             b.update(&r);
                             continue;
                         }
+                        if let Some(e) = &errors
+                            && e.seen_before(&line)
+                        {
+                            continue;
+                        }
                         if !line.ends_with(b"\n") {
                             line.push(b'\n');
                         }
                         let mut buf = Vec::with_capacity(prefix.len() + line.len());
-                        buf.extend_from_slice(prefix.as_bytes());
+                        // shoal's own log lines already name their rank and host.
+                        if !line.starts_with(b"shoal[rank ") {
+                            buf.extend_from_slice(prefix.as_bytes());
+                        }
                         buf.extend_from_slice(&line);
                         // A closed terminal is not the worker's failure; keep draining.
                         match (&bar, to_stderr) {
@@ -429,7 +497,7 @@ fn stop_all(running: &mut [Running], grace: Duration, poll: Duration) {
 }
 
 /// The end-of-job summary on stderr, root cause first (torchrun's format).
-fn summarize(running: &[Running], root: Option<usize>) {
+fn summarize(running: &[Running], root: Option<usize>, errors: &SameErrors) {
     let host = hostname();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "shoal launch: job failed on {host}");
@@ -456,6 +524,12 @@ fn summarize(running: &[Running], root: Option<usize>) {
             None => "unknown".to_string(),
         };
         let _ = writeln!(err, "  rank {} (pid {}): {what}", r.spec.rank, r.child.id());
+    }
+    for (rank, first) in errors.same() {
+        let _ = writeln!(
+            err,
+            "  rank {rank} printed the same error as rank {first} (shown once)"
+        );
     }
 }
 

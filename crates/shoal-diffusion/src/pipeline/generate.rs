@@ -628,8 +628,8 @@ impl Pipeline {
 
 fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Tokens, what: &str) {
     if t.untruncated_len > tok.max_len() {
-        eprintln!(
-            "warning: the {what} {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
+        tracing::warn!(
+            "the {what} {:?} has {} tokens; CLIP reads {} (BOS and EOS included), the rest is ignored",
             prompt.chars().take(60).collect::<String>(),
             t.untruncated_len,
             tok.max_len()
