@@ -350,8 +350,11 @@ fn start(
 /// the summary says which ranks said the same.
 #[derive(Default)]
 pub struct SameErrors {
-    seen: Mutex<(std::collections::HashMap<String, usize>, Vec<(usize, usize)>)>,
+    seen: Mutex<Seen>,
 }
+
+/// Message → the first rank that printed it; (rank, first rank) of each repeat.
+type Seen = (std::collections::HashMap<String, usize>, Vec<(usize, usize)>);
 
 impl SameErrors {
     /// The rank and the message of an error line, if it is one.
