@@ -551,6 +551,30 @@ fn r14_unet_pipeline_same_files_as_one_process() {
             "batch {b}, {m} chunks: files differ from one process"
         );
     }
+    // Data parallelism across pipelines: 4 processes as 2 pipelines of 2
+    // stages, each pipeline's first rank writing its share.
+    let dp = tmp.path().join("dp");
+    let args = ["--pipeline-parallel=2", "--scheduler", "euler-a"];
+    let o = generate(4, &dp, &args, &tag);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("2 pipelines of 2 stages") && t.contains("per rank: [5, 0, 5, 0]"),
+        "{t}"
+    );
+    assert!(
+        files(&dp) == reference,
+        "2 pipelines: files differ from one process"
+    );
+    for (n, bad, needle) in [
+        (4, vec!["--pipeline-parallel=3"], "whole pipelines"),
+        (2, vec!["--pipeline-parallel=1"], "at least 2 stages"),
+        (2, vec!["--pipeline-parallel=x"], "--pipeline-parallel"),
+    ] {
+        let o = generate(n, &tmp.path().join("bad"), &bad, &tag);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{bad:?}: {}", text(&o));
+    }
     // SDXL-shaped.
     let xl = tmp.path().join("xl");
     let (o, _) = run_timed(

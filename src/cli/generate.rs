@@ -97,17 +97,19 @@ pub struct GenerateCmd {
     /// to one process's up to rounding.
     #[arg(long)]
     vae_parallel: bool,
-    /// Pipeline parallelism: the UNet cut into one stage per process (rank 0
-    /// also encodes, schedules, decodes and writes); every item goes through
-    /// every process.
-    #[arg(long)]
-    pipeline_parallel: bool,
+    /// Pipeline parallelism: the UNet cut into stages, one per process (the
+    /// first rank of a pipeline also encodes, schedules, decodes and writes).
+    /// `--pipeline-parallel=S`: pipelines of S consecutive processes, each on
+    /// its own share of the items (data parallelism across pipelines; S must
+    /// divide the process count); bare: one pipeline of every process.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "0", value_name = "S")]
+    pipeline_parallel: Option<usize>,
     /// With --pipeline-parallel: `auto` (balance the counted FLOPs) or the
     /// first stage of each process after the first, e.g. `down_blocks.2,up_blocks.1`.
     #[arg(long, default_value = "auto")]
     split_points: String,
     /// With --pipeline-parallel: micro-batches per block of --batch-size items
-    /// (default: one per process; on the CPU every item is its own).
+    /// (default: one per stage; on the CPU every item is its own).
     #[arg(long)]
     num_chunks: Option<usize>,
     /// No progress bar.
@@ -317,7 +319,23 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     };
     // Everything the user gave is checked before any weight is read.
     let info = ModelInfo::read(&model, &opts)?;
-    if c.pipeline_parallel {
+    let pipelined = c.pipeline_parallel.is_some();
+    let stages = match c.pipeline_parallel {
+        None | Some(0) => world,
+        Some(s) => s,
+    };
+    if pipelined && world < 2 {
+        bail!(UsageError(
+            "--pipeline-parallel needs at least 2 processes (one UNet stage each), e.g. `shoal launch -n 2 shoal generate --pipeline-parallel ...`".into()
+        ));
+    }
+    if pipelined && (stages < 2 || !world.is_multiple_of(stages)) {
+        bail!(UsageError(format!(
+            "--pipeline-parallel={stages}: a pipeline has at least 2 stages, and the {world} process(es) must form \
+             whole pipelines (a divisor of {world}, at least 2)"
+        )));
+    }
+    if pipelined {
         let (h, w) = (
             c.height.unwrap_or(info.default_size),
             c.width.unwrap_or(info.default_size),
@@ -332,8 +350,15 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             })
             .collect();
         let split = shoal_pipe::SplitPoints::parse(&c.split_points);
-        let plan = shoal_pipe::plan_stages(&blocks, &split, world).map_err(|e| UsageError(e.to_string()))?;
+        let plan = shoal_pipe::plan_stages(&blocks, &split, stages).map_err(|e| UsageError(e.to_string()))?;
         if rank == 0 {
+            if world > stages {
+                tracing::info!(
+                    "{} pipelines of {stages} stages (ranks g·{stages} … g·{stages} + {}), each on its own items",
+                    world / stages,
+                    stages - 1
+                );
+            }
             for (s, r) in plan.iter().enumerate() {
                 let p: u64 = blocks[r.clone()].iter().map(|b| b.params).sum();
                 let f: f64 = blocks[r.clone()].iter().map(|b| b.flops).sum();
@@ -347,13 +372,13 @@ pub fn run(c: GenerateCmd) -> Result<()> {
                 );
             }
         }
-        let mine = blocks[plan[rank].clone()]
+        let mine = blocks[plan[rank % stages].clone()]
             .iter()
             .map(|b| shoal_diffusion::unet::Stage::parse(&b.name).context("a UNet stage name"))
             .collect::<Result<Vec<_>>>()?;
         opts.unet_stages = Some(mine);
         // Later stages never encode text or decode.
-        opts.unet_only = rank > 0;
+        opts.unet_only = rank % stages > 0;
     }
     let defaults = Defaults {
         params: GenParams {
@@ -387,7 +412,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     if c.cfg_parallel {
         shoal_engine::check_cfg_parallel(&items, world).map_err(|e| UsageError(e.to_string()))?;
     }
-    if c.pipeline_parallel {
+    if pipelined {
         let clash = [
             (c.cfg_parallel, "--cfg-parallel"),
             (c.device_map.is_some(), "--device-map"),
@@ -398,11 +423,6 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             bail!(UsageError(format!(
                 "--pipeline-parallel cannot be combined with {flag} (yet): every process holds one UNet stage"
             )));
-        }
-        if world < 2 {
-            bail!(UsageError(
-                "--pipeline-parallel needs at least 2 processes (one UNet stage each), e.g. `shoal launch -n 2 shoal generate --pipeline-parallel ...`".into()
-            ));
         }
         if c.num_chunks == Some(0) {
             bail!(UsageError("--num-chunks must be at least 1".into()));
@@ -479,7 +499,8 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         dynamic: c.schedule == Schedule::Dynamic,
         cfg_parallel: c.cfg_parallel,
         vae_parallel: c.vae_parallel,
-        pipeline_chunks: c.pipeline_parallel.then_some(c.num_chunks.unwrap_or(world)),
+        pipeline_chunks: pipelined.then_some(c.num_chunks.unwrap_or(stages)),
+        pipeline_stages: stages,
         progress: shown.as_ref().map(|p| p as &dyn shoal_engine::Progress),
         timeout: group_opts.timeout,
         crash_after: (c.fail_rank == Some(rank) && ["kill", "stop"].contains(&c.fail_mode.as_str()))

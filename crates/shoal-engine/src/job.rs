@@ -49,10 +49,15 @@ pub struct JobConfig<'a> {
     /// the top half of the rows, the odd rank the bottom half
     /// ([`shoal_diffusion::vae::Decoder::decode_band`]).
     pub vae_parallel: bool,
-    /// Pipeline parallelism: the UNet's stages spread over the ranks (rank =
-    /// stage, as the pipeline was loaded); rank 0 runs every item with this many
-    /// micro-batches per block, the other ranks serve their stages.
+    /// Pipeline parallelism: the UNet's stages spread over the ranks (stage =
+    /// rank mod `pipeline_stages`, as the pipeline was loaded); the first rank
+    /// of each pipeline runs its items with this many micro-batches per block,
+    /// the other ranks serve their stages.
     pub pipeline_chunks: Option<usize>,
+    /// With `pipeline_chunks`: ranks per pipeline. The ranks form
+    /// `world / pipeline_stages` pipelines of consecutive ranks, each on its own
+    /// items (data parallelism across pipelines).
+    pub pipeline_stages: usize,
     /// Test hook: this rank kills itself after this many images.
     /// (After this many images this rank kills itself, or stops with SIGSTOP when the flag is set.)
     pub crash_after: Option<(usize, bool)>,
@@ -216,8 +221,9 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     let (unit, units) = if cfg.cfg_parallel {
         (r.rank / 2, r.world / 2)
     } else if cfg.pipeline_chunks.is_some() {
-        // Rank 0 drives every block through the pipeline.
-        (r.rank, 1)
+        // Each pipeline's first rank drives its blocks through the pipeline.
+        let s = cfg.pipeline_stages.max(1);
+        (r.rank / s, (r.world / s).max(1))
     } else {
         (r.rank, r.world)
     };
@@ -250,7 +256,13 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
             let owner = (!cfg.dynamic).then(|| {
                 let mut m = std::collections::HashMap::new();
                 for u in 0..units {
-                    let writer = if cfg.cfg_parallel { 2 * u } else { u };
+                    let writer = if cfg.cfg_parallel {
+                        2 * u
+                    } else if cfg.pipeline_chunks.is_some() {
+                        cfg.pipeline_stages.max(1) * u
+                    } else {
+                        u
+                    };
                     for b in shoal_jobs::schedule::static_share(&blocks_all, u, units) {
                         for it in &pending[b] {
                             m.insert(it.index, writer);
@@ -331,22 +343,23 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 Ok(())
             },
         };
-        let work = match cfg.pipeline_chunks {
-            Some(_) => {
+        let serves = cfg.pipeline_chunks.is_some() && !r.rank.is_multiple_of(cfg.pipeline_stages.max(1));
+        let work = match serves {
+            true => {
                 let t = Instant::now();
-                let ring = crate::ring::Ring::new(pg, pipe.device());
+                let ring = crate::ring::Ring::new(pg, cfg.pipeline_stages, pipe.device());
                 let served = pipe.serve_ring(&ring).map_err(Error::from);
                 let (whole, carries) = ring.sent();
                 tracing::debug!(
                     "stage {}: {carries} carries sent on, the text context whole {whole} times",
-                    r.rank
+                    ring.stage()
                 );
                 served.map(|_| Finished {
                     made: 0,
                     busy_s: t.elapsed().as_secs_f64(),
                 })
             }
-            None => work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair),
+            false => work(pipe, cfg, r, &pending, &mut *source, &mut sink, pair),
         };
         stop.store(true, Ordering::Relaxed);
         let f = work?;
@@ -408,7 +421,7 @@ fn work(
     let mut busy = Duration::ZERO;
     // One ring for the job: its links remember the text contexts they carried.
     let ring = match (cfg.pipeline_chunks, r.pg) {
-        (Some(_), Some(pg)) => Some(crate::ring::Ring::new(pg, pipe.device())),
+        (Some(_), Some(pg)) => Some(crate::ring::Ring::new(pg, cfg.pipeline_stages, pipe.device())),
         _ => None,
     };
     while let Some(block) = source.next_block()? {

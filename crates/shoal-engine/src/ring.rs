@@ -41,26 +41,39 @@ impl Contexts {
     }
 }
 
-/// This rank's place in a pipeline of `world` stages (rank = stage).
+/// This rank's place in its pipeline: the ranks are cut into pipelines of
+/// `stages` consecutive ranks (ranks `g·stages … g·stages + stages − 1` are
+/// pipeline g; stage = rank mod stages).
 #[derive(Debug)]
 pub struct Ring<'a> {
     pg: &'a ProcessGroup,
     rank: usize,
-    world: usize,
+    /// The pipeline's first and last rank.
+    first: usize,
+    last: usize,
     device: Device,
     ctx: Mutex<Contexts>,
 }
 
 impl<'a> Ring<'a> {
-    /// The ring through `pg`, tensors received onto `device`.
-    pub fn new(pg: &'a ProcessGroup, device: Device) -> Self {
+    /// This rank's pipeline of `stages` ranks through `pg`, tensors received onto `device`.
+    pub fn new(pg: &'a ProcessGroup, stages: usize, device: Device) -> Self {
+        let rank = pg.rank();
+        let stages = stages.max(1);
+        let first = rank / stages * stages;
         Ring {
-            rank: pg.rank(),
-            world: pg.world_size(),
+            rank,
+            first,
+            last: (first + stages - 1).min(pg.world_size().saturating_sub(1)),
             pg,
             device,
             ctx: Mutex::new(Contexts::default()),
         }
+    }
+
+    /// This rank's stage in its pipeline.
+    pub fn stage(&self) -> usize {
+        self.rank - self.first
     }
 
     /// Text contexts sent whole, and carries sent, by this rank so far.
@@ -79,7 +92,7 @@ impl<'a> Ring<'a> {
             Some(k) => *k,
             None => {
                 g.next_key += 1;
-                let k = (self.rank as u64) << 48 | g.next_key;
+                let k = ((self.rank as u64) << 48) | g.next_key;
                 g.keys.insert(c.ctx.id(), k);
                 k
             }
@@ -98,7 +111,7 @@ impl<'a> Ring<'a> {
         }
         // Rank 0 forgets contexts the next stage no longer holds (a later
         // stage forgets them as they leave its `held`).
-        if self.rank == 0 && g.keys.len() > 2 * CTX_KEPT {
+        if self.rank == self.first && g.keys.len() > 2 * CTX_KEPT {
             let live: std::collections::HashSet<u64> = g.sent.iter().copied().collect();
             g.keys.retain(|_, k| live.contains(k));
         }
@@ -228,7 +241,8 @@ impl StageRing for Ring<'_> {
         let bytes = shoal_pipe::encode_named(&named).map_err(|e| err(e.to_string()))?;
         self.pg.send_bytes(&bytes, self.rank + 1).map_err(|e| {
             err(format!(
-                "stage {} sending to rank {}: {e}",
+                "stage {} (rank {}) sending to rank {}: {e}",
+                self.stage(),
                 self.rank,
                 self.rank + 1
             ))
@@ -236,11 +250,12 @@ impl StageRing for Ring<'_> {
     }
 
     fn recv_prev(&self) -> shoal_diffusion::Result<Option<Carry>> {
-        let from = self.rank - 1;
+        let from = self.rank.saturating_sub(1);
         let bytes = self.pg.recv_bytes(from).map_err(|e| {
             err(format!(
                 "stage {} (rank {}) waiting for a carry from rank {from}: {e}",
-                self.rank, self.rank
+                self.stage(),
+                self.rank
             ))
         })?;
         let mut named = shoal_pipe::decode_named(&bytes, &self.device).map_err(|e| err(e.to_string()))?;
@@ -252,21 +267,25 @@ impl StageRing for Ring<'_> {
     }
 
     fn send_first(&self, pred: &Tensor) -> shoal_diffusion::Result<()> {
-        self.pg
-            .send(pred, 0)
-            .map_err(|e| err(format!("the last stage sending a prediction to rank 0: {e}")))
+        self.pg.send(pred, self.first).map_err(|e| {
+            err(format!(
+                "the last stage (rank {}) sending a prediction to rank {}: {e}",
+                self.rank, self.first
+            ))
+        })
     }
 
     fn recv_last(&self) -> shoal_diffusion::Result<Tensor> {
-        let last = self.world - 1;
+        let last = self.last;
         self.pg.recv(last, &self.device).map_err(|e| {
             err(format!(
-                "rank 0 waiting for a prediction from the last stage (rank {last}): {e}"
+                "rank {} waiting for a prediction from the last stage (rank {last}): {e}",
+                self.rank
             ))
         })
     }
 
     fn is_last(&self) -> bool {
-        self.rank + 1 == self.world
+        self.rank == self.last
     }
 }
