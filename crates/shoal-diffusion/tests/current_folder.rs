@@ -20,22 +20,6 @@ use candle_core::{DType, Device, Tensor};
 use common::current;
 use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
 
-const TOLERANCE: f32 = 1e-3;
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn make(preset: &str, dir: &Path) {
     let p = shoal_diffusion::presets::preset(preset).unwrap();
     shoal_diffusion::make_model(&p, dir, 0, DType::F32, &mut |_, _| {}).unwrap();
@@ -92,14 +76,7 @@ fn check(preset: &str) {
             case["model_calls"].as_u64().unwrap() as usize,
             "{name}: model calls"
         );
-        let want_l = Tensor::read_npy(fx.join(format!("{name}-latents.npy"))).unwrap();
-        let want_i = Tensor::read_npy(fx.join(format!("{name}-image.npy"))).unwrap();
-        let (dl, di) = (max_diff(&out.latents, &want_l), max_diff(&out.images, &want_i));
-        eprintln!("{name}: max |Δ| latents {dl:e}, image {di:e}");
-        assert!(
-            dl < TOLERANCE && di < TOLERANCE,
-            "{name}: max |Δ| latents {dl:e}, image {di:e}"
-        );
+        common::assert_matches(&fx, name, &out.latents, &out.images);
         ran += 1;
     }
     assert!(ran > 0, "no fixture for {preset}");

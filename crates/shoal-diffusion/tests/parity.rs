@@ -10,6 +10,8 @@
     reason = "a test fails loudly on a broken precondition"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -17,8 +19,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shoal_diffusion::tokenizer::ClipTokenizer;
 use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
-
-const TOLERANCE: f32 = 1e-3;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity")
@@ -46,20 +46,6 @@ fn model(preset: &str, dir: &Path) -> PathBuf {
         );
     }
     out
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn check_preset(preset: &str) {
@@ -101,14 +87,7 @@ fn check_preset(preset: &str) {
         };
         let out = pipe.generate(&[item], &params, &mut |_, _| {}).unwrap();
         let name = case["name"].as_str().unwrap();
-        let want_l = Tensor::read_npy(f.join(format!("{name}-latents.npy"))).unwrap();
-        let want_i = Tensor::read_npy(f.join(format!("{name}-image.npy"))).unwrap();
-        let (dl, di) = (max_diff(&out.latents, &want_l), max_diff(&out.images, &want_i));
-        eprintln!("{name}: max |Δ| latents {dl:e}, image {di:e}");
-        assert!(
-            dl < TOLERANCE && di < TOLERANCE,
-            "{name}: max |Δ| latents {dl:e}, image {di:e}"
-        );
+        common::assert_matches(&f, name, &out.latents, &out.images);
         ran += 1;
     }
     assert!(ran > 0, "no fixture for {preset}");
