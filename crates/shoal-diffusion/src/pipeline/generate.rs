@@ -384,22 +384,9 @@ impl Pipeline {
                 }
                 (None, None) => guide(&eval(&x, &halves[0])?, &eval(&x, &halves[1])?)?,
             };
-            let noise = if sched.needs_noise() {
-                let per: Vec<Tensor> = items
-                    .iter()
-                    .map(|it| match &it.step_noise {
-                        Some(n) => n.get(i)?.to_device(&devs.unet)?.to_dtype(DType::F32),
-                        None => host_normal(
-                            step_seed(it.seed, i),
-                            shape.0 * shape.1 * shape.2,
-                            shape,
-                            &devs.unet,
-                        ),
-                    })
-                    .collect::<candle_core::Result<_>>()?;
-                Some(Tensor::stack(&per, 0)?)
-            } else {
-                None
+            let noise = match sched.needs_noise() {
+                true => Some(step_noise(items, i, shape, &devs.unet)?),
+                false => None,
             };
             x = crate::nn::profile::scope("scheduler + CFG", x.device(), || {
                 sched
@@ -511,22 +498,9 @@ impl Pipeline {
                 (true, true) => guide(&preds[0].narrow(0, 0, bg)?, &preds[0].narrow(0, bg, bg)?)?,
                 (true, false) => guide(&preds[0], &preds[1])?,
             };
-            let noise = if scheds[k].needs_noise() {
-                let per: Vec<Tensor> = items[groups[k].clone()]
-                    .iter()
-                    .map(|it| match &it.step_noise {
-                        Some(nz) => nz.get(i)?.to_device(&devs.unet)?.to_dtype(DType::F32),
-                        None => host_normal(
-                            step_seed(it.seed, i),
-                            shape.0 * shape.1 * shape.2,
-                            shape,
-                            &devs.unet,
-                        ),
-                    })
-                    .collect::<candle_core::Result<_>>()?;
-                Some(Tensor::stack(&per, 0)?)
-            } else {
-                None
+            let noise = match scheds[k].needs_noise() {
+                true => Some(step_noise(&items[groups[k].clone()], i, shape, &devs.unet)?),
+                false => None,
             };
             xs[k] = scheds[k]
                 .step(&out, i, &xs[k], noise.as_ref())
@@ -635,6 +609,19 @@ fn warn_truncation(tok: &ClipTokenizer, prompt: &str, t: &crate::tokenizer::Toke
             tok.max_len()
         );
     }
+}
+
+/// The fresh noise of step `i` for `items` (ancestral sampling), `(b, c, h, w)` f32
+/// on `device`: each item's own (`step_noise`), or drawn from its step seed.
+fn step_noise(items: &[Item], i: usize, shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
+    let per: Vec<Tensor> = items
+        .iter()
+        .map(|it| match &it.step_noise {
+            Some(n) => n.get(i)?.to_device(device)?.to_dtype(DType::F32),
+            None => host_normal(step_seed(it.seed, i), shape.0 * shape.1 * shape.2, shape, device),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::stack(&per, 0)?)
 }
 
 /// splitmix64: spreads a seed's bits.
