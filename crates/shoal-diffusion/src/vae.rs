@@ -292,17 +292,23 @@ impl Decoder {
         })
     }
 
-    /// Decodes scaled latents `(b, latent, h, w)` to images `(b, out, h·f, w·f)`.
-    pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
+    /// The decode up to the up blocks: `post_quant_conv`, `conv_in` and the mid
+    /// block, on the whole latents, in this decoder's layout.
+    fn head(&self, z: &Tensor) -> CResult<Tensor> {
         let z = self.layout.from_nchw(z)?;
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(&z)?,
             None => z,
         };
-        let mut x = self.conv_in.forward(&z)?;
-        x = self.mid.0.forward(&x)?;
-        x = self.mid.1.forward(&x)?;
-        x = self.mid.2.forward(&x)?;
+        let x = self.conv_in.forward(&z)?;
+        let x = self.mid.0.forward(&x)?;
+        let x = self.mid.1.forward(&x)?;
+        self.mid.2.forward(&x)
+    }
+
+    /// Decodes scaled latents `(b, latent, h, w)` to images `(b, out, h·f, w·f)`.
+    pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
+        let mut x = self.head(z)?;
         for lvl in &self.up {
             for r in &lvl.resnets {
                 x = r.forward(&x)?;
@@ -327,15 +333,7 @@ impl Decoder {
     /// decode, up to the order of the additions in the norms' statistics.
     pub fn decode_band(&self, z: &Tensor, comm: &dyn BandComm) -> CResult<Tensor> {
         let (index, count) = comm.band();
-        let z = self.layout.from_nchw(z)?;
-        let z = match &self.post_quant_conv {
-            Some(p) => p.forward(&z)?,
-            None => z,
-        };
-        let mut x = self.conv_in.forward(&z)?;
-        x = self.mid.0.forward(&x)?;
-        x = self.mid.1.forward(&x)?;
-        x = self.mid.2.forward(&x)?;
+        let mut x = self.head(z)?;
         let d = match self.layout {
             Layout::Nchw => 2,
             Layout::Nhwc => 1,
