@@ -108,7 +108,6 @@ pub fn prepare_pippy(state: &DistributedState, dir: &Path, opts: &PippyOptions) 
     } else {
         None
     };
-    shoal_diffusion::nn::prewarm(&device);
     let model = Gpt2::load(dir, &device, opts.dtype, stages[rank].clone()).map_err(lm)?;
     Ok(PippyModel {
         model,

@@ -17,11 +17,6 @@ use crate::error::{Error, Result};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "shoal_fused";
-
-/// The fused kernels' PTX (for a process's early, parallel JIT compile).
-pub fn ptx() -> &'static str {
-    PTX
-}
 const THREADS: u32 = 256;
 
 fn suffix(op: &'static str, d: DType) -> Result<&'static str> {

@@ -15,7 +15,6 @@ mod conv;
 mod elementwise;
 mod linear;
 mod norm;
-mod prewarm;
 pub mod profile;
 
 pub use attention::{AttentionOpts, attention};
@@ -23,7 +22,6 @@ pub use conv::{Conv2d, conv2d, conv2d_in};
 pub use elementwise::{add_per_channel, upsample_nearest};
 pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
 pub use norm::{GroupNorm, group_norm, group_norm_in};
-pub use prewarm::prewarm;
 
 use candle_core::{DType, Device, Tensor};
 

@@ -336,11 +336,6 @@ impl Pipeline {
     /// Loads a diffusers folder with its components placed as `placement` says.
     pub fn load_placed(dir: &Path, placement: Placement, dtype: DType, opts: &LoadOptions) -> Result<Self> {
         let index = ModelIndex::load(dir)?;
-        // The GPU kernels compile in the background while the weights load.
-        crate::nn::prewarm(match &placement {
-            Placement::Device(d) | Placement::OffloadModel(d) | Placement::OffloadSequential(d) => d,
-            Placement::Map(m) => &m.unet,
-        });
         let unet_cfg_path = dir.join("unet").join("config.json");
         let unet_cfg: UNetConfig = read_json(&unet_cfg_path)?;
         let blocks = unet_cfg.blocks(&unet_cfg_path)?;
