@@ -1,9 +1,10 @@
 //! Issue 13: model folders as current diffusers (0.42.1) + transformers (5.17)
 //! save them (`tokenizer.json` only, DPM-Solver++'s config with
 //! `"lambda_min_clipped": -Infinity`) load, and give diffusers' latents and
-//! images for DPM-Solver++ with the saved config, PNDM with Runge-Kutta
-//! warm-up steps (`skip_prk_steps: false`) and Euler built from the saved
-//! config. Fixtures: `tests/fixtures/make_current.py` (f32, CPU).
+//! images for every scheduler: DPM-Solver++ with the saved config, PNDM with
+//! Runge-Kutta warm-up steps (`skip_prk_steps: false`), and PNDM (PLMS),
+//! DDIM, Euler and Euler ancestral built from the saved config (SDXL-shaped:
+//! DPM-Solver++ and Euler). Fixtures: `tests/fixtures/make_current.py` (f32, CPU).
 //! Tolerance: max |Δ| < 1e-3 on latents and on images in [0, 1].
 #![allow(
     clippy::unwrap_used,
@@ -37,6 +38,10 @@ fn check(preset: &str) {
     let m = current::meta();
     let fx = current::fixtures();
     let latents = Tensor::read_npy(fx.join("latents.npy")).unwrap().get(0).unwrap();
+    let noise = Tensor::read_npy(fx.join("step_noise.npy"))
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
     let size = m["size"].as_u64().unwrap() as usize;
     let params = Params {
         steps: m["steps"].as_u64().unwrap() as usize,
@@ -66,7 +71,7 @@ fn check(preset: &str) {
             negative_prompt: None,
             seed: 0,
             latents: Some(latents.clone()),
-            step_noise: None,
+            step_noise: Some(noise.clone()),
         };
         let mut calls = 0;
         let out = pipe.generate(&[item], &params, &mut |_, _| calls += 1).unwrap();
@@ -83,11 +88,11 @@ fn check(preset: &str) {
 }
 
 #[test]
-fn r13_current_sd1_folder_dpm_saved_config_pndm_prk_euler() {
+fn r13_current_sd1_folder_every_scheduler() {
     check("tiny");
 }
 
 #[test]
-fn r13_current_sdxl_folder_dpm_saved_config() {
+fn r13_current_sdxl_folder_dpm_and_euler() {
     check("tiny-sdxl");
 }
