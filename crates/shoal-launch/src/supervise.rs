@@ -353,6 +353,9 @@ pub struct SameErrors {
     seen: Mutex<Seen>,
 }
 
+/// How many distinct error messages, and repeats, the launcher remembers.
+const MAX_SAME: usize = 256;
+
 /// Message → the first rank that printed it; (rank, first rank) of each repeat.
 type Seen = (std::collections::HashMap<String, usize>, Vec<(usize, usize)>);
 
@@ -378,10 +381,15 @@ impl SameErrors {
         let (first, same) = &mut *g;
         match first.get(&msg) {
             Some(&r) if r != rank => {
-                same.push((rank, r));
+                // The summary names the first repeats; later ones are still shown once.
+                if same.len() < MAX_SAME {
+                    same.push((rank, r));
+                }
                 true
             }
             Some(_) => false,
+            // A worker printing endless distinct errors is not remembered past the cap.
+            None if first.len() >= MAX_SAME => false,
             None => {
                 first.insert(msg, rank);
                 false
@@ -547,4 +555,30 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod same_errors_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::SameErrors;
+
+    #[test]
+    fn an_error_is_shown_once_and_memory_stays_bounded() {
+        let e = SameErrors::default();
+        assert!(!e.seen_before(b"shoal[rank 0/2 h] error: disk full\n"));
+        assert!(
+            !e.seen_before(b"shoal[rank 0/2 h] error: disk full\n"),
+            "the same rank again is shown"
+        );
+        assert!(e.seen_before(b"shoal[rank 1/2 h] error: disk full\n"));
+        assert!(!e.seen_before(b"[rank 1] not an error line"));
+        assert!(!e.seen_before(b"shoal[rank x/2 h] error: bad rank"));
+        assert_eq!(e.same(), vec![(1, 0)]);
+        for i in 0..10_000 {
+            let line = format!("shoal[rank {}/2 h] error: distinct {}", i % 2, i / 2);
+            e.seen_before(line.as_bytes());
+        }
+        let g = e.seen.lock().unwrap();
+        assert!(g.0.len() <= super::MAX_SAME && g.1.len() <= super::MAX_SAME);
+    }
 }
