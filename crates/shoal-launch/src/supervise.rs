@@ -329,14 +329,24 @@ fn start(
     };
     if let Some(out) = child.stdout.take() {
         *pipes += 1;
-        pump(out, prefix.clone(), false, opts.bar.clone(), None, done.clone());
+        pump(
+            out,
+            prefix.clone(),
+            false,
+            false,
+            opts.bar.clone(),
+            None,
+            done.clone(),
+        );
     }
     if let Some(err) = child.stderr.take() {
         *pipes += 1;
+        // Only rank 0 reports the job's progress.
         pump(
             err,
             prefix,
             true,
+            spec.rank == 0,
             opts.bar.clone(),
             Some(errors.clone()),
             done.clone(),
@@ -412,11 +422,12 @@ impl SameErrors {
 pub const MAX_LINE: usize = 64 << 10;
 
 /// Copies a worker's output line by line, with its prefix, to ours; with a
-/// bar, progress reports on stderr go to the bar instead.
+/// bar, progress reports (`reports`: rank 0's stderr) go to the bar instead.
 fn pump(
     from: impl Read + Send + 'static,
     prefix: String,
     to_stderr: bool,
+    reports: bool,
     bar: Option<Arc<JobBar>>,
     errors: Option<Arc<SameErrors>>,
     done: mpsc::Sender<()>,
@@ -432,7 +443,7 @@ fn pump(
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         if let Some(b) = &bar
-                            && to_stderr
+                            && reports
                             && let Some(r) = shoal_dist::Report::parse(&line)
                         {
                             b.update(&r);
