@@ -598,3 +598,67 @@ fn r13_generate_draws_a_bar_in_a_terminal() {
     assert!(status.success(), "{text}");
     assert!(!text.contains("images  "), "{text}");
 }
+
+/// Issue 11 (first image after start): a new job on a model hashed before
+/// reads no weight for its identity — the per-file hashes are kept per user
+/// (`SHOAL_CACHE_DIR`, private folder); replaced weights are hashed again and
+/// still refuse a resume of the old job.
+#[test]
+fn r11_a_new_job_on_a_known_model_hashes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    make("tiny", &m);
+    let cache = tmp.path().join("cache");
+    let job = |out: &str, extra: &[&str]| {
+        let mut cmd = shoal();
+        cmd.env("SHOAL_CACHE_DIR", &cache)
+            .args([
+                "-v", "generate", "-p", "a", "--steps", "1", "--height", "32", "--width", "32", "--quiet",
+            ])
+            .arg("--model")
+            .arg(&m)
+            .arg("--out")
+            .arg(tmp.path().join(out))
+            .args(extra);
+        let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let first = job("one", &[]);
+    assert!(first.contains("model identity: hashed 12 file(s)"), "{first}");
+    let meta = std::fs::metadata(&cache).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "the cache folder is the user's alone"
+    );
+    let second = job("two", &[]);
+    assert!(
+        second.contains("model identity: hashed 0 file(s)") && second.contains("12 unchanged"),
+        "{second}"
+    );
+    // Other weights at the same path: hashed again, and the first job knows it is another model.
+    let w = m.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    let mut cmd = shoal();
+    cmd.env("SHOAL_CACHE_DIR", &cache)
+        .args([
+            "-v", "generate", "-p", "a", "--steps", "1", "--height", "32", "--width", "32", "--quiet",
+        ])
+        .arg("--model")
+        .arg(&m)
+        .arg("--out")
+        .arg(tmp.path().join("one"))
+        .arg("--resume");
+    let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("model identity: hashed 1 file(s)"),
+        "{}",
+        text(&o)
+    );
+}

@@ -9,6 +9,8 @@ pub fn shoal() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
     // Tests must not read the developer's own config.
     c.env("SHOAL_CONFIG_FILE", "/nonexistent/shoal-test-config.yaml");
+    // Nor write the developer's per-user cache (a test that wants it sets its own).
+    c.env("SHOAL_CACHE_DIR", "");
     c.env_remove("CUDA_VISIBLE_DEVICES");
     c
 }

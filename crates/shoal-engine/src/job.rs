@@ -561,19 +561,35 @@ fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_
         let lock = shoal_jobs::lock_job(cfg.out)?;
         let (spec, cache) = match cfg.model_dir {
             Some(dir) => {
-                use shoal_jobs::identity::{IdentityCache, folder_identity};
+                use shoal_jobs::identity::{IdentityCache, folder_identity, user_cache_path};
                 let path = cfg.out.join(IDENTITY_CACHE);
                 let mut cache = IdentityCache::read(&path);
+                let user = user_cache_path(|k| std::env::var(k).ok());
+                let mut shared = user.as_deref().map(IdentityCache::read).unwrap_or_default();
+                cache.absorb(shared.clone());
                 let t = Instant::now();
                 let (id, st) = folder_identity(dir, &mut cache)?;
+                if let Some(u) = &user
+                    && st.hashed_files > 0
+                {
+                    shared.update(cache.only(&st.keys));
+                    // Only a cache: a failure costs a rehash in the next job.
+                    if let Err(e) = shoal_jobs::identity::write_user_cache(u, shared, &st.keys) {
+                        tracing::debug!("{e} (the per-user identity cache is not updated)");
+                    }
+                }
+                let cache = cache.only(&st.keys);
+                let line = format!(
+                    "model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
+                    st.hashed_files,
+                    st.hashed_bytes as f64 / 1e9,
+                    t.elapsed().as_secs_f64(),
+                    st.cached_files
+                );
                 if st.hashed_bytes > 256 << 20 {
-                    tracing::info!(
-                        "model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
-                        st.hashed_files,
-                        st.hashed_bytes as f64 / 1e9,
-                        t.elapsed().as_secs_f64(),
-                        st.cached_files
-                    );
+                    tracing::info!("{line}");
+                } else {
+                    tracing::debug!("{line}");
                 }
                 let spec = JobSpec {
                     model: id,

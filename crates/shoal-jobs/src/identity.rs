@@ -68,20 +68,109 @@ impl IdentityCache {
             .unwrap_or_default()
     }
 
-    /// Writes the cache to `path` (whole or not at all).
+    /// Writes the cache to `path` (whole or not at all; a temporary file of
+    /// this process's own, renamed over it, so that two jobs writing the same
+    /// cache never mix their bytes).
     pub fn write(&self, path: &Path) -> Result<()> {
         let body = serde_json::to_vec_pretty(self).map_err(|e| Error::Job {
             path: path.to_path_buf(),
             detail: format!("encoding the identity cache: {e}"),
         })?;
-        let tmp = path.with_extension("partial");
+        let tmp = path.with_extension(format!("partial-{}", std::process::id()));
         std::fs::write(&tmp, body).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 }
 
+impl IdentityCache {
+    /// Adds the entries of `other` that this cache lacks.
+    pub fn absorb(&mut self, other: IdentityCache) {
+        for (k, v) in other.entries {
+            self.entries.entry(k).or_insert(v);
+        }
+    }
+
+    /// Takes every entry of `newer`, replacing this cache's for the same file.
+    pub fn update(&mut self, newer: IdentityCache) {
+        self.entries.extend(newer.entries);
+    }
+
+    /// The entries of `keys` only.
+    pub fn only(&self, keys: &[String]) -> IdentityCache {
+        IdentityCache {
+            entries: keys
+                .iter()
+                .filter_map(|k| self.entries.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keeps at most `max` entries: those of `keep` first, then others.
+    pub fn bound(&mut self, max: usize, keep: &[String]) {
+        if self.entries.len() <= max {
+            return;
+        }
+        let mut kept = self.only(keep).entries;
+        let room = max.saturating_sub(kept.len());
+        let others: Vec<(String, CacheEntry)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter(|(k, _)| !kept.contains_key(k))
+            .take(room)
+            .collect();
+        kept.extend(others);
+        self.entries = kept;
+    }
+}
+
+/// The per-user cache of file hashes, shared by every job of this user (so a
+/// new job on a model hashed before reads no weight): `$SHOAL_CACHE_DIR/`,
+/// else `$XDG_CACHE_HOME/shoal/`, else `$HOME/.cache/shoal/`, file
+/// `model-identity.json`; `None` when `SHOAL_CACHE_DIR` is set empty (off) or
+/// nothing is set. `var` reads the environment.
+pub fn user_cache_path(var: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let dir = match var("SHOAL_CACHE_DIR") {
+        Some(d) if d.is_empty() => return None,
+        Some(d) => PathBuf::from(d),
+        None => match var("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            Some(x) => PathBuf::from(x).join("shoal"),
+            None => PathBuf::from(var("HOME").filter(|h| !h.is_empty())?)
+                .join(".cache")
+                .join("shoal"),
+        },
+    };
+    Some(dir.join("model-identity.json"))
+}
+
+/// Most entries kept in the per-user cache (about 1 MB of JSON).
+pub const USER_CACHE_ENTRIES: usize = 4096;
+
+/// Writes the per-user cache: its folder made private to the user (0700) when
+/// missing; the entries of this model kept first under [`USER_CACHE_ENTRIES`].
+pub fn write_user_cache(path: &Path, mut cache: IdentityCache, keep: &[String]) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(d) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    }
+    cache.bound(USER_CACHE_ENTRIES, keep);
+    cache.write(path)
+}
+
 /// What hashing a folder did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashStats {
     /// Files hashed now (not found in the cache).
     pub hashed_files: usize,
@@ -89,6 +178,8 @@ pub struct HashStats {
     pub hashed_bytes: u64,
     /// Files whose hash came from the cache.
     pub cached_files: usize,
+    /// The cache keys of the folder's files.
+    pub keys: Vec<String>,
 }
 
 fn counted(path: &Path) -> bool {
@@ -212,6 +303,7 @@ pub fn folder_identity(dir: &Path, cache: &mut IdentityCache) -> Result<(String,
         hashed_files: todo.len(),
         hashed_bytes: todo.iter().map(|&i| stamps[i].1.len).sum(),
         cached_files: files.len() - todo.len(),
+        keys: stamps.iter().map(|(k, _)| k.clone()).collect(),
     };
     for r in results {
         for (i, sha) in r? {
@@ -237,6 +329,50 @@ pub fn folder_identity(dir: &Path, cache: &mut IdentityCache) -> Result<(String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_cache_lives_in_the_users_cache_folder_and_stays_bounded() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let p = |pairs| user_cache_path(env(pairs));
+        assert_eq!(
+            p(&[("HOME", "/h")]),
+            Some("/h/.cache/shoal/model-identity.json".into())
+        );
+        assert_eq!(
+            p(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]),
+            Some("/x/shoal/model-identity.json".into())
+        );
+        assert_eq!(
+            p(&[("HOME", "/h"), ("SHOAL_CACHE_DIR", "/c")]),
+            Some("/c/model-identity.json".into())
+        );
+        assert_eq!(p(&[("HOME", "/h"), ("SHOAL_CACHE_DIR", "")]), None);
+        assert_eq!(p(&[]), None);
+        let entry = |i: u64| CacheEntry {
+            len: i,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            ino: i,
+            dev: 0,
+            sha256: format!("{i}"),
+        };
+        let mut c = IdentityCache {
+            entries: (0..100).map(|i| (format!("/f{i}"), entry(i))).collect(),
+        };
+        let keep = vec!["/f99".to_string(), "/f98".to_string()];
+        c.bound(10, &keep);
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.only(&keep).len(), 2, "the current model's entries stay");
+        let mut newer = IdentityCache::default();
+        newer.entries.insert("/f99".into(), entry(7));
+        c.update(newer);
+        assert_eq!(c.entries["/f99"].sha256, "7");
+        let mut fresh = IdentityCache::default();
+        fresh.absorb(c.clone());
+        assert_eq!(fresh.len(), 10);
+    }
 
     fn folder(d: &Path, weights: &[u8]) {
         std::fs::create_dir_all(d.join("unet")).unwrap();
