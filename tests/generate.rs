@@ -622,10 +622,10 @@ fn r11_a_new_job_on_a_known_model_hashes_nothing() {
             .arg(tmp.path().join(out))
             .args(extra);
         let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
-        assert!(o.status.success(), "{}", text(&o));
-        text(&o)
+        (o.status.code(), text(&o))
     };
-    let first = job("one", &[]);
+    let (code, first) = job("one", &[]);
+    assert_eq!(code, Some(0), "{first}");
     assert!(first.contains("model identity: hashed 12 file(s)"), "{first}");
     let meta = std::fs::metadata(&cache).unwrap();
     assert_eq!(
@@ -633,7 +633,8 @@ fn r11_a_new_job_on_a_known_model_hashes_nothing() {
         0o700,
         "the cache folder is the user's alone"
     );
-    let second = job("two", &[]);
+    let (code, second) = job("two", &[]);
+    assert_eq!(code, Some(0), "{second}");
     assert!(
         second.contains("model identity: hashed 0 file(s)") && second.contains("12 unchanged"),
         "{second}"
@@ -644,21 +645,7 @@ fn r11_a_new_job_on_a_known_model_hashes_nothing() {
     let n = bytes.len();
     bytes[n - 1] ^= 1;
     std::fs::write(&w, bytes).unwrap();
-    let mut cmd = shoal();
-    cmd.env("SHOAL_CACHE_DIR", &cache)
-        .args([
-            "-v", "generate", "-p", "a", "--steps", "1", "--height", "32", "--width", "32", "--quiet",
-        ])
-        .arg("--model")
-        .arg(&m)
-        .arg("--out")
-        .arg(tmp.path().join("one"))
-        .arg("--resume");
-    let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("model identity: hashed 1 file(s)"),
-        "{}",
-        text(&o)
-    );
+    let (code, resumed) = job("one", &["--resume"]);
+    assert_eq!(code, Some(2), "{resumed}");
+    assert!(resumed.contains("model identity: hashed 1 file(s)"), "{resumed}");
 }
