@@ -566,6 +566,22 @@ fn r14_unet_pipeline_same_files_as_one_process() {
         files(&dp) == reference,
         "2 pipelines: files differ from one process"
     );
+    // The pipelines' first ranks claiming blocks from the store's counter.
+    let dyn_dir = tmp.path().join("dp-dynamic");
+    let args = [
+        "--pipeline-parallel=2",
+        "--schedule",
+        "dynamic",
+        "--scheduler",
+        "euler-a",
+    ];
+    let o = generate(4, &dyn_dir, &args, &tag);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        files(&dyn_dir) == reference,
+        "2 pipelines, dynamic: files differ from one process"
+    );
     for (n, bad, needle) in [
         (4, vec!["--pipeline-parallel=3"], "whole pipelines"),
         (2, vec!["--pipeline-parallel=1"], "at least 2 stages"),

@@ -417,7 +417,6 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             (c.cfg_parallel, "--cfg-parallel"),
             (c.device_map.is_some(), "--device-map"),
             (c.offload.is_some(), "--offload"),
-            (c.schedule == Schedule::Dynamic, "--schedule dynamic"),
         ];
         if let Some((_, flag)) = clash.iter().find(|(on, _)| *on) {
             bail!(UsageError(format!(
