@@ -23,6 +23,8 @@ pub mod presets;
 pub mod random;
 pub mod scheduler;
 pub mod sizes;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -514,14 +514,7 @@ mod tests {
         let want = theirs.encode(&x).unwrap().sample().unwrap();
         let got = ours.mean(&x).unwrap();
         assert_eq!(got.dims(), want.dims());
-        let d = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::test_util::max_abs_diff(&got, &want);
         assert!(d < 1e-5, "max |Δ| {d}");
     }
 
@@ -538,15 +531,8 @@ mod tests {
             let z = Tensor::randn(0f32, 1., (2, cfg.latent_channels, h, w), &Device::Cpu).unwrap();
             let (x, y) = (a.decode(&z).unwrap(), b.decode(&z).unwrap());
             assert_eq!(x.dims(), y.dims());
-            let scale = x.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let d = (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = crate::test_util::max_abs(&x);
+            let d = crate::test_util::max_abs_diff(&x, &y);
             assert!(scale > 0.0);
             assert!(d <= 1e-5 * scale, "{h}x{w}: max |Δ| {d}");
         }
@@ -665,21 +651,8 @@ mod tests {
                 });
                 let got = Tensor::cat(&bands, 2).unwrap();
                 assert_eq!(got.dims(), whole.dims(), "{layout:?} {count}");
-                let scale = whole
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let d = (got - &whole)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = crate::test_util::max_abs(&whole);
+                let d = crate::test_util::max_abs_diff(&got, &whole);
                 assert!(
                     d <= 1e-5 * scale,
                     "{layout:?}, {count} bands: max |Δ| {d} (scale {scale})"

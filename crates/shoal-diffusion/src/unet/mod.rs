@@ -474,15 +474,8 @@ mod tests {
                 let a = nchw.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
                 let b = nhwc.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
                 assert_eq!(a.dims(), b.dims(), "{preset} {h}x{w}");
-                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = crate::test_util::max_abs(&a);
+                let d = crate::test_util::max_abs_diff(&a, &b);
                 assert!(scale > 0.0, "{preset}: a zero prediction proves nothing");
                 assert!(
                     d <= 1e-5 * scale,
@@ -532,14 +525,7 @@ mod tests {
                 c = unet.run_stage(stage, fresh).unwrap();
             }
             assert!(c.skips.is_empty(), "{preset}: skips left after tail");
-            let d = (c.x - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::test_util::max_abs_diff(&c.x, &want);
             assert_eq!(d, 0.0, "{preset}");
         }
     }
