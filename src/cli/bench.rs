@@ -188,6 +188,9 @@ fn sd(b: SdBench) -> Result<()> {
             f.what, f.calls, f.why
         );
     }
+    for line in super::env::kernel_load_report() {
+        println!("{line}");
+    }
     let peaks: Vec<String> = mem
         .finish()
         .into_iter()
@@ -203,22 +206,45 @@ fn sd(b: SdBench) -> Result<()> {
     Ok(())
 }
 
-/// With `SHOAL_PROFILE=1`: where the timed batches went, per kind of op
-/// (each op synchronized, so the sum is above the unprofiled time).
+/// With `SHOAL_PROFILE=1`: where the timed batches went, per kind of op, each
+/// scope's inner ones under it and what ran between them ("other").
 fn profile_table(batch: usize, reps: usize) {
     let rows = shoal_diffusion::nn::profile::take();
     if rows.is_empty() {
         return;
     }
-    println!("profile, batch {batch}, per batch (SHOAL_PROFILE: every op synchronized):");
+    println!("profile, batch {batch}, per batch (SHOAL_PROFILE: device time between events around each op):");
     println!("| op | ms per batch | calls per batch |");
     println!("| --- | --- | --- |");
-    for (name, s, calls) in rows {
+    let per = |s: f64| s * 1e3 / reps as f64;
+    print_profile_level(&rows, None, 0, &per, reps as u64);
+}
+
+fn print_profile_level(
+    rows: &[shoal_diffusion::nn::profile::Row],
+    outer: Option<&'static str>,
+    depth: usize,
+    per: &dyn Fn(f64) -> f64,
+    reps: u64,
+) {
+    let indent = "· ".repeat(depth);
+    for r in rows.iter().filter(|r| r.outer == outer) {
         println!(
-            "| {name} | {:.1} | {} |",
-            s * 1e3 / reps as f64,
-            calls / reps as u64
+            "| {indent}{} | {:.1} | {} |",
+            r.name,
+            per(r.seconds),
+            r.calls / reps
         );
+        let inner: Vec<_> = rows.iter().filter(|c| c.outer == Some(r.name)).collect();
+        if !inner.is_empty() {
+            print_profile_level(rows, Some(r.name), depth + 1, per, reps);
+            let between = r.seconds - inner.iter().map(|c| c.seconds).sum::<f64>();
+            println!(
+                "| {indent}· other (in {}, between the ops above) | {:.1} | |",
+                r.name,
+                per(between)
+            );
+        }
     }
 }
 

@@ -116,6 +116,9 @@ const VAE_NORMS: &[(usize, usize)] = &[
     (128, 512),
 ];
 
+/// The transformer blocks' LayerNorms: tokens, features (SD 1.5 levels 0–2).
+const LAYER_NORMS: &[(usize, usize)] = &[(4096, 320), (1024, 640), (256, 1280)];
+
 /// A feed-forward projection: name, tokens, in, out, GEGLU after it.
 struct Lin(&'static str, usize, usize, usize, bool);
 
@@ -180,6 +183,13 @@ pub fn run(b: OpsBench) -> Result<()> {
     for (n, c) in norms {
         if want("group_norm") {
             failures += norm_case(&device, dtype, n, *c, b.iters)?;
+        }
+    }
+    for &n in &batches {
+        for &(tokens, dim) in LAYER_NORMS {
+            if want("layer_norm") {
+                failures += layer_norm_case(&device, dtype, n, tokens, dim, b.iters)?;
+            }
         }
     }
     for &n in &batches {
@@ -504,6 +514,72 @@ fn norm_case(
             &reference,
             &mut || plain_of(&xl, &wl, &bl),
             &mut || Ok(gn.forward_silu(&xn)?.permute((0, 3, 1, 2))?),
+        )?)
+}
+
+/// LayerNorm alone, and with the residual add before it (both outputs checked).
+fn layer_norm_case(
+    device: &Device,
+    dtype: DType,
+    n: usize,
+    tokens: usize,
+    dim: usize,
+    iters: usize,
+) -> Result<usize> {
+    use candle_core::Module;
+    let a = (Tensor::randn(0f32, 1., (n, tokens, dim), device)? + 0.5)?;
+    let r = Tensor::randn(0f32, 1., (n, tokens, dim), device)?;
+    let w = (Tensor::randn(0f32, 0.2, dim, device)? + 1.0)?;
+    let bias = Tensor::randn(0f32, 0.2, dim, device)?;
+    let plain_of = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        Ok(candle_nn::LayerNorm::new(w.clone(), b.clone(), 1e-5).forward(x)?)
+    };
+    let (al, rl, wl, bl) = (
+        a.to_dtype(dtype)?,
+        r.to_dtype(dtype)?,
+        w.to_dtype(dtype)?,
+        bias.to_dtype(dtype)?,
+    );
+    let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
+    let ln = shoal_diffusion::nn::layer_norm(dim, 1e-5, vb)?;
+    let shape = format!("{n}×{tokens}×{dim}");
+    let el = (n * tokens * dim) as f64 * dtype.size_in_bytes() as f64;
+    let reference = plain_of(&a, &w, &bias)?;
+    let fails = compare(
+        device,
+        dtype,
+        iters,
+        "layer_norm",
+        &shape,
+        2.0 * el,
+        true,
+        &reference,
+        &mut || plain_of(&al, &wl, &bl),
+        &mut || Ok(ln.forward(&al)?),
+    )?;
+    // Sum and norm side by side, so both are checked.
+    let both = |s: Tensor, y: Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[s, y], 2)?) };
+    let sum = (&a + &r)?;
+    let reference = both(sum.clone(), plain_of(&sum, &w, &bias)?)?;
+    Ok(fails
+        + compare(
+            device,
+            dtype,
+            iters,
+            "add + layer_norm",
+            &shape,
+            4.0 * el,
+            true,
+            &reference,
+            &mut || {
+                let s = (&al + &rl)?;
+                let y = plain_of(&s, &wl, &bl)?;
+                both(s, y)
+            },
+            &mut || {
+                let (s, y) = ln.forward_add(&al, &rl)?;
+                both(s, y)
+            },
         )?)
 }
 

@@ -13,8 +13,72 @@ pub struct EnvCmd {
 
 /// The cargo features this binary was built with.
 pub fn features() -> Vec<&'static str> {
-    // The GPU features arrive with the GPU build (issue 4); the default build is CPU-only.
-    vec!["cpu"]
+    let mut f = vec!["cpu"];
+    for (on, name) in [
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "nccl"), "nccl"),
+        (cfg!(feature = "cudnn"), "cudnn"),
+        (cfg!(feature = "fused"), "fused"),
+        (cfg!(feature = "sass"), "sass"),
+    ] {
+        if on {
+            f.push(name);
+        }
+    }
+    f
+}
+
+/// What loading kernels cost this process so far: modules from SASS or the driver's
+/// JIT (feature `sass`), cuDNN plans and their build time (feature `cudnn`).
+pub fn kernel_load_report() -> Vec<String> {
+    #[allow(unused_mut, reason = "lines are added per GPU feature")]
+    let mut lines = Vec::new();
+    #[cfg(feature = "sass")]
+    {
+        let (handed, missed) = shoal_kernels::sass::report();
+        lines.push(format!(
+            "kernel modules loaded as SASS: {handed}; JIT-compiled from PTX: {}",
+            if missed.is_empty() {
+                "none".to_string()
+            } else {
+                missed.join(", ")
+            }
+        ));
+    }
+    #[cfg(feature = "cudnn")]
+    {
+        let s = shoal_kernels::cudnn::build_stats();
+        if !s.per_op.is_empty() {
+            let n: usize = s.per_op.iter().map(|o| o.1).sum();
+            let secs: f64 = s.per_op.iter().map(|o| o.2).sum();
+            let per: Vec<String> = s
+                .per_op
+                .iter()
+                .map(|(op, k, t)| format!("{op} {k} in {t:.2} s"))
+                .collect();
+            lines.push(format!(
+                "cuDNN: {n} plan(s) built in {secs:.2} s ({}), {} compiling kernels at run time; handle {:.2} s",
+                per.join(", "),
+                s.runtime_compiled,
+                s.handle_s
+            ));
+        }
+    }
+    lines
+}
+
+/// The kernel images this build embeds, in words (feature `sass`).
+pub fn kernel_images() -> Option<String> {
+    #[cfg(feature = "sass")]
+    {
+        let n = shoal_kernels::sass::install();
+        return Some(format!(
+            "{n} kernel module(s) as SASS for sm_{} (others JIT-compiled from PTX)",
+            shoal_kernels::sass::arch()
+        ));
+    }
+    #[allow(unreachable_code, reason = "the return above exists only with feature sass")]
+    None
 }
 
 pub fn run(c: EnvCmd) -> Result<()> {
@@ -28,6 +92,7 @@ pub fn run(c: EnvCmd) -> Result<()> {
         let v = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "features": features(),
+            "kernel_images": kernel_images(),
             "host": host,
             "device": device,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
@@ -38,6 +103,9 @@ pub fn run(c: EnvCmd) -> Result<()> {
     }
     println!("shoal {}", env!("CARGO_PKG_VERSION"));
     println!("features: {}", features().join(", "));
+    if let Some(k) = kernel_images() {
+        println!("kernels: {k}");
+    }
     println!("host: {host}");
     println!("device: {device}");
     println!(

@@ -533,6 +533,9 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             s.manifest.display()
         );
     }
+    for line in super::env::kernel_load_report() {
+        tracing::debug!("{line}");
+    }
     Ok(())
 }
 

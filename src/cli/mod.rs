@@ -58,6 +58,14 @@ enum Command {
     /// Pipeline parallelism on GPT-2 (the seed's `prepare_pippy` example): one
     /// stage per process under `shoal launch`.
     Pippy(pippy::PippyCmd),
+    /// Writes every kernel module's PTX as HASH-LEN-NAME.ptx into a folder (the GPU
+    /// build compiles them to SASS and embeds them: scripts/gpu/build.sh).
+    #[cfg(feature = "sass")]
+    #[command(hide = true)]
+    KernelPtx {
+        /// The folder to write to (created).
+        out: std::path::PathBuf,
+    },
 }
 
 /// An error that is the user's to fix: exit code 2.
@@ -76,6 +84,8 @@ pub fn run() -> i32 {
         }
     };
     crate::log::init(cli.verbose, matches!(cli.command, Command::Launch(_)));
+    #[cfg(feature = "sass")]
+    shoal_kernels::sass::install();
     let result = match cli.command {
         Command::Launch(c) => launch::run(c),
         Command::Config(c) => config::run(c),
@@ -87,6 +97,8 @@ pub fn run() -> i32 {
         Command::ImageDiff(c) => image_diff::run(c),
         Command::Plan(c) => plan::run(c),
         Command::Pippy(c) => pippy::run(c),
+        #[cfg(feature = "sass")]
+        Command::KernelPtx { out } => write_kernel_ptx(&out),
     };
     match result {
         Ok(()) => 0,
@@ -100,6 +112,18 @@ pub fn run() -> i32 {
             exit_code(&e)
         }
     }
+}
+
+#[cfg(feature = "sass")]
+fn write_kernel_ptx(out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, ptx) in shoal_kernels::sass::ptx_modules() {
+        let path = out.join(format!("{}.ptx", shoal_kernels::sass::file_stem(name, ptx)));
+        std::fs::write(&path, ptx).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {

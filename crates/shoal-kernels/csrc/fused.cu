@@ -347,6 +347,114 @@ __device__ void bias_geglu(const T *h, const T *bias, T *out, uint64_t rows, uin
     }
 }
 
+// LayerNorm over the last dimension (`cols`), one warp per row, the row held in registers
+// (at most 32 * MAXV vectors): s = x, or x + r rounded to T exactly as a separate add
+// would store it; y = (s - mean) * rstd * gamma + beta with the centred variance, in f32.
+// gb packs gamma then beta (2 * cols). `sum` (null when there is no r) receives s.
+template <typename T, int MAXV>
+__device__ void layer_norm(const T *x, const T *r, const T *gb, T *sum, T *y, uint64_t rows, uint32_t cols,
+                           float eps) {
+    constexpr int N = V<T>::N;
+    const int lane = threadIdx.x & 31;
+    const uint64_t row = blockIdx.x * (uint64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const uint32_t nv = cols / N;
+    const uint64_t base = row * cols;
+    typename V<T>::U v[MAXV];
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < MAXV; ++i) {
+        const uint32_t j = lane + i * 32;
+        if (j < nv) {
+            v[i] = V<T>::load(x + base + j * N);
+            if (r != nullptr) {
+                typename V<T>::U rv = V<T>::load(r + base + j * N);
+#pragma unroll
+                for (int k = 0; k < N; ++k) v[i].e[k] = from_f<T>(to_f(v[i].e[k]) + to_f(rv.e[k]));
+            }
+#pragma unroll
+            for (int k = 0; k < N; ++k) s += to_f(v[i].e[k]);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
+    const float mean = s / (float)cols;
+    float q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < MAXV; ++i) {
+        const uint32_t j = lane + i * 32;
+        if (j < nv) {
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                const float d = to_f(v[i].e[k]) - mean;
+                q += d * d;
+            }
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) q += __shfl_xor_sync(0xffffffff, q, o);
+    const float rstd = rsqrtf(q / (float)cols + eps);
+#pragma unroll
+    for (int i = 0; i < MAXV; ++i) {
+        const uint32_t j = lane + i * 32;
+        if (j < nv) {
+            if (sum != nullptr) V<T>::store(sum + base + j * N, v[i]);
+            typename V<T>::U g = V<T>::load(gb + j * N), b = V<T>::load(gb + cols + j * N), o;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                o.e[k] = from_f<T>((to_f(v[i].e[k]) - mean) * rstd * to_f(g.e[k]) + to_f(b.e[k]));
+            }
+            V<T>::store(y + base + j * N, o);
+        }
+    }
+}
+
+#define LAYER_NORM(T, S, M)                                                                                        \
+    extern "C" __global__ void layer_norm_##S##_##M(const T *x, const T *r, const T *gb, T *sum, T *y,            \
+                                                    uint64_t rows, uint32_t cols, float eps) {                    \
+        layer_norm<T, M>(x, r, gb, sum, y, rows, cols, eps);                                                       \
+    }
+#define LAYER_NORMS(T, S) LAYER_NORM(T, S, 2) LAYER_NORM(T, S, 4) LAYER_NORM(T, S, 8) LAYER_NORM(T, S, 16)
+
+// Channels-last copies, in 16-byte vectors (every channel count a multiple of V<T>::N):
+// upsample2x_nhwc — nearest 2x: each input vector is written to its four output pixels;
+// cat_nhwc — out[p, :ca] = a[p], out[p, ca:] = b[p] for every pixel p.
+template <typename T>
+__device__ void upsample2x_nhwc(const T *x, T *y, uint64_t n, uint64_t h, uint64_t w, uint64_t cv) {
+    constexpr int N = V<T>::N;
+    const uint64_t total = n * h * w * cv;
+    for (uint64_t v = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; v < total; v += (uint64_t)gridDim.x * blockDim.x) {
+        const uint64_t c = v % cv, pix = v / cv;
+        const uint64_t xi = pix % w, yi = (pix / w) % h, img = pix / (w * h);
+        typename V<T>::U u = V<T>::load(x + v * N);
+        const uint64_t row = (img * 2 * h + 2 * yi) * 2 * w + 2 * xi;
+        const uint64_t stride = 2 * w;
+        V<T>::store(y + ((row) * cv + c) * N, u);
+        V<T>::store(y + ((row + 1) * cv + c) * N, u);
+        V<T>::store(y + ((row + stride) * cv + c) * N, u);
+        V<T>::store(y + ((row + stride + 1) * cv + c) * N, u);
+    }
+}
+
+template <typename T>
+__device__ void cat_nhwc(const T *a, const T *b, T *y, uint64_t pixels, uint64_t av, uint64_t bv) {
+    constexpr int N = V<T>::N;
+    const uint64_t ov = av + bv, total = pixels * ov;
+    for (uint64_t v = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; v < total; v += (uint64_t)gridDim.x * blockDim.x) {
+        const uint64_t p = v / ov, j = v % ov;
+        const T *src = j < av ? a + (p * av + j) * N : b + (p * bv + (j - av)) * N;
+        V<T>::store(y + v * N, V<T>::load(src));
+    }
+}
+
+#define COPIES(T, S)                                                                                               \
+    extern "C" __global__ void upsample2x_nhwc_##S(const T *x, T *y, uint64_t n, uint64_t h, uint64_t w,          \
+                                                   uint64_t cv) {                                                  \
+        upsample2x_nhwc<T>(x, y, n, h, w, cv);                                                                     \
+    }                                                                                                              \
+    extern "C" __global__ void cat_nhwc_##S(const T *a, const T *b, T *y, uint64_t pixels, uint64_t av,           \
+                                            uint64_t bv) {                                                         \
+        cat_nhwc<T>(a, b, y, pixels, av, bv);                                                                      \
+    }
+
 #define INSTANTIATE(T, S)                                                                                          \
     extern "C" __global__ void gn_partial_##S(const T *x, float *p, uint64_t gl, uint64_t cl) {                   \
         gn_partial<T>(x, p, gl, cl);                                                                               \
@@ -381,3 +489,9 @@ __device__ void bias_geglu(const T *h, const T *bias, T *out, uint64_t rows, uin
 INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+LAYER_NORMS(float, f32)
+LAYER_NORMS(__half, f16)
+LAYER_NORMS(__nv_bfloat16, bf16)
+COPIES(float, f32)
+COPIES(__half, f16)
+COPIES(__nv_bfloat16, bf16)

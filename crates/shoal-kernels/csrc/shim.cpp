@@ -6,13 +6,18 @@
 //
 // Every entry point returns 0 on success, or writes a message into `err` and
 // returns non-zero. No C++ exception crosses the C boundary.
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <cudnn_frontend.h>
 
@@ -67,6 +72,13 @@ fe::DataType_t io_type(int dtype) {
         }                                                                            \
     } while (0)
 
+// Plans built whose engine compiles its kernels at run time (NVRTC, then the driver).
+std::atomic<int> g_rtc_plans{0};
+
+bool compiles_at_run_time(const std::vector<fe::BehaviorNote_t> &notes) {
+    return std::find(notes.begin(), notes.end(), fe::BehaviorNote_t::RUNTIME_COMPILATION) != notes.end();
+}
+
 int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, ShoalPlan **out,
            int64_t *workspace, char *err, size_t err_len) {
     SHOAL_TRY(g->validate(), "validate");
@@ -74,11 +86,48 @@ int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids
     SHOAL_TRY(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), "create_execution_plans");
     SHOAL_TRY(g->check_support(), "check_support");
     SHOAL_TRY(g->build_plans(fe::BuildPlanPolicy_t::HEURISTICS_CHOICE), "build_plans");
+    std::vector<fe::BehaviorNote_t> chosen;
+    if (g->get_behavior_notes(chosen).is_good() && compiles_at_run_time(chosen)) g_rtc_plans++;
     int64_t ws = 0;
     SHOAL_TRY(g->get_workspace_size(ws), "get_workspace_size");
     *workspace = ws;
     *out = new ShoalPlan{std::move(g), n_uids};
     return 0;
+}
+
+// SHOAL_CUDNN_DYNAMIC=1: graphs are built with dynamic shapes and share one kernel cache per
+// handle, so an engine that compiles its kernels at run time compiles once for every shape it
+// can serve instead of once per shape (the first image on a fresh machine).
+bool dynamic_shapes() {
+    static const bool on = [] {
+        const char *e = std::getenv("SHOAL_CUDNN_DYNAMIC");
+        return e != nullptr && e[0] == '1';
+    }();
+    return on;
+}
+
+std::shared_ptr<fe::KernelCache> kernel_cache(void *handle) {
+    static std::mutex mu;
+    static std::unordered_map<void *, std::shared_ptr<fe::KernelCache>> caches;
+    std::lock_guard<std::mutex> lock(mu);
+    auto &c = caches[handle];
+    if (!c) c = std::make_shared<fe::KernelCache>();
+    return c;
+}
+
+std::shared_ptr<fe::graph::Graph> new_graph(void *handle, bool dynamic) {
+    auto g = std::make_shared<fe::graph::Graph>();
+    if (dynamic) g->set_dynamic_shape_enabled(true).set_kernel_cache(kernel_cache(handle));
+    return g;
+}
+
+// Builds the plan of `make(true)` (dynamic shapes, shared kernel cache) when that is on, and
+// of `make(false)` when it is off or that graph cannot be built.
+template <typename Make>
+int finish_any(Make make, cudnnHandle_t handle, int n_uids, ShoalPlan **out, int64_t *workspace, char *err,
+               size_t err_len) {
+    if (dynamic_shapes() && finish(make(true), handle, n_uids, out, workspace, err, err_len) == 0) return 0;
+    return finish(make(false), handle, n_uids, out, workspace, err, err_len);
 }
 
 }  // namespace
@@ -111,6 +160,8 @@ int shoal_cudnn_handle_create(void **handle, void *stream, char *err, size_t err
     }
 }
 
+int shoal_cudnn_rtc_plans(void) { return g_rtc_plans.load(); }
+
 size_t shoal_cudnn_version(void) {
     try {
         std::string why;
@@ -129,37 +180,40 @@ int shoal_cudnn_conv_build(void *handle, int dtype, int64_t n, int64_t c, int64_
                            int64_t r, int64_t s, int64_t pad, int64_t stride, int nhwc, int has_bias,
                            int has_residual, ShoalPlan **out, int64_t *workspace, char *err, size_t err_len) {
     try {
-        auto g = std::make_shared<fe::graph::Graph>();
-        g->set_io_data_type(io_type(dtype))
-            .set_intermediate_data_type(fe::DataType_t::FLOAT)
-            .set_compute_data_type(fe::DataType_t::FLOAT);
-        auto strides = [nhwc](int64_t, int64_t c_, int64_t h_, int64_t w_) -> std::vector<int64_t> {
-            if (nhwc) return {c_ * h_ * w_, 1, w_ * c_, c_};
-            return {c_ * h_ * w_, h_ * w_, w_, 1};
+        auto make = [&](bool dynamic) {
+            auto g = new_graph(handle, dynamic);
+            g->set_io_data_type(io_type(dtype))
+                .set_intermediate_data_type(fe::DataType_t::FLOAT)
+                .set_compute_data_type(fe::DataType_t::FLOAT);
+            auto strides = [nhwc](int64_t, int64_t c_, int64_t h_, int64_t w_) -> std::vector<int64_t> {
+                if (nhwc) return {c_ * h_ * w_, 1, w_ * c_, c_};
+                return {c_ * h_ * w_, h_ * w_, w_, 1};
+            };
+            auto X = g->tensor(fe::graph::Tensor_attributes().set_name("x").set_uid(1).set_dim({n, c, h, w}).set_stride(
+                strides(n, c, h, w)));
+            auto W = g->tensor(fe::graph::Tensor_attributes().set_name("w").set_uid(2).set_dim({k, c, r, s}).set_stride(
+                strides(k, c, r, s)));
+            auto opts = fe::graph::Conv_fprop_attributes()
+                            .set_padding({pad, pad})
+                            .set_stride({stride, stride})
+                            .set_dilation({1, 1});
+            auto Y = g->conv_fprop(X, W, opts);
+            int64_t ho = (h + 2 * pad - r) / stride + 1;
+            int64_t wo = (w + 2 * pad - s) / stride + 1;
+            if (has_bias) {
+                auto B = g->tensor(
+                    fe::graph::Tensor_attributes().set_name("b").set_uid(3).set_dim({1, k, 1, 1}).set_stride({k, 1, k, k}));
+                Y = g->pointwise(Y, B, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+            }
+            if (has_residual) {
+                auto Z = g->tensor(fe::graph::Tensor_attributes().set_name("z").set_uid(5).set_dim({n, k, ho, wo}).set_stride(
+                    strides(n, k, ho, wo)));
+                Y = g->pointwise(Y, Z, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+            }
+            Y->set_output(true).set_uid(4).set_dim({n, k, ho, wo}).set_stride(strides(n, k, ho, wo));
+            return g;
         };
-        auto X = g->tensor(fe::graph::Tensor_attributes().set_name("x").set_uid(1).set_dim({n, c, h, w}).set_stride(
-            strides(n, c, h, w)));
-        auto W = g->tensor(fe::graph::Tensor_attributes().set_name("w").set_uid(2).set_dim({k, c, r, s}).set_stride(
-            strides(k, c, r, s)));
-        auto opts = fe::graph::Conv_fprop_attributes()
-                        .set_padding({pad, pad})
-                        .set_stride({stride, stride})
-                        .set_dilation({1, 1});
-        auto Y = g->conv_fprop(X, W, opts);
-        int64_t ho = (h + 2 * pad - r) / stride + 1;
-        int64_t wo = (w + 2 * pad - s) / stride + 1;
-        if (has_bias) {
-            auto B = g->tensor(
-                fe::graph::Tensor_attributes().set_name("b").set_uid(3).set_dim({1, k, 1, 1}).set_stride({k, 1, k, k}));
-            Y = g->pointwise(Y, B, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
-        }
-        if (has_residual) {
-            auto Z = g->tensor(fe::graph::Tensor_attributes().set_name("z").set_uid(5).set_dim({n, k, ho, wo}).set_stride(
-                strides(n, k, ho, wo)));
-            Y = g->pointwise(Y, Z, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
-        }
-        Y->set_output(true).set_uid(4).set_dim({n, k, ho, wo}).set_stride(strides(n, k, ho, wo));
-        return finish(g, static_cast<cudnnHandle_t>(handle), 5, out, workspace, err, err_len);
+        return finish_any(make, static_cast<cudnnHandle_t>(handle), 5, out, workspace, err, err_len);
     } catch (const std::exception &e) {
         put_err(err, err_len, e.what());
         return 1;
@@ -175,22 +229,25 @@ int shoal_cudnn_sdpa_build(void *handle, int dtype, int64_t b, int64_t heads, in
                            const int64_t *o_stride, float scale, int causal, ShoalPlan **out, int64_t *workspace,
                            char *err, size_t err_len) {
     try {
-        auto g = std::make_shared<fe::graph::Graph>();
-        g->set_io_data_type(io_type(dtype))
-            .set_intermediate_data_type(fe::DataType_t::FLOAT)
-            .set_compute_data_type(fe::DataType_t::FLOAT);
-        auto vec = [](const int64_t *p) { return std::vector<int64_t>(p, p + 4); };
-        auto Q = g->tensor(
-            fe::graph::Tensor_attributes().set_name("q").set_uid(1).set_dim({b, heads, sq, d}).set_stride(vec(q_stride)));
-        auto K = g->tensor(fe::graph::Tensor_attributes().set_name("k").set_uid(2).set_dim({b, heads, skv, d}).set_stride(
-            vec(k_stride)));
-        auto V = g->tensor(fe::graph::Tensor_attributes().set_name("v").set_uid(3).set_dim({b, heads, skv, d}).set_stride(
-            vec(v_stride)));
-        auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(false).set_attn_scale(scale);
-        if (causal) opts.set_causal_mask(true);
-        auto outs = g->sdpa(Q, K, V, opts);
-        outs[0]->set_output(true).set_uid(4).set_dim({b, heads, sq, d}).set_stride(vec(o_stride));
-        return finish(g, static_cast<cudnnHandle_t>(handle), 4, out, workspace, err, err_len);
+        auto make = [&](bool dynamic) {
+            auto g = new_graph(handle, dynamic);
+            g->set_io_data_type(io_type(dtype))
+                .set_intermediate_data_type(fe::DataType_t::FLOAT)
+                .set_compute_data_type(fe::DataType_t::FLOAT);
+            auto vec = [](const int64_t *p) { return std::vector<int64_t>(p, p + 4); };
+            auto Q = g->tensor(
+                fe::graph::Tensor_attributes().set_name("q").set_uid(1).set_dim({b, heads, sq, d}).set_stride(vec(q_stride)));
+            auto K = g->tensor(fe::graph::Tensor_attributes().set_name("k").set_uid(2).set_dim({b, heads, skv, d}).set_stride(
+                vec(k_stride)));
+            auto V = g->tensor(fe::graph::Tensor_attributes().set_name("v").set_uid(3).set_dim({b, heads, skv, d}).set_stride(
+                vec(v_stride)));
+            auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(false).set_attn_scale(scale);
+            if (causal) opts.set_causal_mask(true);
+            auto outs = g->sdpa(Q, K, V, opts);
+            outs[0]->set_output(true).set_uid(4).set_dim({b, heads, sq, d}).set_stride(vec(o_stride));
+            return g;
+        };
+        return finish_any(make, static_cast<cudnnHandle_t>(handle), 4, out, workspace, err, err_len);
     } catch (const std::exception &e) {
         put_err(err, err_len, e.what());
         return 1;

@@ -15,7 +15,7 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "shoal_fused";
 const THREADS: u32 = 256;
 
@@ -597,6 +597,340 @@ impl CustomOp2 for GegluOp {
             DType::BF16 => self.typed::<bf16>("bf16", hs, hl, bs, bl),
             DType::F32 => self.typed::<f32>("f32", hs, hl, bs, bl),
             d => candle_core::bail!("fused GEGLU: dtype {d:?}"),
+        }
+    }
+}
+
+/// LayerNorm over the last dimension in one pass (a warp per row, the row in
+/// registers): `gb` packs gamma then beta (`(2·cols,)`). With `residual`, the norm
+/// is of `s = x + residual` (rounded to the dtype as a separate add would be) and
+/// `s` is returned too: `(Some(s), y)`, the pre-norm residual stream of a
+/// transformer block. Statistics in f32 with the centred variance.
+pub fn layer_norm(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gb: &Tensor,
+    eps: f32,
+) -> Result<(Option<Tensor>, Tensor)> {
+    const OP: &str = "layer_norm";
+    check_cuda(OP, x)?;
+    suffix(OP, x.dtype())?;
+    let dims = x.dims().to_vec();
+    let cols = dims.last().copied().unwrap_or(0);
+    let n = 16 / x.dtype().size_in_bytes();
+    let ok_res = residual.is_none_or(|r| r.dims() == x.dims() && r.dtype() == x.dtype());
+    let vectors = cols / n.max(1);
+    if cols == 0 || !cols.is_multiple_of(n) || vectors > 32 * 16 || !ok_res {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!(
+                "{:?} {dims:?} (last dim a multiple of {n}, at most {}){}",
+                x.dtype(),
+                32 * 16 * n,
+                if ok_res {
+                    ""
+                } else {
+                    ", residual of another shape or dtype"
+                }
+            ),
+        });
+    }
+    if gb.dims() != [2 * cols] || gb.dtype() != x.dtype() {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("gamma+beta {:?} {:?} for {cols} columns", gb.dtype(), gb.dims()),
+        });
+    }
+    let x = x.contiguous()?;
+    let r = match residual {
+        Some(r) => r.contiguous()?,
+        None => x.clone(),
+    };
+    let gb = gb.contiguous()?;
+    if !(starts_aligned(&x) && starts_aligned(&r) && starts_aligned(&gb)) {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: "input not 16-byte aligned".into(),
+        });
+    }
+    let op = LayerNormOp {
+        residual: residual.is_some(),
+        eps,
+    };
+    let out = x.apply_op3_no_bwd(&r, &gb, &op)?;
+    let rows = x.elem_count() / cols;
+    if residual.is_some() {
+        let s = out.narrow(0, 0, rows)?.reshape(dims.as_slice())?;
+        let y = out.narrow(0, rows, rows)?.reshape(dims.as_slice())?;
+        Ok((Some(s), y))
+    } else {
+        Ok((None, out.reshape(dims.as_slice())?))
+    }
+}
+
+struct LayerNormOp {
+    residual: bool,
+    eps: f32,
+}
+
+impl LayerNormOp {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        rs: &CudaStorage,
+        rl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &xs.device;
+        let x = slice::<T>(xs, xl, "input")?;
+        let r = slice::<T>(rs, rl, "residual")?;
+        let gb = slice::<T>(gs, gl, "gamma+beta")?;
+        let cols = gb.len() / 2;
+        let rows = x.len() / cols.max(1);
+        let vectors = cols / (16 / std::mem::size_of::<T>());
+        let maxv = [2usize, 4, 8, 16]
+            .into_iter()
+            .find(|m| vectors <= 32 * m)
+            .ok_or_else(|| candle_core::Error::Msg(format!("layer_norm: {cols} columns")))?;
+        let parts = if self.residual { 2 } else { 1 };
+        // SAFETY: every output element is written by the kernel (s and y, or y).
+        let mut out = unsafe { dev.alloc::<T>(parts * rows * cols) }?;
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("layer_norm_{sfx}_{maxv}"), MODULE, PTX)?;
+        let (r64, c32) = (rows as u64, cols as u32);
+        let null = 0u64;
+        let warps = THREADS / 32;
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(warps as usize).max(1) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        if self.residual {
+            let (mut s, mut y) = out.split_at_mut(rows * cols);
+            let mut l = stream.launch_builder(&f);
+            l.arg(&x).arg(&r).arg(&gb).arg(&mut s).arg(&mut y);
+            l.arg(&r64).arg(&c32).arg(&self.eps);
+            // SAFETY: the argument list matches the kernel's signature.
+            unsafe { l.launch(cfg) }.w()?;
+        } else {
+            let mut l = stream.launch_builder(&f);
+            l.arg(&x).arg(&null).arg(&gb).arg(&null).arg(&mut out);
+            l.arg(&r64).arg(&c32).arg(&self.eps);
+            // SAFETY: the argument list matches the kernel's signature (null r and sum).
+            unsafe { l.launch(cfg) }.w()?;
+        }
+        let shape = if self.residual {
+            Shape::from((2 * rows, cols))
+        } else {
+            Shape::from((rows, cols))
+        };
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "shoal-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused LayerNorm needs CUDA tensors")
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        rs: &CudaStorage,
+        rl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        match xs.dtype() {
+            DType::F16 => self.typed::<f16>("f16", xs, xl, rs, rl, gs, gl),
+            DType::BF16 => self.typed::<bf16>("bf16", xs, xl, rs, rl, gs, gl),
+            DType::F32 => self.typed::<f32>("f32", xs, xl, rs, rl, gs, gl),
+            d => candle_core::bail!("fused LayerNorm: dtype {d:?}"),
+        }
+    }
+}
+
+/// A 1-D launch over `total` items, 256 threads a block, grid-stride beyond 2^20 blocks.
+fn flat_grid(total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (total.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Checks a channels-last `(n, h, w, c)` tensor for the copy kernels: CUDA, a kernel
+/// dtype, `c` a multiple of the 16-byte vector, 16-byte aligned. Returns the dims.
+fn nhwc_dims(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    check_cuda(op, x)?;
+    suffix(op, x.dtype())?;
+    let n = 16 / x.dtype().size_in_bytes();
+    match *x.dims() {
+        [b, h, w, c] if c.is_multiple_of(n) && c > 0 && starts_aligned(x) => Ok((b, h, w, c)),
+        _ => Err(Error::Unsupported {
+            op,
+            why: format!(
+                "{:?} {:?} (needs (n, h, w, c) with c a multiple of {n}, 16-byte aligned)",
+                x.dtype(),
+                x.dims()
+            ),
+        }),
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of channels-last `(n, h, w, c)` → `(n, 2h, 2w, c)`:
+/// each input vector read once and written to its four pixels.
+pub fn upsample2x_nhwc(x: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = nhwc_dims("upsample2x_nhwc", x)?;
+    let x = x.contiguous()?;
+    Ok(x.apply_op1_no_bwd(&Upsample2x { n, h, w, c })?)
+}
+
+struct Upsample2x {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+impl Upsample2x {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &xs.device;
+        let x = slice::<T>(xs, xl, "input")?;
+        let cv = self.c / (16 / std::mem::size_of::<T>());
+        // SAFETY: every output element is written by the kernel (four per input vector).
+        let mut out = unsafe { dev.alloc::<T>(4 * x.len()) }?;
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("upsample2x_nhwc_{sfx}"), MODULE, PTX)?;
+        let mut l = stream.launch_builder(&f);
+        let (n, h, w, cv64) = (self.n as u64, self.h as u64, self.w as u64, cv as u64);
+        l.arg(&x).arg(&mut out).arg(&n).arg(&h).arg(&w).arg(&cv64);
+        // SAFETY: the argument list matches the kernel's signature.
+        unsafe { l.launch(flat_grid(self.n * self.h * self.w * cv)) }.w()?;
+        let shape = Shape::from((self.n, 2 * self.h, 2 * self.w, self.c));
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+    }
+}
+
+impl candle_core::CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "shoal-upsample2x-nhwc"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused upsample needs CUDA tensors")
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        match xs.dtype() {
+            DType::F16 => self.typed::<f16>("f16", xs, xl),
+            DType::BF16 => self.typed::<bf16>("bf16", xs, xl),
+            DType::F32 => self.typed::<f32>("f32", xs, xl),
+            d => candle_core::bail!("fused upsample: dtype {d:?}"),
+        }
+    }
+}
+
+/// Channels-last concatenation along the channels: `(n, h, w, ca)` and `(n, h, w, cb)`
+/// → `(n, h, w, ca + cb)`, one pass (the UNet's skip connections).
+pub fn cat_channels_nhwc(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "cat_nhwc";
+    let (n, h, w, ca) = nhwc_dims(OP, a)?;
+    let (n2, h2, w2, cb) = nhwc_dims(OP, b)?;
+    if (n, h, w) != (n2, h2, w2) || a.dtype() != b.dtype() {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!("{:?} {:?} with {:?} {:?}", a.dtype(), a.dims(), b.dtype(), b.dims()),
+        });
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    Ok(a.apply_op2_no_bwd(&b, &CatNhwc { pixels: n * h * w, ca, cb, dims: (n, h, w) })?)
+}
+
+struct CatNhwc {
+    pixels: usize,
+    ca: usize,
+    cb: usize,
+    dims: (usize, usize, usize),
+}
+
+impl CatNhwc {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        as_: &CudaStorage,
+        al: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &as_.device;
+        let a = slice::<T>(as_, al, "first input")?;
+        let b = slice::<T>(bs, bl, "second input")?;
+        let n = 16 / std::mem::size_of::<T>();
+        let (av, bv) = (self.ca / n, self.cb / n);
+        // SAFETY: every output element is written by the kernel.
+        let mut out = unsafe { dev.alloc::<T>(a.len() + b.len()) }?;
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("cat_nhwc_{sfx}"), MODULE, PTX)?;
+        let mut l = stream.launch_builder(&f);
+        let (p, av64, bv64) = (self.pixels as u64, av as u64, bv as u64);
+        l.arg(&a).arg(&b).arg(&mut out).arg(&p).arg(&av64).arg(&bv64);
+        // SAFETY: the argument list matches the kernel's signature.
+        unsafe { l.launch(flat_grid(self.pixels * (av + bv))) }.w()?;
+        let (bn, h, w) = self.dims;
+        let shape = Shape::from((bn, h, w, self.ca + self.cb));
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape))
+    }
+}
+
+impl CustomOp2 for CatNhwc {
+    fn name(&self) -> &'static str {
+        "shoal-cat-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused concatenation needs CUDA tensors")
+    }
+
+    fn cuda_fwd(
+        &self,
+        as_: &CudaStorage,
+        al: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        match as_.dtype() {
+            DType::F16 => self.typed::<f16>("f16", as_, al, bs, bl),
+            DType::BF16 => self.typed::<bf16>("bf16", as_, al, bs, bl),
+            DType::F32 => self.typed::<f32>("f32", as_, al, bs, bl),
+            d => candle_core::bail!("fused concatenation: dtype {d:?}"),
         }
     }
 }

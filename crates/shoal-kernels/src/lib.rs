@@ -9,6 +9,9 @@
 //! - `fused`: GroupNorm (+SiLU), bias adds and bias + GEGLU as single kernels
 //!   (`csrc/fused.cu`, PTX from nvcc at build time).
 //!
+//! - `sass`: every kernel module (candle's and the fused ones) embedded as SASS
+//!   compiled at build time, handed to a patched candle-core ([`sass`]).
+//!
 //! Without features this crate holds only the pure parts (shape arithmetic,
 //! the fallback report), so the CPU build compiles no C++.
 //!
@@ -24,6 +27,8 @@ mod shape;
 pub mod cudnn;
 #[cfg(feature = "fused")]
 pub mod fused;
+#[cfg(feature = "sass")]
+pub mod sass;
 
 pub use error::{Error, Result};
 pub use report::{Fallback, fallbacks, note_fallback};

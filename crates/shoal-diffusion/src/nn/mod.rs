@@ -21,7 +21,7 @@ pub use attention::{AttentionOpts, attention};
 pub use conv::{Conv2d, conv2d, conv2d_in};
 pub use elementwise::{add_per_channel, upsample_nearest};
 pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
-pub use norm::{GroupNorm, group_norm, group_norm_in};
+pub use norm::{GroupNorm, LayerNorm, group_norm, group_norm_in, layer_norm};
 
 use candle_core::{DType, Device, Tensor};
 

@@ -124,3 +124,83 @@ impl Module for GroupNorm {
         self.run(x, false)
     }
 }
+
+/// A LayerNorm over the last dimension (`nn.LayerNorm`, affine): candle-nn's on the
+/// plain path, one fused kernel on the fast path, which can also take the residual
+/// add that comes before it ([`LayerNorm::forward_add`]).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    plain: candle_nn::LayerNorm,
+    /// gamma then beta, `(2·dim,)`, for the fused kernel.
+    #[cfg_attr(
+        not(feature = "fused"),
+        allow(dead_code, reason = "read by the fused kernel only")
+    )]
+    gb: Tensor,
+    eps: f64,
+    kernels: Kernels,
+}
+
+/// Loads `weight` and `bias` under `vb`: a LayerNorm over `dim` features.
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<LayerNorm> {
+    let kernels = Kernels::for_weights(vb.device(), vb.dtype());
+    let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.))?;
+    let gb = Tensor::cat(&[&weight, &bias], 0)?;
+    Ok(LayerNorm {
+        plain: candle_nn::LayerNorm::new(weight, bias, eps),
+        gb,
+        eps,
+        kernels,
+    })
+}
+
+impl LayerNorm {
+    /// `(a + b, layer_norm(a + b))`: the residual stream and its norm, one kernel on
+    /// the fast path (the sum rounded to the dtype as the plain add stores it).
+    pub fn forward_add(&self, a: &Tensor, b: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        super::profile::scope("add + layer_norm", a.device(), || {
+            #[cfg(feature = "fused")]
+            if let Some((s, y)) = self.fused(a, Some(b))? {
+                return Ok((s.unwrap_or_else(|| a.clone()), y));
+            }
+            let s = (a + b)?;
+            let y = self.plain.forward(&s)?;
+            Ok((s, y))
+        })
+    }
+
+    /// The fused kernel's `(sum, norm)`, or `None` when it does not cover the input
+    /// (counted as a fallback).
+    #[cfg(feature = "fused")]
+    fn fused(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> candle_core::Result<Option<(Option<Tensor>, Tensor)>> {
+        if self.kernels != Kernels::Fast {
+            return Ok(None);
+        }
+        match shoal_kernels::fused::layer_norm(x, residual, &self.gb, self.eps as f32) {
+            Ok(r) => Ok(Some(r)),
+            Err(shoal_kernels::Error::Unsupported { why, .. }) => {
+                super::fell_back(|| format!("layer_norm {:?} {:?}", x.dtype(), x.dims()), &why);
+                Ok(None)
+            }
+            Err(e) => Err(candle_core::Error::Msg(e.to_string())),
+        }
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        super::profile::scope("layer_norm", x.device(), || {
+            #[cfg(feature = "fused")]
+            if let Some((_, y)) = self.fused(x, None)? {
+                return Ok(y);
+            }
+            let _ = (self.eps, self.kernels);
+            self.plain.forward(x)
+        })
+    }
+}

@@ -306,7 +306,9 @@ impl UNet {
                         .skips
                         .pop()
                         .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
-                    let cat = Tensor::cat(&[&c.x, &skip], self.layout.channel_dim())?;
+                    let cat = nn::profile::scope("skip concat", skip.device(), || {
+                        Tensor::cat(&[&c.x, &skip], self.layout.channel_dim())
+                    })?;
                     c.x = r.forward(&cat, &emb)?;
                     if let Some(a) = lvl.attns.get(j) {
                         c.x = a.forward(&c.x, &c.ctx)?;
@@ -323,7 +325,10 @@ impl UNet {
                         }
                         None => (h * 2, w * 2),
                     };
-                    c.x = u.forward(&nn::upsample_nearest(&c.x, h, w, self.layout)?)?;
+                    let up = nn::profile::scope("upsample", c.x.device(), || {
+                        nn::upsample_nearest(&c.x, h, w, self.layout)
+                    })?;
+                    c.x = u.forward(&up)?;
                 }
             }
             Stage::Tail => {

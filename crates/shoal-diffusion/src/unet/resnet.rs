@@ -52,7 +52,9 @@ impl Resnet {
 
     pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let t = self.temb.forward(&temb.silu()?)?;
+        let t = nn::profile::scope("time embedding projection", temb.device(), || {
+            self.temb.forward(&temb.silu()?)
+        })?;
         let h = nn::add_per_channel(h, &t, self.kernels, self.layout)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,

@@ -2,10 +2,10 @@
 //! `models/attention_processor.py`, `models/transformers/transformer_2d.py`).
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::config::{BlockSpec, UNetConfig};
-use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Layout, Linear};
+use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, LayerNorm, Layout, Linear};
 
 use super::{CResult, conv};
 
@@ -110,11 +110,11 @@ impl TransformerBlock {
     pub(super) fn new(vb: VarBuilder, dim: usize, ctx: usize, heads: usize, upcast: bool) -> CResult<Self> {
         let inner = dim * 4;
         Ok(TransformerBlock {
-            norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            norm1: nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
             attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast, true)?,
-            norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            norm2: nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads, upcast, false)?,
-            norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            norm3: nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff_in: nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
             ff_out: nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
         })
@@ -123,18 +123,14 @@ impl TransformerBlock {
     pub(super) fn forward(&self, x: &Tensor, ctx: &Tensor) -> CResult<Tensor> {
         use nn::profile::scope;
         let dev = x.device();
-        let x = (self
-            .attn1
-            .forward(&scope("layer_norm", dev, || self.norm1.forward(x))?, None)?
-            + x)?;
-        let x = (self
-            .attn2
-            .forward(&scope("layer_norm", dev, || self.norm2.forward(&x))?, Some(ctx))?
-            + &x)?;
-        let n3 = scope("layer_norm", dev, || self.norm3.forward(&x))?;
+        // Each residual add and the norm after it are one step (one kernel on the fast path).
+        let a1 = self.attn1.forward(&self.norm1.forward(x)?, None)?;
+        let (x, n2) = self.norm2.forward_add(&a1, x)?;
+        let a2 = self.attn2.forward(&n2, Some(ctx))?;
+        let (x, n3) = self.norm3.forward_add(&a2, &x)?;
         let h = scope("ff linear + geglu", dev, || self.ff_in.forward_geglu(&n3))?;
         let h = scope("ff linear", dev, || self.ff_out.forward(&h))?;
-        h + x
+        scope("residual add", dev, || h + x)
     }
 }
 

@@ -40,6 +40,7 @@ unsafe extern "C" {
         len: usize,
     ) -> c_int;
     fn shoal_cudnn_version() -> usize;
+    fn shoal_cudnn_rtc_plans() -> c_int;
     #[allow(clippy::too_many_arguments)]
     fn shoal_cudnn_conv_build(
         handle: *mut c_void,
@@ -95,6 +96,43 @@ unsafe extern "C" {
 pub fn version() -> usize {
     // SAFETY: takes no arguments; the shim catches every C++ exception.
     unsafe { shoal_cudnn_version() }
+}
+
+/// Time spent building plans (cuDNN's heuristics, and the run-time compilation of
+/// the engines that need it), per op, since the start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildStats {
+    /// (op, plans built, seconds), in first-built order.
+    pub per_op: Vec<(&'static str, usize, f64)>,
+    /// Seconds spent creating cuDNN handles (loading the library included).
+    pub handle_s: f64,
+    /// Plans whose engine compiles its kernels at run time.
+    pub runtime_compiled: usize,
+}
+
+static BUILD: Mutex<BuildStats> = Mutex::new(BuildStats {
+    per_op: Vec::new(),
+    handle_s: 0.0,
+    runtime_compiled: 0,
+});
+
+/// Where plan building went so far (`shoal bench`, `generate -v`).
+pub fn build_stats() -> BuildStats {
+    let mut s = BUILD.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // SAFETY: takes no arguments, reads an atomic counter.
+    s.runtime_compiled = usize::try_from(unsafe { shoal_cudnn_rtc_plans() }).unwrap_or(0);
+    s
+}
+
+fn note_build(op: &'static str, seconds: f64) {
+    let mut s = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    match s.per_op.iter_mut().find(|(o, _, _)| *o == op) {
+        Some(e) => {
+            e.1 += 1;
+            e.2 += seconds;
+        }
+        None => s.per_op.push((op, 1, seconds)),
+    }
 }
 
 /// What a plan computes; the cache key.
@@ -190,6 +228,7 @@ fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>)
                 op,
                 message: format!("binding the CUDA context: {e:?}"),
             })?;
+            let t0 = std::time::Instant::now();
             let mut handle = std::ptr::null_mut();
             let mut err = [0 as c_char; 1024];
             // SAFETY: `handle` is a valid out-pointer, `err` a buffer of the length passed;
@@ -202,6 +241,7 @@ fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>)
                     err.len(),
                 )
             };
+            BUILD.lock().unwrap_or_else(|p| p.into_inner()).handle_s += t0.elapsed().as_secs_f64();
             if rc != 0 {
                 return Err(Error::Unsupported {
                     op,
@@ -219,7 +259,9 @@ fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>)
         let mut plan = std::ptr::null_mut();
         let mut ws = 0i64;
         let mut err = [0 as c_char; 1024];
+        let t0 = std::time::Instant::now();
         let rc = build(state.handle, &mut plan, &mut ws, err.as_mut_ptr(), err.len());
+        note_build(op, t0.elapsed().as_secs_f64());
         let entry = if rc == 0 && !plan.is_null() {
             Entry::Plan {
                 plan,
