@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Third call of session 5 (issue 11): cuDNN with dynamic shapes and a shared kernel cache
+# Third call of session 5 (issue 11) — as it ran; SHOAL_CUDNN_DYNAMIC was removed after it (slower,
+# and NaN latents in generate). It tried cuDNN with dynamic shapes and a shared kernel cache
 # (SHOAL_CUDNN_DYNAMIC=1) against the default, for the first image on an empty driver cache and
 # in the steady state; the channels-last upsample and concatenation kernels checked and timed;
 # steady state beside eager diffusers; the event profile; image checks.

@@ -116,6 +116,10 @@ const VAE_NORMS: &[(usize, usize)] = &[
     (128, 512),
 ];
 
+/// The UNet's up path, channels-last: side, channels, and the skip's channels
+/// concatenated to them (the upsample doubles `side` × `channels`).
+const COPIES: &[(usize, usize, usize)] = &[(8, 1280, 1280), (16, 1280, 640), (32, 640, 320), (64, 320, 320)];
+
 /// The transformer blocks' LayerNorms: tokens, features (SD 1.5 levels 0–2).
 const LAYER_NORMS: &[(usize, usize)] = &[(4096, 320), (1024, 640), (256, 1280)];
 
@@ -183,6 +187,13 @@ pub fn run(b: OpsBench) -> Result<()> {
     for (n, c) in norms {
         if want("group_norm") {
             failures += norm_case(&device, dtype, n, *c, b.iters)?;
+        }
+    }
+    for &n in &batches {
+        for &(side, c, c2) in COPIES {
+            if want("nhwc copies") {
+                failures += copy_case(&device, dtype, n, side, c, c2, b.iters)?;
+            }
         }
     }
     for &n in &batches {
@@ -514,6 +525,54 @@ fn norm_case(
             &reference,
             &mut || plain_of(&xl, &wl, &bl),
             &mut || Ok(gn.forward_silu(&xn)?.permute((0, 3, 1, 2))?),
+        )?)
+}
+
+/// The channels-last 2× upsample and skip concatenation against candle's copies
+/// (exact: both only move values).
+fn copy_case(
+    device: &Device,
+    dtype: DType,
+    n: usize,
+    side: usize,
+    c: usize,
+    c2: usize,
+    iters: usize,
+) -> Result<usize> {
+    use shoal_diffusion::nn::{Kernels, Layout, cat_channels, upsample_nearest};
+    let x = Tensor::randn(0f32, 1., (n, side, side, c), device)?;
+    let s = Tensor::randn(0f32, 1., (n, side, side, c2), device)?;
+    let (xl, sl) = (x.to_dtype(dtype)?, s.to_dtype(dtype)?);
+    let nhwc = Layout::Nhwc;
+    let up =
+        |x: &Tensor, k: Kernels| -> Result<Tensor> { Ok(upsample_nearest(x, 2 * side, 2 * side, nhwc, k)?) };
+    let bytes = 5.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
+    let fails = compare(
+        device,
+        dtype,
+        iters,
+        "upsample2x nhwc copies",
+        &format!("{n}×{side}²×{c}"),
+        bytes,
+        true,
+        &up(&x, Kernels::Plain)?,
+        &mut || up(&xl, Kernels::Plain),
+        &mut || up(&xl, Kernels::Fast),
+    )?;
+    let cat = |a: &Tensor, b: &Tensor, k: Kernels| -> Result<Tensor> { Ok(cat_channels(a, b, nhwc, k)?) };
+    let bytes = 2.0 * (x.elem_count() + s.elem_count()) as f64 * dtype.size_in_bytes() as f64;
+    Ok(fails
+        + compare(
+            device,
+            dtype,
+            iters,
+            "skip concat nhwc copies",
+            &format!("{n}×{side}²×({c}+{c2})"),
+            bytes,
+            true,
+            &cat(&x, &s, Kernels::Plain)?,
+            &mut || cat(&xl, &sl, Kernels::Plain),
+            &mut || cat(&xl, &sl, Kernels::Fast),
         )?)
 }
 

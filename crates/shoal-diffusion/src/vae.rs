@@ -218,6 +218,8 @@ pub struct Decoder {
     norm_out: GroupNorm,
     conv_out: Conv2d,
     layout: Layout,
+    /// For the steps between the layers (the upsample).
+    kernels: Kernels,
 }
 
 impl Decoder {
@@ -289,6 +291,7 @@ impl Decoder {
             norm_out: nn::group_norm_in(g, first, EPS, d.pp("conv_norm_out"), layout)?,
             conv_out: nn::conv2d_in(d.pp("conv_out"), first, c.out_channels, 3, 1, 1, layout)?,
             layout,
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
         })
     }
 
@@ -315,7 +318,13 @@ impl Decoder {
             }
             if let Some(u) = &lvl.upsample {
                 let (_, _, h, w) = self.layout.dims(&x)?;
-                x = u.forward(&nn::upsample_nearest(&x, h * 2, w * 2, self.layout)?)?;
+                x = u.forward(&nn::upsample_nearest(
+                    &x,
+                    h * 2,
+                    w * 2,
+                    self.layout,
+                    self.kernels,
+                )?)?;
             }
         }
         let y = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
@@ -355,7 +364,10 @@ impl Decoder {
             if let Some(u) = &lvl.upsample {
                 let (_, _, h, w) = self.layout.dims(&x)?;
                 band.total_rows.set(band.total_rows.get() * 2);
-                x = band.conv(u, &nn::upsample_nearest(&x, h * 2, w * 2, self.layout)?)?;
+                x = band.conv(
+                    u,
+                    &nn::upsample_nearest(&x, h * 2, w * 2, self.layout, self.kernels)?,
+                )?;
             }
         }
         let y = band.conv(&self.conv_out, &band.norm(&self.norm_out, &x, true)?)?;

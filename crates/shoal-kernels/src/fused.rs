@@ -861,11 +861,25 @@ pub fn cat_channels_nhwc(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if (n, h, w) != (n2, h2, w2) || a.dtype() != b.dtype() {
         return Err(Error::Unsupported {
             op: OP,
-            why: format!("{:?} {:?} with {:?} {:?}", a.dtype(), a.dims(), b.dtype(), b.dims()),
+            why: format!(
+                "{:?} {:?} with {:?} {:?}",
+                a.dtype(),
+                a.dims(),
+                b.dtype(),
+                b.dims()
+            ),
         });
     }
     let (a, b) = (a.contiguous()?, b.contiguous()?);
-    Ok(a.apply_op2_no_bwd(&b, &CatNhwc { pixels: n * h * w, ca, cb, dims: (n, h, w) })?)
+    Ok(a.apply_op2_no_bwd(
+        &b,
+        &CatNhwc {
+            pixels: n * h * w,
+            ca,
+            cb,
+            dims: (n, h, w),
+        },
+    )?)
 }
 
 struct CatNhwc {

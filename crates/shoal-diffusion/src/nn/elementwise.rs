@@ -38,13 +38,32 @@ pub fn add_per_channel(
 }
 
 /// Nearest-neighbour upsampling of `x` to `(h, w)` (`F.interpolate(mode="nearest")`).
-/// Channels-last doubling is one broadcast copy; other sizes go through NCHW.
-pub fn upsample_nearest(x: &Tensor, h: usize, w: usize, layout: Layout) -> candle_core::Result<Tensor> {
+/// Channels-last doubling is one copy (one kernel on the fast path); other sizes go
+/// through NCHW.
+pub fn upsample_nearest(
+    x: &Tensor,
+    h: usize,
+    w: usize,
+    layout: Layout,
+    kernels: Kernels,
+) -> candle_core::Result<Tensor> {
     match layout {
         Layout::Nchw => x.upsample_nearest2d(h, w),
         Layout::Nhwc => {
             let (n, c, hi, wi) = layout.dims(x)?;
             if h == 2 * hi && w == 2 * wi {
+                #[cfg(feature = "fused")]
+                if kernels == Kernels::Fast {
+                    match shoal_kernels::fused::upsample2x_nhwc(x) {
+                        Ok(y) => return Ok(y),
+                        Err(shoal_kernels::Error::Unsupported { why, .. }) => super::fell_back(
+                            || format!("upsample2x_nhwc {:?} {:?}", x.dtype(), x.dims()),
+                            &why,
+                        ),
+                        Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
+                    }
+                }
+                let _ = kernels;
                 x.reshape((n, hi, 1, wi, 1, c))?
                     .broadcast_as((n, hi, 2, wi, 2, c))?
                     .contiguous()?
@@ -54,4 +73,22 @@ pub fn upsample_nearest(x: &Tensor, h: usize, w: usize, layout: Layout) -> candl
             }
         }
     }
+}
+
+/// `a` and `b` concatenated along the channels (`torch.cat(dim=1)` of a UNet's skip
+/// connection): one copy kernel on the fast path in channels-last.
+pub fn cat_channels(a: &Tensor, b: &Tensor, layout: Layout, kernels: Kernels) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "fused")]
+    if kernels == Kernels::Fast && layout == Layout::Nhwc {
+        match shoal_kernels::fused::cat_channels_nhwc(a, b) {
+            Ok(y) => return Ok(y),
+            Err(shoal_kernels::Error::Unsupported { why, .. }) => super::fell_back(
+                || format!("cat_nhwc {:?} {:?} {:?}", a.dtype(), a.dims(), b.dims()),
+                &why,
+            ),
+            Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
+        }
+    }
+    let _ = kernels;
+    Tensor::cat(&[a, b], layout.channel_dim())
 }

@@ -27,7 +27,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{BlockSpec, UNetConfig};
 use crate::error::{Error, Result};
-use crate::nn::{self, Conv2d, Layout};
+use crate::nn::{self, Conv2d, Kernels, Layout};
 
 use blocks::{Builder, Head, Level, Mid, Tail};
 
@@ -78,6 +78,8 @@ pub struct UNet {
     blocks: Vec<BlockSpec>,
     parts: Parts,
     layout: Layout,
+    /// For the steps between the layers (skip concatenation, upsample).
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for UNet {
@@ -123,6 +125,7 @@ impl UNet {
         layout: Layout,
         held: Option<&[Stage]>,
     ) -> Result<Self> {
+        let kernels = Kernels::for_weights(vb.device(), vb.dtype());
         let b = Builder {
             vb,
             c: config,
@@ -147,6 +150,7 @@ impl UNet {
             blocks: blocks.to_vec(),
             parts,
             layout,
+            kernels,
         })
     }
 
@@ -156,6 +160,7 @@ impl UNet {
     pub fn streamed(vb: VarBuilder<'static>, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
         Ok(UNet {
             layout: Layout::for_weights(vb.device(), vb.dtype()),
+            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
             config: config.clone(),
             blocks: blocks.to_vec(),
             parts: Parts::Streamed(vb),
@@ -307,7 +312,7 @@ impl UNet {
                         .pop()
                         .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
                     let cat = nn::profile::scope("skip concat", skip.device(), || {
-                        Tensor::cat(&[&c.x, &skip], self.layout.channel_dim())
+                        nn::cat_channels(&c.x, &skip, self.layout, self.kernels)
                     })?;
                     c.x = r.forward(&cat, &emb)?;
                     if let Some(a) = lvl.attns.get(j) {
@@ -326,7 +331,7 @@ impl UNet {
                         None => (h * 2, w * 2),
                     };
                     let up = nn::profile::scope("upsample", c.x.device(), || {
-                        nn::upsample_nearest(&c.x, h, w, self.layout)
+                        nn::upsample_nearest(&c.x, h, w, self.layout, self.kernels)
                     })?;
                     c.x = u.forward(&up)?;
                 }
