@@ -661,22 +661,43 @@ fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -
     let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
     let lin = shoal_diffusion::nn::linear(cin, cout, vb)?;
     let flops = 2.0 * (n * tokens * cin * cout) as f64;
-    compare(
-        device,
-        dtype,
-        iters,
-        name,
-        &format!("{n}×{tokens} × {cin} → {cout}"),
-        flops,
-        false,
-        &reference,
-        &mut || plain_of(&xl, &wl, &bl),
-        &mut || {
-            Ok(if geglu {
-                lin.forward_geglu(&xl)?
-            } else {
-                lin.forward(&xl)?
-            })
-        },
-    )
+    let mut fails = 0;
+    if !geglu {
+        // With the residual add after it (the feed-forward output): both sides copy the
+        // residual first, since the fast path accumulates into it.
+        let r = Tensor::randn(0f32, 1., (n, tokens, cout), device)?;
+        let rl = r.to_dtype(dtype)?;
+        let reference = (plain_of(&x, &w, &bias)? + &r)?;
+        fails += compare(
+            device,
+            dtype,
+            iters,
+            &format!("{name} + residual"),
+            &format!("{n}×{tokens} × {cin} → {cout}"),
+            flops,
+            false,
+            &reference,
+            &mut || Ok((plain_of(&xl, &wl, &bl)? + rl.copy()?)?),
+            &mut || Ok(lin.forward_add(&xl, rl.copy()?)?),
+        )?;
+    }
+    Ok(fails
+        + compare(
+            device,
+            dtype,
+            iters,
+            name,
+            &format!("{n}×{tokens} × {cin} → {cout}"),
+            flops,
+            false,
+            &reference,
+            &mut || plain_of(&xl, &wl, &bl),
+            &mut || {
+                Ok(if geglu {
+                    lin.forward_geglu(&xl)?
+                } else {
+                    lin.forward(&xl)?
+                })
+            },
+        )?)
 }

@@ -78,6 +78,24 @@ impl Module for Linear {
 }
 
 impl Linear {
+    /// `x · wᵀ + b + residual`, taking `residual`: on the fast path one GEMM that
+    /// accumulates into `residual`'s buffer (so nothing else may hold it).
+    pub fn forward_add(&self, x: &Tensor, residual: Tensor) -> candle_core::Result<Tensor> {
+        if self.kernels == Kernels::Fast {
+            #[cfg(feature = "fused")]
+            if let Some(b) = self.plain.bias() {
+                match shoal_kernels::fused::linear_add_(&residual, x, self.plain.weight(), b) {
+                    Ok(()) => return Ok(residual),
+                    Err(shoal_kernels::Error::Unsupported { why, .. }) => {
+                        super::fell_back(|| format!("linear_add {:?} {:?}", x.dtype(), x.dims()), &why)
+                    }
+                    Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
+                }
+            }
+        }
+        self.forward(x)? + residual
+    }
+
     /// GEGLU on this projection (`out` = 2·inner): `a · gelu_erf(gate)` where
     /// `(a, gate)` are the two halves of `x · wᵀ + b` (diffusers' `GEGLU`).
     pub fn forward_geglu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
