@@ -233,3 +233,30 @@ fn r13_device_map_messages_without_gpus() {
         );
     }
 }
+
+#[test]
+fn r11_bench_peer_needs_a_gpu_and_one_device() {
+    let (_t, m) = model();
+    for (extra, needle) in [
+        (vec!["--device", "cpu", "--peer", "diffusers"], "--device cuda"),
+        (vec!["--device", "cpu", "--peer", "torch"], "diffusers-compiled"),
+    ] {
+        let mut args = vec![
+            "bench",
+            "sd",
+            "--model",
+            &m,
+            "--steps",
+            "2",
+            "--batches",
+            "1",
+            "--reps",
+            "1",
+        ];
+        args.extend(extra.iter().copied());
+        let (o, _) = run_timed(shoal().args(&args), Duration::from_secs(60));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(t.contains(needle), "{needle}: {t}");
+    }
+}

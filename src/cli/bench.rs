@@ -71,6 +71,13 @@ pub struct SdBench {
     /// Time CPU offload (`model` or `sequential`).
     #[arg(long)]
     offload: Option<String>,
+    /// Also time diffusers on the same folder, size, steps, guidance, dtype and reps in
+    /// this call, and print one table with the ratios: `diffusers` (eager) or
+    /// `diffusers-compiled` (torch.compile on the UNet; its first call holds the
+    /// compilation). Runs the embedded scripts/gpu/peer_sd.py with python3 (or
+    /// SHOAL_PEER_PYTHON), which needs torch with CUDA and diffusers. GPU only.
+    #[arg(long, value_enum)]
+    peer: Option<super::bench_peer::Peer>,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +120,16 @@ fn sd(b: SdBench) -> Result<()> {
         .collect::<Option<_>>()
         .ok_or_else(|| UsageError(format!("invalid --batches {:?}: expected e.g. 1,4,8", b.batches)))?;
     ensure!(b.reps > 0, UsageError("--reps must be at least 1".into()));
+    if b.peer.is_some() {
+        ensure!(
+            device.is_cuda(),
+            UsageError("--peer times diffusers on the GPU: give --device cuda".into())
+        );
+        ensure!(
+            b.device_map.is_none() && b.max_memory.is_none(),
+            UsageError("--peer compares one device or an offload mode, not a device map".into())
+        );
+    }
     let flags = shoal_engine::placement::PlacementFlags {
         device_map: b.device_map.clone(),
         max_memory: b.max_memory.clone(),
@@ -163,6 +180,7 @@ fn sd(b: SdBench) -> Result<()> {
     println!("model load: {load_s:.2} s; time to first image (cold, batch 1): {first_s:.2} s");
     println!("| batch | s/batch | img/s | it/s |");
     println!("| --- | --- | --- | --- |");
+    let mut timed = Vec::new();
     for &n in &batches {
         pipe.generate(&items(n), &params(2), &mut |_, _| {})?; // warm-up
         sync(&device)?;
@@ -173,6 +191,7 @@ fn sd(b: SdBench) -> Result<()> {
         }
         sync(&device)?;
         let dt = t.elapsed().as_secs_f64() / b.reps as f64;
+        timed.push((n, dt));
         println!(
             "| {n} | {dt:.3} | {:.3} | {:.2} |",
             n as f64 / dt,
@@ -202,6 +221,36 @@ fn sd(b: SdBench) -> Result<()> {
             "peak GPU memory over the start (driver view, contexts and caches included): {}",
             peaks.join(", ")
         );
+    }
+    if let Some(peer) = b.peer {
+        let same = super::bench_peer::Same {
+            model: &b.model,
+            steps: b.steps,
+            batches: &batches,
+            height: b.height,
+            width: b.width,
+            guidance: b.guidance,
+            dtype: match dtype {
+                DType::BF16 => "bf16",
+                DType::F32 => "f32",
+                _ => "f16",
+            },
+            reps: b.reps,
+            offload: b.offload.as_deref(),
+        };
+        let run = super::bench_peer::run(peer, &same)?;
+        let name = match peer {
+            super::bench_peer::Peer::Diffusers => "diffusers",
+            super::bench_peer::Peer::DiffusersCompiled => "compiled",
+        };
+        println!("{}", run.header);
+        println!("side by side, this call:");
+        for line in super::bench_peer::table(&timed, &run, name)? {
+            println!("{line}");
+        }
+        if let Some(p) = run.peak_gib {
+            println!("{name} peak GPU memory over its start (total - free, polled): {p:.2} GiB");
+        }
     }
     Ok(())
 }
