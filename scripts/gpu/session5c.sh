@@ -6,23 +6,9 @@
 # steady state beside eager diffusers; the event profile; image checks.
 #   bash scripts/gpu/session5c.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
-source .gpu/device-env.sh
-S=/tmp/shoal
-el() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+source scripts/gpu/common.sh
 t0=$(date +%s.%N); $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
 echo "make-model sd15: $(el "$t0") s"
-P="a red fox in the snow"
-first() {  # $1 label, $2 cache dir, rest: env
-  local label=$1 cache=$2; shift 2
-  local t=$(date +%s.%N)
-  env CUDA_CACHE_PATH="$cache" "$@" $S -v generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda \
-    --dtype f16 --out "/tmp/first-$label" --quiet > "$OUT/first-$label.log" 2>&1
-  local rc=$?
-  echo "first image, $label: $(el "$t") s (rc $rc)"
-  grep -E "identity|kernel modules|cuDNN|generate:|fell back" "$OUT/first-$label.log" | sed 's/^/    /'
-}
 first default-empty-cache /tmp/cc-a
 first dynamic-empty-cache /tmp/cc-b SHOAL_CUDNN_DYNAMIC=1
 first default-warm /tmp/cc-a

@@ -5,10 +5,7 @@
 # image checks; SDXL 1024² batches 1 and 4; sequential offload at 10 steps.
 #   bash scripts/gpu/session5d.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
-source .gpu/device-env.sh
-S=/tmp/shoal
+source scripts/gpu/common.sh
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
 {
@@ -18,7 +15,6 @@ done
 echo "== sd15 shoal"; $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8,16 --reps 3 2>&1 | grep -v "^Warning\|^{"
 echo "== sd15 diffusers eager"; python3 scripts/gpu/peer_sd.py /tmp/sd15 --steps 30 --batches 1,8,16 --reps 3 2>&1 | grep -vi "warn\|deprecat\|Loading"
 echo "== profile"; SHOAL_PROFILE=1 $S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 8 --reps 2 2>&1 | grep -v "^Warning\|^{"
-P="a red fox in the snow"
 SHOAL_PLAIN_KERNELS=1 $S generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda --dtype f32 --out /tmp/img-ref --quiet > /dev/null 2>&1
 for d in f16 bf16; do
   $S generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda --dtype $d --out /tmp/img-$d --quiet > /dev/null 2>&1

@@ -4,10 +4,7 @@
 # call per batch size holds torch.compile's compilation).
 #   bash scripts/gpu/session5f.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
-source .gpu/device-env.sh
-S=/tmp/shoal
+source scripts/gpu/common.sh
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
 {

@@ -1,0 +1,19 @@
+# Sourced by the session scripts of scripts/gpu/: the binary from .gpu/shoal.gz as $S, the run-time
+# environment, $OUT, `el T0` (seconds since T0) and `first LABEL CACHE [ENV...]` (the wall time of a
+# new process to its first image, sd15 in /tmp/sd15, with CUDA_CACHE_PATH=CACHE; its -v log in
+# $OUT/first-LABEL.log, the lines that say where the time went printed under it).
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
+source .gpu/device-env.sh
+S=/tmp/shoal
+P="a red fox in the snow"
+el() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+first() {
+  local label=$1 cache=$2; shift 2
+  local t=$(date +%s.%N)
+  env CUDA_CACHE_PATH="$cache" "$@" $S -v generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda \
+    --dtype f16 --out "/tmp/first-$label" --quiet > "$OUT/first-$label.log" 2>&1
+  local rc=$?
+  echo "first image, $label: $(el "$t") s (rc $rc)"
+  grep -E "loaded|identity|kernel modules|cuDNN|generate:|fell back" "$OUT/first-$label.log" | sed 's/^/    /'
+}
