@@ -457,6 +457,11 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     } else {
         None
     };
+    // Rank 0 hashes the model folder (the job's fingerprint) beside the load.
+    let identity = c.model.as_deref().filter(|_| rank == 0).map(|d| {
+        let user = shoal_jobs::identity::user_cache_path(|k| std::env::var(k).ok());
+        shoal_engine::ModelIdentity::start(d, &c.out, user)
+    });
     // The model loads before the job folder is touched: a bad weight file
     // must not leave a job behind.
     let loading = std::time::Instant::now();
@@ -492,7 +497,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         latents: latents.as_deref(),
         out: &c.out,
         spec: &spec,
-        model_dir: c.model.as_deref(),
+        model: identity.as_ref(),
         resume: c.resume,
         batch_size: c.batch_size,
         dynamic: c.schedule == Schedule::Dynamic,

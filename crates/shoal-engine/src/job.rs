@@ -12,6 +12,7 @@ use shoal_jobs::manifest::{MANIFEST_FILE, append_records};
 use shoal_jobs::{GenParams, JobSpec, Record, WorkItem, file_name};
 
 use crate::error::{Error, Result};
+use crate::identity::ModelIdentity;
 use crate::monitor::{self, FINISHED, Finished, Monitor, Msg, REC};
 use crate::source::{Source, StaticSource, StoreCounter};
 
@@ -25,11 +26,12 @@ pub struct JobConfig<'a> {
     /// The job folder.
     pub out: &'a Path,
     /// The job's fingerprint (its `model` replaced by the folder's content
-    /// identity when `model_dir` is given).
+    /// identity when `model` is given).
     pub spec: &'a JobSpec,
-    /// The model folder, identified by content in the fingerprint
-    /// (`shoal_jobs::identity`; the per-file hashes cached in the job folder).
-    pub model_dir: Option<&'a Path>,
+    /// The model folder's identity by content, for the fingerprint (rank 0's;
+    /// started before the model loads, so that the hash runs beside the load;
+    /// the per-file hashes cached in the job folder).
+    pub model: Option<&'a ModelIdentity>,
     /// Finish an existing job.
     pub resume: bool,
     /// Items per pipeline call.
@@ -80,9 +82,6 @@ impl std::fmt::Debug for dyn Progress + '_ {
         f.write_str("Progress")
     }
 }
-
-/// The per-file hash cache of the model's identity, in the job folder.
-pub const IDENTITY_CACHE: &str = ".model-identity.json";
 
 /// This process in the job.
 #[derive(Debug, Clone, Copy)]
@@ -559,43 +558,14 @@ fn check_finite(latents: &Tensor, chunk: &[&WorkItem]) -> Result<()> {
 fn agree_on_todo(cfg: &JobConfig, r: Ranks) -> Result<(Vec<usize>, Option<shoal_jobs::JobLock>)> {
     let decide = || -> Result<(Vec<usize>, shoal_jobs::JobLock)> {
         let lock = shoal_jobs::lock_job(cfg.out)?;
-        let (spec, cache) = match cfg.model_dir {
-            Some(dir) => {
-                use shoal_jobs::identity::{IdentityCache, folder_identity, user_cache_path};
-                let path = cfg.out.join(IDENTITY_CACHE);
-                let mut cache = IdentityCache::read(&path);
-                let user = user_cache_path(|k| std::env::var(k).ok());
-                let mut shared = user.as_deref().map(IdentityCache::read).unwrap_or_default();
-                cache.absorb(shared.clone());
-                let t = Instant::now();
-                let (id, st) = folder_identity(dir, &mut cache)?;
-                if let Some(u) = &user
-                    && st.hashed_files > 0
-                {
-                    shared.update(cache.only(&st.keys));
-                    // Only a cache: a failure costs a rehash in the next job.
-                    if let Err(e) = shoal_jobs::identity::write_user_cache(u, shared, &st.keys) {
-                        tracing::debug!("{e} (the per-user identity cache is not updated)");
-                    }
-                }
-                let cache = cache.only(&st.keys);
-                let line = format!(
-                    "model identity: hashed {} file(s), {:.2} GB, in {:.1} s ({} unchanged, from the cache)",
-                    st.hashed_files,
-                    st.hashed_bytes as f64 / 1e9,
-                    t.elapsed().as_secs_f64(),
-                    st.cached_files
-                );
-                if st.hashed_bytes > 256 << 20 {
-                    tracing::info!("{line}");
-                } else {
-                    tracing::debug!("{line}");
-                }
+        let (spec, cache) = match cfg.model {
+            Some(m) => {
+                let h = m.wait()?;
                 let spec = JobSpec {
-                    model: id,
+                    model: h.id,
                     ..cfg.spec.clone()
                 };
-                (spec, Some((cache, path)))
+                (spec, Some((h.cache, h.cache_path)))
             }
             None => (cfg.spec.clone(), None),
         };

@@ -15,6 +15,7 @@
 mod bands;
 mod error;
 pub mod files;
+mod identity;
 mod job;
 mod monitor;
 pub mod placement;
@@ -24,6 +25,7 @@ mod source;
 pub use bands::Bands;
 pub use error::{Error, Result};
 pub use files::write_atomic;
+pub use identity::{IDENTITY_CACHE, ModelIdentity};
 pub use job::{JobConfig, Made, Progress, Ranks, Sink, Summary, check_cfg_parallel, run_job};
 pub use ring::Ring;
 pub use source::{Source, StaticSource, StoreCounter};
