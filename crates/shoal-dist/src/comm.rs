@@ -59,6 +59,21 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
     fn send(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()>;
     /// The next tensor `src` sent, on `device`.
     fn recv(&self, pg: &dyn ControlPlane, src: usize, device: &Device) -> Result<Tensor>;
+    /// Sends `t` to `dst`, which takes it with [`Communicator::recv_like`]: the
+    /// receiver knows its shape and dtype, so only the data moves (on NCCL, no
+    /// message through the store).
+    fn send_known(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()> {
+        self.send(pg, t, dst)
+    }
+    /// The next tensor `src` sent with [`Communicator::send_known`], which has
+    /// `like`'s shape and dtype, on `like`'s device. A tensor of another shape
+    /// is an error where the backend can see it (the store always; NCCL in
+    /// debug mode).
+    fn recv_like(&self, pg: &dyn ControlPlane, src: usize, like: &Tensor) -> Result<Tensor> {
+        let t = self.recv(pg, src, like.device())?;
+        check_like(pg, src, t.dims(), &t.dtype().as_str().to_string(), like)?;
+        Ok(t)
+    }
     /// The element-wise reduction of every rank's tensor.
     fn all_reduce(&self, pg: &dyn ControlPlane, t: &Tensor, op: ReduceOp) -> Result<Tensor>;
 }
@@ -122,6 +137,27 @@ impl Communicator for StoreComm {
         }
         Ok(acc)
     }
+}
+
+/// `src` sent a tensor of `dims` and `dtype` where one like `like` was expected.
+pub(crate) fn check_like(
+    pg: &dyn ControlPlane,
+    src: usize,
+    dims: &[usize],
+    dtype: &str,
+    like: &Tensor,
+) -> Result<()> {
+    if dims != like.dims() || dtype != like.dtype().as_str() {
+        return Err(pg.coll_err(
+            "recv",
+            format!(
+                "rank {src} sent {dims:?} {dtype} where {:?} {} was expected",
+                like.dims(),
+                like.dtype().as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A tensor as safetensors bytes (one tensor named `t`).

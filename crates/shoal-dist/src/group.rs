@@ -518,6 +518,21 @@ impl ProcessGroup {
         self.comm.recv(self, src, device)
     }
 
+    /// Sends `t` to `dst`, which knows its shape and dtype and takes it with
+    /// [`ProcessGroup::recv_like`]: on NCCL only the data moves (no message
+    /// through the store), so a per-step exchange never waits on the host.
+    pub fn send_known(&self, t: &Tensor, dst: usize) -> Result<()> {
+        self.check_peer("send", "dst", dst)?;
+        self.comm.send_known(self, t, dst)
+    }
+
+    /// The next tensor `src` sent with [`ProcessGroup::send_known`], of
+    /// `like`'s shape and dtype, on its device.
+    pub fn recv_like(&self, src: usize, like: &Tensor) -> Result<Tensor> {
+        self.check_peer("recv", "src", src)?;
+        self.comm.recv_like(self, src, like)
+    }
+
     /// The element-wise reduction of every rank's tensor.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
         self.comm.all_reduce(self, t, op)

@@ -562,6 +562,32 @@ impl Communicator for NcclComm {
         Ok(self.group.recv(&like, src)?)
     }
 
+    fn send_known(&self, pg: &dyn ControlPlane, t: &Tensor, dst: usize) -> Result<()> {
+        let Some(n) = self.for_tensor(t) else {
+            return StoreComm.send_known(pg, t, dst);
+        };
+        // Only in debug mode does the shape travel, for the receiver to check.
+        if pg.debug() {
+            let meta = serde_json::to_vec(&(t.dims().to_vec(), t.dtype().as_str()))
+                .map_err(|e| Error::Wire(e.to_string()))?;
+            pg.send_bytes(&meta, dst)?;
+        }
+        Ok(n.send(t, dst)?)
+    }
+
+    fn recv_like(&self, pg: &dyn ControlPlane, src: usize, like: &Tensor) -> Result<Tensor> {
+        if !like.device().is_cuda() {
+            return StoreComm.recv_like(pg, src, like);
+        }
+        if pg.debug() {
+            let (dims, dtype): (Vec<usize>, String) = serde_json::from_slice(&pg.recv_bytes(src)?)
+                .map_err(|e| pg.coll_err("recv", format!("malformed shape: {e}")))?;
+            crate::comm::check_like(pg, src, &dims, &dtype, like)?;
+        }
+        let buf = Tensor::zeros(like.dims(), like.dtype(), like.device())?;
+        Ok(self.group.recv(&buf, src)?)
+    }
+
     fn all_reduce(&self, pg: &dyn ControlPlane, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
         let Some(n) = self.for_tensor(t) else {
             return StoreComm.all_reduce(pg, t, op);

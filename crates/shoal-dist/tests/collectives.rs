@@ -78,6 +78,22 @@ fn body(pg: &ProcessGroup, device: &Device) {
                 [(prev + 1) as f32, prev as f32],
                 "{dtype:?} recv from {prev}"
             );
+            // The same ring with the shape known to the receiver (no metadata on NCCL).
+            let like = Tensor::zeros(2, dtype, device).unwrap();
+            let got = if rank % 2 == 0 {
+                pg.send_known(&t, next).unwrap();
+                pg.recv_like(prev, &like).unwrap()
+            } else {
+                let g = pg.recv_like(prev, &like).unwrap();
+                pg.send_known(&t, next).unwrap();
+                g
+            };
+            assert_eq!((got.dims(), got.dtype()), (like.dims(), dtype));
+            assert_eq!(
+                host(&got),
+                [(prev + 1) as f32, prev as f32],
+                "{dtype:?} recv_like from {prev}"
+            );
         }
     }
     // Shapes that disagree are an error naming the ranks, never a wrong answer.
@@ -85,6 +101,20 @@ fn body(pg: &ProcessGroup, device: &Device) {
         let t = Tensor::zeros(rank + 1, DType::F32, device).unwrap();
         let e = pg.all_gather(&t).unwrap_err().to_string();
         assert!(e.contains("rank 0") && e.contains("rank 1"), "{e}");
+        // A tensor of another shape than the receiver expects is an error naming the sender.
+        if rank == 0 {
+            pg.send_known(&Tensor::zeros(3, DType::F32, device).unwrap(), 1)
+                .unwrap();
+        } else if rank == 1 {
+            let e = pg
+                .recv_like(0, &Tensor::zeros(2, DType::F32, device).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("rank 0 sent [3] f32 where [2] f32 was expected"),
+                "{e}"
+            );
+        }
     }
     pg.barrier().unwrap();
 }

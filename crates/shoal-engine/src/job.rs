@@ -151,13 +151,14 @@ impl CfgPartner for Pair<'_> {
         let err =
             |e: shoal_dist::Error| shoal_diffusion::Error::Partner(format!("rank {}: {e}", self.partner));
         match self.half {
+            // Both halves have the same shape: only the data moves (NCCL).
             CfgHalf::Uncond => {
-                self.pg.send(mine, self.partner).map_err(err)?;
-                self.pg.recv(self.partner, mine.device()).map_err(err)
+                self.pg.send_known(mine, self.partner).map_err(err)?;
+                self.pg.recv_like(self.partner, mine).map_err(err)
             }
             CfgHalf::Cond => {
-                let other = self.pg.recv(self.partner, mine.device()).map_err(err)?;
-                self.pg.send(mine, self.partner).map_err(err)?;
+                let other = self.pg.recv_like(self.partner, mine).map_err(err)?;
+                self.pg.send_known(mine, self.partner).map_err(err)?;
                 Ok(other)
             }
         }

@@ -19,6 +19,145 @@ pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx")
 const MODULE: &str = "shoal_fused";
 const THREADS: u32 = 256;
 
+/// `self.typed::<T>(suffix, args…)` for the dtype of the first input: f16, bf16, f32.
+macro_rules! dispatch {
+    ($op:ident, $dtype:expr, $what:literal, $($a:expr),*) => {
+        match $dtype {
+            DType::F16 => $op.typed::<f16>("f16", $($a),*),
+            DType::BF16 => $op.typed::<bf16>("bf16", $($a),*),
+            DType::F32 => $op.typed::<f32>("f32", $($a),*),
+            d => candle_core::bail!("fused {}: dtype {d:?}", $what),
+        }
+    };
+}
+
+/// The candle op impl of a kernel here: its name, a CPU arm that is an error (the
+/// kernels take CUDA tensors only; the callers' plain path covers the CPU) and a CUDA
+/// arm that dispatches on the dtype ([`dispatch`]).
+macro_rules! cuda_only {
+    (CustomOp1 for $ty:ty, $name:literal, $what:literal) => {
+        impl candle_core::CustomOp1 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                candle_core::bail!("the fused {} needs CUDA tensors", $what)
+            }
+            fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+                dispatch!(self, s1.dtype(), $what, s1, l1)
+            }
+        }
+    };
+    (CustomOp2 for $ty:ty, $name:literal, $what:literal) => {
+        impl CustomOp2 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<(CpuStorage, Shape)> {
+                candle_core::bail!("the fused {} needs CUDA tensors", $what)
+            }
+            fn cuda_fwd(
+                &self,
+                s1: &CudaStorage,
+                l1: &Layout,
+                s2: &CudaStorage,
+                l2: &Layout,
+            ) -> candle_core::Result<(CudaStorage, Shape)> {
+                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2)
+            }
+        }
+    };
+    (CustomOp3 for $ty:ty, $name:literal, $what:literal) => {
+        impl CustomOp3 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<(CpuStorage, Shape)> {
+                candle_core::bail!("the fused {} needs CUDA tensors", $what)
+            }
+            fn cuda_fwd(
+                &self,
+                s1: &CudaStorage,
+                l1: &Layout,
+                s2: &CudaStorage,
+                l2: &Layout,
+                s3: &CudaStorage,
+                l3: &Layout,
+            ) -> candle_core::Result<(CudaStorage, Shape)> {
+                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2, s3, l3)
+            }
+        }
+    };
+    (InplaceOp2 for $ty:ty, $name:literal, $what:literal) => {
+        impl InplaceOp2 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(
+                &self,
+                _: &mut CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<()> {
+                candle_core::bail!("the fused {} needs CUDA tensors", $what)
+            }
+            fn cuda_fwd(
+                &self,
+                s1: &mut CudaStorage,
+                l1: &Layout,
+                s2: &CudaStorage,
+                l2: &Layout,
+            ) -> candle_core::Result<()> {
+                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2)
+            }
+        }
+    };
+    (InplaceOp3 for $ty:ty, $name:literal, $what:literal) => {
+        impl candle_core::InplaceOp3 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn cpu_fwd(
+                &self,
+                _: &mut CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<()> {
+                candle_core::bail!("the fused {} needs CUDA tensors", $what)
+            }
+            fn cuda_fwd(
+                &self,
+                s1: &mut CudaStorage,
+                l1: &Layout,
+                s2: &CudaStorage,
+                l2: &Layout,
+                s3: &CudaStorage,
+                l3: &Layout,
+            ) -> candle_core::Result<()> {
+                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2, s3, l3)
+            }
+        }
+    };
+}
+
 fn suffix(op: &'static str, d: DType) -> Result<&'static str> {
     match d {
         DType::F16 => Ok("f16"),
@@ -327,40 +466,7 @@ impl GroupNormOp {
     }
 }
 
-impl CustomOp3 for GroupNormOp {
-    fn name(&self) -> &'static str {
-        "shoal-group-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the fused GroupNorm needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        gs: &CudaStorage,
-        gl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match xs.dtype() {
-            DType::F16 => self.typed::<f16>("f16", xs, xl, gs, gl, bs, bl),
-            DType::BF16 => self.typed::<bf16>("bf16", xs, xl, gs, gl, bs, bl),
-            DType::F32 => self.typed::<f32>("f32", xs, xl, gs, gl, bs, bl),
-            d => candle_core::bail!("fused GroupNorm: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp3 for GroupNormOp, "shoal-group-norm", "GroupNorm");
 
 /// What an in-place kernel adds.
 #[derive(Clone, Copy)]
@@ -421,30 +527,7 @@ impl InplaceAdd {
     }
 }
 
-impl InplaceOp2 for InplaceAdd {
-    fn name(&self) -> &'static str {
-        "shoal-inplace-add"
-    }
-
-    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<()> {
-        candle_core::bail!("the fused add needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        ys: &mut CudaStorage,
-        yl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<()> {
-        match ys.dtype() {
-            DType::F16 => self.typed::<f16>("f16", ys, yl, bs, bl),
-            DType::BF16 => self.typed::<bf16>("bf16", ys, yl, bs, bl),
-            DType::F32 => self.typed::<f32>("f32", ys, yl, bs, bl),
-            d => candle_core::bail!("fused add: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(InplaceOp2 for InplaceAdd, "shoal-inplace-add", "add");
 
 fn inplace_add(op: &'static str, y: &Tensor, addend: &Tensor, kind: Add, want: usize) -> Result<()> {
     check_cuda(op, y)?;
@@ -570,36 +653,7 @@ impl GegluOp {
     }
 }
 
-impl CustomOp2 for GegluOp {
-    fn name(&self) -> &'static str {
-        "shoal-bias-geglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the fused GEGLU needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        hs: &CudaStorage,
-        hl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match hs.dtype() {
-            DType::F16 => self.typed::<f16>("f16", hs, hl, bs, bl),
-            DType::BF16 => self.typed::<bf16>("bf16", hs, hl, bs, bl),
-            DType::F32 => self.typed::<f32>("f32", hs, hl, bs, bl),
-            d => candle_core::bail!("fused GEGLU: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp2 for GegluOp, "shoal-bias-geglu", "GEGLU");
 
 /// LayerNorm over the last dimension in one pass (a warp per row, the row in
 /// registers): `gb` packs gamma then beta (`(2·cols,)`). With `residual`, the norm
@@ -731,40 +785,7 @@ impl LayerNormOp {
     }
 }
 
-impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "shoal-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the fused LayerNorm needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        rs: &CudaStorage,
-        rl: &Layout,
-        gs: &CudaStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match xs.dtype() {
-            DType::F16 => self.typed::<f16>("f16", xs, xl, rs, rl, gs, gl),
-            DType::BF16 => self.typed::<bf16>("bf16", xs, xl, rs, rl, gs, gl),
-            DType::F32 => self.typed::<f32>("f32", xs, xl, rs, rl, gs, gl),
-            d => candle_core::bail!("fused LayerNorm: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp3 for LayerNormOp, "shoal-layer-norm", "LayerNorm");
 
 /// A 1-D launch over `total` items, 256 threads a block, grid-stride beyond 2^20 blocks.
 fn flat_grid(total: usize) -> LaunchConfig {
@@ -833,24 +854,7 @@ impl Upsample2x {
     }
 }
 
-impl candle_core::CustomOp1 for Upsample2x {
-    fn name(&self) -> &'static str {
-        "shoal-upsample2x-nhwc"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the fused upsample needs CUDA tensors")
-    }
-
-    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        match xs.dtype() {
-            DType::F16 => self.typed::<f16>("f16", xs, xl),
-            DType::BF16 => self.typed::<bf16>("bf16", xs, xl),
-            DType::F32 => self.typed::<f32>("f32", xs, xl),
-            d => candle_core::bail!("fused upsample: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp1 for Upsample2x, "shoal-upsample2x-nhwc", "upsample");
 
 /// Channels-last concatenation along the channels: `(n, h, w, ca)` and `(n, h, w, cb)`
 /// → `(n, h, w, ca + cb)`, one pass (the UNet's skip connections).
@@ -918,36 +922,7 @@ impl CatNhwc {
     }
 }
 
-impl CustomOp2 for CatNhwc {
-    fn name(&self) -> &'static str {
-        "shoal-cat-nhwc"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the fused concatenation needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        as_: &CudaStorage,
-        al: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match as_.dtype() {
-            DType::F16 => self.typed::<f16>("f16", as_, al, bs, bl),
-            DType::BF16 => self.typed::<bf16>("bf16", as_, al, bs, bl),
-            DType::F32 => self.typed::<f32>("f32", as_, al, bs, bl),
-            d => candle_core::bail!("fused concatenation: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp2 for CatNhwc, "shoal-cat-nhwc", "concatenation");
 
 /// One cuBLASLt handle (and its workspace) per device, on candle's stream.
 fn blas_lt(
@@ -1033,6 +1008,7 @@ struct LinearAdd {
 impl LinearAdd {
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
+        _sfx: &str,
         ys: &mut CudaStorage,
         yl: &Layout,
         xs: &CudaStorage,
@@ -1085,37 +1061,4 @@ impl LinearAdd {
     }
 }
 
-impl candle_core::InplaceOp3 for LinearAdd {
-    fn name(&self) -> &'static str {
-        "shoal-linear-add"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &mut CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<()> {
-        candle_core::bail!("the fused linear + add needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        ys: &mut CudaStorage,
-        yl: &Layout,
-        xs: &CudaStorage,
-        xl: &Layout,
-        ws: &CudaStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<()> {
-        match ys.dtype() {
-            DType::F16 => self.typed::<f16>(ys, yl, xs, xl, ws, wl),
-            DType::BF16 => self.typed::<bf16>(ys, yl, xs, xl, ws, wl),
-            DType::F32 => self.typed::<f32>(ys, yl, xs, xl, ws, wl),
-            d => candle_core::bail!("fused linear + add: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "linear + add");
