@@ -71,7 +71,7 @@ pub trait Communicator: Send + Sync + std::fmt::Debug {
     /// debug mode).
     fn recv_like(&self, pg: &dyn ControlPlane, src: usize, like: &Tensor) -> Result<Tensor> {
         let t = self.recv(pg, src, like.device())?;
-        check_like(pg, src, t.dims(), &t.dtype().as_str().to_string(), like)?;
+        check_like(pg, src, t.dims(), t.dtype().as_str(), like)?;
         Ok(t)
     }
     /// The element-wise reduction of every rank's tensor.
