@@ -10,153 +10,13 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, InplaceOp2, Layout, Shape, Tensor};
-use half::{bf16, f16};
+use candle_core::{DType, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
 
 pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "shoal_fused";
 const THREADS: u32 = 256;
-
-/// `self.typed::<T>(suffix, args…)` for the dtype of the first input: f16, bf16, f32.
-macro_rules! dispatch {
-    ($op:ident, $dtype:expr, $what:literal, $($a:expr),*) => {
-        match $dtype {
-            DType::F16 => $op.typed::<f16>("f16", $($a),*),
-            DType::BF16 => $op.typed::<bf16>("bf16", $($a),*),
-            DType::F32 => $op.typed::<f32>("f32", $($a),*),
-            d => candle_core::bail!("fused {}: dtype {d:?}", $what),
-        }
-    };
-}
-
-/// The candle op impl of a kernel here: its name, a CPU arm that is an error (the
-/// kernels take CUDA tensors only; the callers' plain path covers the CPU) and a CUDA
-/// arm that dispatches on the dtype ([`dispatch`]).
-macro_rules! cuda_only {
-    (CustomOp1 for $ty:ty, $name:literal, $what:literal) => {
-        impl candle_core::CustomOp1 for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-                candle_core::bail!("the fused {} needs CUDA tensors", $what)
-            }
-            fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-                dispatch!(self, s1.dtype(), $what, s1, l1)
-            }
-        }
-    };
-    (CustomOp2 for $ty:ty, $name:literal, $what:literal) => {
-        impl CustomOp2 for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(
-                &self,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-            ) -> candle_core::Result<(CpuStorage, Shape)> {
-                candle_core::bail!("the fused {} needs CUDA tensors", $what)
-            }
-            fn cuda_fwd(
-                &self,
-                s1: &CudaStorage,
-                l1: &Layout,
-                s2: &CudaStorage,
-                l2: &Layout,
-            ) -> candle_core::Result<(CudaStorage, Shape)> {
-                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2)
-            }
-        }
-    };
-    (CustomOp3 for $ty:ty, $name:literal, $what:literal) => {
-        impl CustomOp3 for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(
-                &self,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-            ) -> candle_core::Result<(CpuStorage, Shape)> {
-                candle_core::bail!("the fused {} needs CUDA tensors", $what)
-            }
-            fn cuda_fwd(
-                &self,
-                s1: &CudaStorage,
-                l1: &Layout,
-                s2: &CudaStorage,
-                l2: &Layout,
-                s3: &CudaStorage,
-                l3: &Layout,
-            ) -> candle_core::Result<(CudaStorage, Shape)> {
-                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2, s3, l3)
-            }
-        }
-    };
-    (InplaceOp2 for $ty:ty, $name:literal, $what:literal) => {
-        impl InplaceOp2 for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(
-                &self,
-                _: &mut CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-            ) -> candle_core::Result<()> {
-                candle_core::bail!("the fused {} needs CUDA tensors", $what)
-            }
-            fn cuda_fwd(
-                &self,
-                s1: &mut CudaStorage,
-                l1: &Layout,
-                s2: &CudaStorage,
-                l2: &Layout,
-            ) -> candle_core::Result<()> {
-                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2)
-            }
-        }
-    };
-    (InplaceOp3 for $ty:ty, $name:literal, $what:literal) => {
-        impl candle_core::InplaceOp3 for $ty {
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn cpu_fwd(
-                &self,
-                _: &mut CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-                _: &CpuStorage,
-                _: &Layout,
-            ) -> candle_core::Result<()> {
-                candle_core::bail!("the fused {} needs CUDA tensors", $what)
-            }
-            fn cuda_fwd(
-                &self,
-                s1: &mut CudaStorage,
-                l1: &Layout,
-                s2: &CudaStorage,
-                l2: &Layout,
-                s3: &CudaStorage,
-                l3: &Layout,
-            ) -> candle_core::Result<()> {
-                dispatch!(self, s1.dtype(), $what, s1, l1, s2, l2, s3, l3)
-            }
-        }
-    };
-}
 
 fn suffix(op: &'static str, d: DType) -> Result<&'static str> {
     match d {
@@ -466,7 +326,7 @@ impl GroupNormOp {
     }
 }
 
-cuda_only!(CustomOp3 for GroupNormOp, "shoal-group-norm", "GroupNorm");
+cuda_only!(CustomOp3 for GroupNormOp, "shoal-group-norm", "fused GroupNorm");
 
 /// What an in-place kernel adds.
 #[derive(Clone, Copy)]
@@ -527,7 +387,7 @@ impl InplaceAdd {
     }
 }
 
-cuda_only!(InplaceOp2 for InplaceAdd, "shoal-inplace-add", "add");
+cuda_only!(InplaceOp2 for InplaceAdd, "shoal-inplace-add", "fused add");
 
 fn inplace_add(op: &'static str, y: &Tensor, addend: &Tensor, kind: Add, want: usize) -> Result<()> {
     check_cuda(op, y)?;
@@ -653,7 +513,7 @@ impl GegluOp {
     }
 }
 
-cuda_only!(CustomOp2 for GegluOp, "shoal-bias-geglu", "GEGLU");
+cuda_only!(CustomOp2 for GegluOp, "shoal-bias-geglu", "fused GEGLU");
 
 /// LayerNorm over the last dimension in one pass (a warp per row, the row in
 /// registers): `gb` packs gamma then beta (`(2·cols,)`). With `residual`, the norm
@@ -728,6 +588,10 @@ struct LayerNormOp {
 }
 
 impl LayerNormOp {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the storage and layout of each input, as candle's op traits pass them"
+    )]
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
         sfx: &str,
@@ -785,7 +649,7 @@ impl LayerNormOp {
     }
 }
 
-cuda_only!(CustomOp3 for LayerNormOp, "shoal-layer-norm", "LayerNorm");
+cuda_only!(CustomOp3 for LayerNormOp, "shoal-layer-norm", "fused LayerNorm");
 
 /// A 1-D launch over `total` items, 256 threads a block, grid-stride beyond 2^20 blocks.
 fn flat_grid(total: usize) -> LaunchConfig {
@@ -854,7 +718,7 @@ impl Upsample2x {
     }
 }
 
-cuda_only!(CustomOp1 for Upsample2x, "shoal-upsample2x-nhwc", "upsample");
+cuda_only!(CustomOp1 for Upsample2x, "shoal-upsample2x-nhwc", "fused upsample");
 
 /// Channels-last concatenation along the channels: `(n, h, w, ca)` and `(n, h, w, cb)`
 /// → `(n, h, w, ca + cb)`, one pass (the UNet's skip connections).
@@ -922,7 +786,7 @@ impl CatNhwc {
     }
 }
 
-cuda_only!(CustomOp2 for CatNhwc, "shoal-cat-nhwc", "concatenation");
+cuda_only!(CustomOp2 for CatNhwc, "shoal-cat-nhwc", "fused concatenation");
 
 /// One cuBLASLt handle (and its workspace) per device, on candle's stream.
 fn blas_lt(
@@ -1006,6 +870,10 @@ struct LinearAdd {
 }
 
 impl LinearAdd {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the storage and layout of each input, as candle's op traits pass them"
+    )]
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
         _sfx: &str,
@@ -1061,4 +929,4 @@ impl LinearAdd {
     }
 }
 
-cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "linear + add");
+cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "fused linear + add");

@@ -19,6 +19,10 @@
 //! caller runs its plain path and the fallback is counted in [`fallbacks`]
 //! (`shoal bench` prints it), so nothing changes results silently.
 
+#[cfg(any(feature = "cudnn", feature = "fused"))]
+#[macro_use]
+mod op;
+
 mod error;
 mod report;
 mod shape;

@@ -5,8 +5,7 @@ use std::ffi::c_void;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
-use half::{bf16, f16};
+use candle_core::{Layout, Shape, Storage, Tensor};
 
 use super::{Key, cuda_device, dtype_code, execute, prepare, to_candle};
 use super::{contiguous_slice, shoal_cudnn_conv_build};
@@ -123,8 +122,13 @@ struct ConvOp {
 }
 
 impl ConvOp {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the storage and layout of each input, as candle's op traits pass them"
+    )]
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
+        _sfx: &str,
         xs: &CudaStorage,
         xl: &Layout,
         ws: &CudaStorage,
@@ -185,37 +189,4 @@ impl ConvOp {
     }
 }
 
-impl CustomOp3 for ConvOp {
-    fn name(&self) -> &'static str {
-        "shoal-cudnn-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the cuDNN convolution needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        xs: &CudaStorage,
-        xl: &Layout,
-        ws: &CudaStorage,
-        wl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match xs.dtype() {
-            DType::F16 => self.typed::<f16>(xs, xl, ws, wl, bs, bl),
-            DType::BF16 => self.typed::<bf16>(xs, xl, ws, wl, bs, bl),
-            DType::F32 => self.typed::<f32>(xs, xl, ws, wl, bs, bl),
-            d => candle_core::bail!("cuDNN conv2d: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp3 for ConvOp, "shoal-cudnn-conv2d", "cuDNN convolution");

@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{Layout, Shape, Tensor};
 use half::{bf16, f16};
 
 use super::shoal_cudnn_sdpa_build;
@@ -110,8 +110,13 @@ struct SdpaOp {
 }
 
 impl SdpaOp {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the storage and layout of each input, as candle's op traits pass them"
+    )]
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
+        _sfx: &str,
         qs: &CudaStorage,
         ql: &Layout,
         ks: &CudaStorage,
@@ -164,36 +169,4 @@ impl SdpaOp {
     }
 }
 
-impl CustomOp3 for SdpaOp {
-    fn name(&self) -> &'static str {
-        "shoal-cudnn-sdpa"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        candle_core::bail!("the cuDNN attention needs CUDA tensors")
-    }
-
-    fn cuda_fwd(
-        &self,
-        qs: &CudaStorage,
-        ql: &Layout,
-        ks: &CudaStorage,
-        kl: &Layout,
-        vs: &CudaStorage,
-        vl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        match qs.dtype() {
-            DType::F16 => self.typed::<f16>(qs, ql, ks, kl, vs, vl),
-            DType::BF16 => self.typed::<bf16>(qs, ql, ks, kl, vs, vl),
-            d => candle_core::bail!("cuDNN sdpa: dtype {d:?}"),
-        }
-    }
-}
+cuda_only!(CustomOp3 for SdpaOp, "shoal-cudnn-sdpa", "cuDNN attention", [F16 => f16, "f16"; BF16 => bf16, "bf16"]);
