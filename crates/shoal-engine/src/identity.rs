@@ -74,11 +74,19 @@ impl ModelIdentity {
             // A panic in the hash (it has none by design) costs a second try here.
             Some(Err(_)) | None => hash(&self.dir, &self.out, self.user.as_deref()),
         };
-        tracing::debug!(
-            "model identity: waited {:.2} s for it, {:.2} s after it was started",
+        let (waited, since) = (
             waiting.elapsed().as_secs_f64(),
-            self.started.elapsed().as_secs_f64()
+            self.started.elapsed().as_secs_f64(),
         );
+        let line = format!(
+            "model identity: the job waited {waited:.2} s for it ({since:.2} s after it was started)"
+        );
+        // Only worth saying where the hash outlasted the load.
+        if waited > 0.5 {
+            tracing::info!("{line}");
+        } else {
+            tracing::debug!("{line}");
+        }
         got
     }
 }
