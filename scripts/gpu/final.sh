@@ -8,7 +8,7 @@ source .gpu/device-env.sh
 S=/tmp/shoal
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/gpu.txt"
-echo "== ops"; $S bench ops --dtype f16 > "$OUT/ops-f16.md" 2>&1; python3 scripts/gpu/ops_peer.py f16 > "$OUT/ops-torch.md" 2>&1
+echo "== ops"; $S bench ops --dtype f16 --peer torch > "$OUT/ops-f16.md" 2>&1
 $S bench ops --dtype f32 --batches 2 --iters 3 2>&1 | grep -E "FAIL|fell|passed|failed|error" > "$OUT/ops-f32.txt"
 cat "$OUT/ops-f32.txt"
 $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1

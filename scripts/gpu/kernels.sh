@@ -10,9 +10,10 @@ gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
 source .gpu/device-env.sh
 S=/tmp/shoal
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-echo "== bench ops f16"; $S bench ops --dtype f16 2>&1 | tee "$OUT/ops-f16.md"
+# The per-op table, then PyTorch's same ops in the same call (--peer torch; SKIP_TORCH_OPS=1 leaves it out).
+PEER=(--peer torch); [ -n "${SKIP_TORCH_OPS:-}" ] && PEER=()
+echo "== bench ops f16"; $S bench ops --dtype f16 "${PEER[@]}" 2>&1 | tee "$OUT/ops-f16.md"
 echo "== bench ops bf16 (check only)"; $S bench ops --dtype bf16 --batches 2 --iters 3 2>&1 | grep -E "FAIL|fell|passed|failed" | tee "$OUT/ops-bf16.txt"
-if [ -z "${SKIP_TORCH_OPS:-}" ]; then echo "== torch ops"; python3 scripts/gpu/ops_peer.py f16 2>&1 | tee "$OUT/ops-torch.md"; fi
 $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1 || echo "make-model failed"
 echo "== shoal fast, profiled (10 steps)"; SHOAL_PROFILE=1 $S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 8 --reps 1 2>&1 | tee "$OUT/profile.md"
 echo "== shoal fast"; $S bench sd --model /tmp/sd15 --device cuda --steps "$STEPS" --batches 1,8 --reps 3 2>&1 | tee "$OUT/sd-fast.md"

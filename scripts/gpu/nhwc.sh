@@ -11,9 +11,8 @@ S=/tmp/shoal
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl && export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/gpu.txt"
 $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
-echo "== ops f16"; $S bench ops --dtype f16 --batches 2,16 > "$OUT/ops-f16.md" 2>&1; tail -3 "$OUT/ops-f16.md"
+echo "== ops f16"; $S bench ops --dtype f16 --batches 2,16 --peer torch > "$OUT/ops-f16.md" 2>&1; tail -3 "$OUT/ops-f16.md"
 grep -E "FAIL|fell" "$OUT/ops-f16.md" | head
-python3 scripts/gpu/ops_peer.py f16 > "$OUT/ops-torch.md" 2>&1
 echo "== ops bf16/f32 checks"; for d in bf16 f32; do $S bench ops --dtype $d --batches 2 --iters 3 2>&1 | grep -E "FAIL|fell|passed|failed|rror"; done | tee "$OUT/ops-other.txt"
 echo "== sd15 nchw"; SHOAL_LAYOUT=nchw $S bench sd --model /tmp/sd15 --device cuda --steps "$STEPS" --batches "$B" --reps 3 2>&1 | tee "$OUT/sd-nchw.md"
 echo "== sd15 nhwc"; $S bench sd --model /tmp/sd15 --device cuda --steps "$STEPS" --batches "$B" --reps 3 2>&1 | tee "$OUT/sd-nhwc.md"

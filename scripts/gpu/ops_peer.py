@@ -1,57 +1,137 @@
-# PyTorch's same ops on the same shapes as `shoal bench ops` (src/cli/bench_ops.rs), in the same call:
-#   python3 scripts/gpu/ops_peer.py [f16|bf16] [batches, e.g. 2,16]
-# Convolutions: F.conv2d with bias, cudnn.benchmark on, NCHW and channels_last. Attention: F.scaled_dot_product_attention
-# on (b, heads, s, d) views of (b, s, heads*d) rows, PyTorch's default backend choice (what diffusers gets) and cuDNN.
-import sys, time, torch
+# PyTorch's same ops on the same shapes as `shoal bench ops`, in the same call. Embedded in the binary
+# and run by `shoal bench ops --peer torch`, which writes the list of ops that ran (JSON: [{"kind", "dims"}])
+# and reads one JSON line per op back: {"i": k, "ms": [[variant, ms or null], ...]}.
+#   python3 ops_peer.py OPS.json [--dtype f16|bf16|f32] [--device cuda|cuda:N|cpu] [--iters N]
+# Each variant is timed as bench ops times: one warm-up call, then the mean of N calls with the device
+# synchronized around them. cudnn.benchmark is on (PyTorch picks its fastest convolution per shape).
+# Convolutions: F.conv2d with bias, NCHW and channels_last (and with the residual added after, as diffusers'
+# ResnetBlock2D does). Attention: F.scaled_dot_product_attention on (b, heads, s, d) views of (b, s, heads*d)
+# rows, with PyTorch's default backend choice (what diffusers gets) and with cuDNN's. GroupNorm + SiLU, LayerNorm
+# (+ the residual add before it), linear (+ GEGLU, + residual), the 2x nearest upsample and the channel
+# concatenation of channels_last tensors: the eager ops diffusers calls.
+import argparse, json, sys, time
+import torch
 import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel, SDPBackend
-dt = {"f16": torch.float16, "bf16": torch.bfloat16}[sys.argv[1] if len(sys.argv) > 1 else "f16"]
-batches = [int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "2,16").split(",")]
+
+ap = argparse.ArgumentParser()
+ap.add_argument("ops")
+ap.add_argument("--dtype", default="f16", choices=["f16", "bf16", "f32"])
+ap.add_argument("--device", default="cuda")
+ap.add_argument("--iters", type=int, default=20)
+a = ap.parse_args()
+dt = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
+dev = torch.device(a.device)
 torch.backends.cudnn.benchmark = True
-UNET = [("conv_in", 4, 64, 320, 3, 1), ("l0 resnet", 320, 64, 320, 3, 1), ("l0 proj 1x1", 320, 64, 320, 1, 1),
-        ("l0 down", 320, 64, 320, 3, 2), ("l1 resnet in", 320, 32, 640, 3, 1), ("l1 resnet", 640, 32, 640, 3, 1),
-        ("l1 shortcut 1x1", 320, 32, 640, 1, 1), ("l1 down", 640, 32, 640, 3, 2), ("l2 resnet in", 640, 16, 1280, 3, 1),
-        ("l2 resnet", 1280, 16, 1280, 3, 1), ("l2 down", 1280, 16, 1280, 3, 2), ("l3/mid resnet", 1280, 8, 1280, 3, 1),
-        ("up0 resnet in", 2560, 8, 1280, 3, 1), ("up0 shortcut 1x1", 2560, 8, 1280, 1, 1),
-        ("up1 upsample", 1280, 16, 1280, 3, 1), ("up1 resnet in", 1920, 16, 1280, 3, 1),
-        ("up2 resnet in", 1920, 32, 640, 3, 1), ("up2 resnet in b", 960, 32, 640, 3, 1),
-        ("up3 resnet in", 960, 64, 320, 3, 1), ("up3 resnet in b", 640, 64, 320, 3, 1), ("conv_out", 320, 64, 4, 3, 1)]
-VAE = [("vae conv_in", 4, 64, 512, 3, 1), ("vae 512@64", 512, 64, 512, 3, 1), ("vae 512@128", 512, 128, 512, 3, 1),
-       ("vae 512@256", 512, 256, 512, 3, 1), ("vae 512→256@256", 512, 256, 256, 3, 1), ("vae 256@256", 256, 256, 256, 3, 1),
-       ("vae 256@512", 256, 512, 256, 3, 1), ("vae 256→128@512", 256, 512, 128, 3, 1), ("vae 128@512", 128, 512, 128, 3, 1),
-       ("vae conv_out", 128, 512, 3, 3, 1)]
-ATTN = [("sd15 l0 self d40", 4096, 4096, 320, 8), ("sd15 l0 cross d40", 4096, 77, 320, 8),
-        ("sd15 l1 self d80", 1024, 1024, 640, 8), ("sd15 l1 cross d80", 1024, 77, 640, 8),
-        ("sd15 l2 self d160", 256, 256, 1280, 8), ("sd15 mid self d160", 64, 64, 1280, 8),
-        ("sdxl l1 self d64", 4096, 4096, 640, 10), ("sdxl l2 self d64", 1024, 1024, 1280, 20)]
+CL = torch.channels_last
 
-def bench(f, iters=20):
-    f(); torch.cuda.synchronize(); t = time.perf_counter()
-    for _ in range(iters): f()
-    torch.cuda.synchronize(); return (time.perf_counter() - t) / iters
 
-print(f"ops_peer.py: torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {dt}")
-print("| op | shape | torch NCHW ms | torch channels_last ms | best TFLOP/s |"); print("| --- | --- | --- | --- | --- |")
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def bench(f):
+    f(); sync(); t = time.perf_counter()
+    for _ in range(a.iters): f()
+    sync(); return (time.perf_counter() - t) / a.iters * 1e3
+
+
+def rnd(*shape, scale=1.0):
+    return torch.randn(*shape, device=dev, dtype=dt) * scale
+
+
+def conv(n, c, s, k, r, st, residual=False):
+    x, w, b = rnd(n, c, s, s), rnd(k, c, r, r, scale=(c * r * r) ** -0.5), rnd(k)
+    o = (s + 2 * (r // 2) - r) // st + 1
+    res = rnd(n, k, o, o)
+    xc, wc, rc = x.to(memory_format=CL), w.to(memory_format=CL), res.to(memory_format=CL)
+    if residual:
+        return [("channels_last + add", lambda: F.conv2d(xc, wc, b, st, r // 2) + rc)]
+    return [("nchw", lambda: F.conv2d(x, w, b, st, r // 2)), ("channels_last", lambda: F.conv2d(xc, wc, b, st, r // 2))]
+
+
+def attn(n, sq, skv, dim, h):
+    d = dim // h
+    q = rnd(n, sq, dim).view(n, sq, h, d).transpose(1, 2)
+    k = rnd(n, skv, dim).view(n, skv, h, d).transpose(1, 2)
+    v = rnd(n, skv, dim).view(n, skv, h, d).transpose(1, 2)
+    f = lambda: F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, sq, dim)
+
+    def cudnn():
+        from torch.nn.attention import sdpa_kernel, SDPBackend
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return f()
+    return [("default", f), ("cudnn", cudnn)]
+
+
+def group_norm_silu(n, c, s):
+    x, w, b = rnd(n, c, s, s) + 0.5, rnd(c, scale=0.2) + 1, rnd(c, scale=0.2)
+    xc = x.to(memory_format=CL)
+    return [("nchw", lambda: F.silu(F.group_norm(x, 32, w, b, 1e-5))),
+            ("channels_last", lambda: F.silu(F.group_norm(xc, 32, w, b, 1e-5)))]
+
+
+def layer_norm(n, t, d, add=False):
+    x, r, w, b = rnd(n, t, d) + 0.5, rnd(n, t, d), rnd(d, scale=0.2) + 1, rnd(d, scale=0.2)
+    if add:
+        def f():
+            s = x + r
+            return s, F.layer_norm(s, (d,), w, b, 1e-5)
+        return [("add, layer_norm", f)]
+    return [("layer_norm", lambda: F.layer_norm(x, (d,), w, b, 1e-5))]
+
+
+def linear(n, t, cin, cout, how=None):
+    x, w, b = rnd(n, t, cin), rnd(cout, cin, scale=cin ** -0.5), rnd(cout)
+    if how == "geglu":
+        def f():
+            h, g = F.linear(x, w, b).chunk(2, dim=-1)
+            return h * F.gelu(g)
+        return [("linear, chunk, gelu, mul", f)]
+    if how == "residual":
+        r = rnd(n, t, cout)
+        return [("linear + add", lambda: F.linear(x, w, b) + r)]
+    return [("linear", lambda: F.linear(x, w, b))]
+
+
+def upsample2x(n, s, c):
+    x = rnd(n, c, s, s).to(memory_format=CL)
+    return [("interpolate nearest, channels_last", lambda: F.interpolate(x, scale_factor=2.0, mode="nearest"))]
+
+
+def cat_channels(n, s, c, c2):
+    x, y = rnd(n, c, s, s).to(memory_format=CL), rnd(n, c2, s, s).to(memory_format=CL)
+    return [("cat, channels_last", lambda: torch.cat([x, y], dim=1))]
+
+
+OPS = {
+    "conv": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st),      # batch, in channels, side, out channels, kernel, stride
+    "conv_res": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st, residual=True),
+    "attn": attn,                                                  # batch, query tokens, key tokens, width, heads
+    "group_norm_silu": group_norm_silu,                            # batch, channels, side (32 groups)
+    "layer_norm": layer_norm,                                      # batch, tokens, features
+    "add_layer_norm": lambda n, t, d: layer_norm(n, t, d, add=True),
+    "linear": linear,                                              # batch, tokens, in, out
+    "linear_geglu": lambda n, t, i, o: linear(n, t, i, o, "geglu"),
+    "linear_res": lambda n, t, i, o: linear(n, t, i, o, "residual"),
+    "upsample2x": upsample2x,                                      # batch, side, channels
+    "cat_channels": cat_channels,                                  # batch, side, channels, skip channels
+}
+
+ops = json.load(open(a.ops))
+cudnn = torch.backends.cudnn.version() if dev.type == "cuda" else None
+print(f"ops_peer.py: torch {torch.__version__}, cuDNN {cudnn}, {dt}, {dev}, {a.iters} iterations", flush=True)
 with torch.no_grad():
-    for n, (name, c, s, k, r, st) in [(n, x) for n in batches for x in UNET] + [(1, x) for x in VAE]:
-        x = torch.randn(n, c, s, s, device="cuda", dtype=dt); w = torch.randn(k, c, r, r, device="cuda", dtype=dt) / (c * r * r) ** 0.5
-        b = torch.randn(k, device="cuda", dtype=dt)
-        t1 = bench(lambda: F.conv2d(x, w, b, st, r // 2))
-        xc, wc = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
-        t2 = bench(lambda: F.conv2d(xc, wc, b, st, r // 2))
-        o = (s + 2 * (r // 2) - r) // st + 1; fl = 2 * n * k * o * o * c * r * r
-        print(f"| {name} | {n}×{c}×{s}² → {k}, {r}×{r}/{st} | {t1*1e3:.3f} | {t2*1e3:.3f} | {fl/min(t1,t2)/1e12:.0f} |")
-    print("| op | shape | torch default ms | torch cuDNN ms | best TFLOP/s |"); print("| --- | --- | --- | --- | --- |")
-    for n in batches:
-        for name, sq, skv, dim, h in ATTN:
-            d = dim // h
-            q = torch.randn(n, sq, dim, device="cuda", dtype=dt).view(n, sq, h, d).transpose(1, 2)
-            k = torch.randn(n, skv, dim, device="cuda", dtype=dt).view(n, skv, h, d).transpose(1, 2)
-            v = torch.randn(n, skv, dim, device="cuda", dtype=dt).view(n, skv, h, d).transpose(1, 2)
-            f = lambda: F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, sq, dim)
-            t1 = bench(f)
+    for i, op in enumerate(ops):
+        if op["kind"] not in OPS:
+            sys.exit(f"ops_peer.py: op {i}: unknown kind {op['kind']!r}")
+        times = []
+        for name, f in OPS[op["kind"]](*op["dims"]):
             try:
-                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION): t2 = bench(f)
-            except Exception: t2 = float("nan")
-            fl = 4 * n * h * sq * skv * d
-            print(f"| {name} | {n}×{h} heads, q {sq}, k {skv}, d {d} | {t1*1e3:.3f} | {t2*1e3:.3f} | {fl/min(t1, t2 if t2 == t2 else t1)/1e12:.0f} |")
+                times.append([name, bench(f)])
+            except Exception as e:  # a variant this build cannot run (cuDNN attention on some shapes)
+                print(f"ops_peer.py: op {i} ({op['kind']} {op['dims']}), {name}: {e}", file=sys.stderr)
+                times.append([name, None])
+        print(json.dumps({"i": i, "ms": times}), flush=True)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()

@@ -2,8 +2,9 @@
 # Session 6's checks, for the first GPU call after it (one H200): every kernel's op impl now comes
 # from shoal-kernels' op.rs (cuda_only!), so `bench ops` checks each against the plain path in
 # f16, bf16 and f32; the first image on an empty driver cache with the model hashed beside the
-# load (ModelIdentity::start: the -v log says how long the job waited for the hash); then the
-# side-by-side table at batches 1 and 8 against eager diffusers.
+# load (ModelIdentity::start: the -v log says how long the job waited for the hash); the per-op
+# table against PyTorch in the same call (bench ops --peer torch); then the side-by-side table at
+# batches 1 and 8 against eager diffusers.
 #   bash scripts/gpu/session6.sh
 set -u
 source scripts/gpu/common.sh
@@ -15,6 +16,9 @@ grep -E "waited" "$OUT/first-empty.log" | sed 's/^/    /'
 for d in f16 bf16 f32; do
   echo "== ops $d (check)"; $S bench ops --dtype $d --batches 2 --iters 3 2>&1 | grep -E "FAIL|fell|passed|failed"
 done
+echo "== ops f16 against PyTorch (--peer torch)"
+$S bench ops --dtype f16 --batches 2,16 --peer torch 2>&1 | grep -v "^Warning" > "$OUT/ops-f16-torch.md"
+sed -n '/^ops_peer.py:/,$p' "$OUT/ops-f16-torch.md"
 echo "== eager"
 $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8 --reps 3 --peer diffusers 2>&1 | grep -v "^Warning\|^{"
 } 2>&1 | tee "$OUT/session6.txt"

@@ -17,6 +17,7 @@ use clap::Args;
 
 use super::UsageError;
 use super::args::{parse_device, parse_dtype};
+use super::bench_ops_peer::{Ran, Spec};
 
 #[derive(Debug, Args)]
 pub struct OpsBench {
@@ -35,6 +36,46 @@ pub struct OpsBench {
     /// UNet batch sizes (with CFG: 2 = one image).
     #[arg(long, default_value = "2,16")]
     batches: String,
+    /// Also time PyTorch's same op on the same shapes, in this call, and print a
+    /// table with the ratios: runs the embedded scripts/gpu/ops_peer.py with
+    /// python3 (or SHOAL_PEER_PYTHON), which needs torch with CUDA.
+    #[arg(long, value_enum)]
+    peer: Option<super::bench_ops_peer::OpsPeer>,
+}
+
+/// What every case needs: where, in what dtype, how many timed calls, and the
+/// ops that ran (PyTorch's counterpart, row name and shape, the fast path's
+/// seconds per call) for `--peer`.
+struct Ctx<'a> {
+    device: &'a Device,
+    dtype: DType,
+    iters: usize,
+    ran: std::cell::RefCell<Vec<(Spec, Ran)>>,
+}
+
+impl Ctx<'_> {
+    fn ran(&self, peer: Peer, name: &str, shape: &str, fast_s: f64) {
+        self.ran.borrow_mut().push((
+            peer.0,
+            Ran {
+                name: name.to_string(),
+                shape: shape.to_string(),
+                fast_s,
+            },
+        ));
+    }
+}
+
+/// PyTorch's counterpart of a row (`Spec`: kind and sizes, as ops_peer.py reads them).
+struct Peer(Spec);
+
+impl Peer {
+    fn new(kind: &'static str, dims: &[usize]) -> Peer {
+        Peer(Spec {
+            kind,
+            dims: dims.to_vec(),
+        })
+    }
 }
 
 /// A convolution: name, input channels, side, output channels, kernel, stride.
@@ -161,6 +202,12 @@ pub fn run(b: OpsBench) -> Result<()> {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let want = |name: &str| b.only.as_deref().is_none_or(|o| name.contains(o));
+    let ctx = Ctx {
+        device: &device,
+        dtype,
+        iters: b.iters,
+        ran: std::cell::RefCell::new(Vec::new()),
+    };
     let mut failures = 0;
     let mut cases: Vec<(usize, &Conv)> = Vec::new();
     for &n in &batches {
@@ -169,13 +216,13 @@ pub fn run(b: OpsBench) -> Result<()> {
     cases.extend(VAE_CONVS.iter().map(|c| (1, c)));
     for (n, c) in cases {
         if want(c.0) {
-            failures += conv_case(&device, dtype, n, c, b.iters)?;
+            failures += conv_case(&ctx, n, c)?;
         }
     }
     for &n in &batches {
         for a in ATTNS {
             if want(a.0) {
-                failures += attn_case(&device, dtype, n, a, b.iters)?;
+                failures += attn_case(&ctx, n, a)?;
             }
         }
     }
@@ -186,27 +233,27 @@ pub fn run(b: OpsBench) -> Result<()> {
     norms.extend(VAE_NORMS.iter().map(|c| (1, c)));
     for (n, c) in norms {
         if want("group_norm") {
-            failures += norm_case(&device, dtype, n, *c, b.iters)?;
+            failures += norm_case(&ctx, n, *c)?;
         }
     }
     for &n in &batches {
-        for &(side, c, c2) in COPIES {
+        for &copy in COPIES {
             if want("nhwc copies") {
-                failures += copy_case(&device, dtype, n, side, c, c2, b.iters)?;
+                failures += copy_case(&ctx, n, copy)?;
             }
         }
     }
     for &n in &batches {
-        for &(tokens, dim) in LAYER_NORMS {
+        for &ln in LAYER_NORMS {
             if want("layer_norm") {
-                failures += layer_norm_case(&device, dtype, n, tokens, dim, b.iters)?;
+                failures += layer_norm_case(&ctx, n, ln)?;
             }
         }
     }
     for &n in &batches {
         for l in LINEARS {
             if want(l.0) {
-                failures += linear_case(&device, dtype, n, l, b.iters)?;
+                failures += linear_case(&ctx, n, l)?;
             }
         }
     }
@@ -219,6 +266,16 @@ pub fn run(b: OpsBench) -> Result<()> {
         );
         for f in shoal_kernels::fallbacks() {
             println!("fell back: {} ({} calls): {}", f.what, f.calls, f.why);
+        }
+    }
+    if let Some(peer) = b.peer {
+        let ran = ctx.ran.into_inner();
+        let specs: Vec<&Spec> = ran.iter().map(|(s, _)| s).collect();
+        let run = super::bench_ops_peer::run(peer, &specs, &b.dtype, &b.device)?;
+        println!();
+        println!("{}", run.header);
+        for line in super::bench_ops_peer::table(&ran, &run)? {
+            println!("{line}");
         }
     }
     if failures > 0 {
@@ -291,7 +348,8 @@ fn row(
     );
 }
 
-fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) -> Result<usize> {
+fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
+    let (device, dtype) = (ctx.device, ctx.dtype);
     let &Conv(name, cin, side, cout, k, stride) = c;
     let pad = k / 2;
     let x = Tensor::randn(0f32, 1., (n, cin, side, side), device)?;
@@ -309,9 +367,8 @@ fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) ->
     {
         use shoal_kernels::cudnn::{conv2d, conv2d_ex};
         let mut fails = compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("conv", &[n, cin, side, cout, k, stride]),
             name,
             &shape,
             flops,
@@ -327,9 +384,8 @@ fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) ->
         let last = |t: &Tensor| -> Result<Tensor> { Ok(t.permute((0, 2, 3, 1))?.contiguous()?) };
         let (xn, wn, rn) = (last(&xl)?, last(&wl)?, last(&rl)?);
         fails += compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("conv_res", &[n, cin, side, cout, k, stride]),
             &format!("{name} nhwc+res"),
             &shape,
             flops,
@@ -343,9 +399,8 @@ fn conv_case(device: &Device, dtype: DType, n: usize, c: &Conv, iters: usize) ->
     #[cfg(not(feature = "cudnn"))]
     {
         compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("conv", &[n, cin, side, cout, k, stride]),
             name,
             &shape,
             flops,
@@ -362,7 +417,8 @@ fn shoal_kernels_flops(n: usize, c: usize, side: usize, k: usize, r: usize, stri
     2.0 * (n * k * out * out) as f64 * (c * r * r) as f64
 }
 
-fn attn_case(device: &Device, dtype: DType, n: usize, a: &Attn, iters: usize) -> Result<usize> {
+fn attn_case(ctx: &Ctx, n: usize, a: &Attn) -> Result<usize> {
+    let (device, dtype, iters) = (ctx.device, ctx.dtype, ctx.iters);
     use shoal_diffusion::nn::{AttentionOpts, Kernels, attention};
     let &Attn(name, sq, skv, dim, heads) = a;
     let q = Tensor::randn(0f32, 1., (n, sq, dim), device)?;
@@ -403,6 +459,7 @@ fn attn_case(device: &Device, dtype: DType, n: usize, a: &Attn, iters: usize) ->
         let errs = errors(&out, &reference)?;
         let ok = !fell && errs.0 <= bound(dtype, plain_rel);
         row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
+        ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
         Ok(usize::from(!ok))
     }
     #[cfg(not(feature = "cudnn"))]
@@ -417,6 +474,12 @@ fn attn_case(device: &Device, dtype: DType, n: usize, a: &Attn, iters: usize) ->
             (plain_rel, 0.0),
             true,
         );
+        ctx.ran(
+            Peer::new("attn", &[n, sq, skv, dim, heads]),
+            name,
+            &shape,
+            plain_s,
+        );
         Ok(0)
     }
 }
@@ -424,9 +487,8 @@ fn attn_case(device: &Device, dtype: DType, n: usize, a: &Attn, iters: usize) ->
 /// Plain and fast outputs of one op on the same inputs, against `reference`, timed; one table row.
 #[allow(clippy::too_many_arguments)]
 fn compare(
-    device: &Device,
-    dtype: DType,
-    iters: usize,
+    ctx: &Ctx,
+    peer: Peer,
     name: &str,
     shape: &str,
     work: f64,
@@ -435,6 +497,7 @@ fn compare(
     plain: &mut dyn FnMut() -> Result<Tensor>,
     fast: &mut dyn FnMut() -> Result<Tensor>,
 ) -> Result<usize> {
+    let (device, dtype, iters) = (ctx.device, ctx.dtype, ctx.iters);
     let plain_out = plain()?;
     let plain_s = time(device, iters, plain)?;
     let (plain_rel, _) = errors(&plain_out, reference)?;
@@ -465,6 +528,7 @@ fn compare(
         errs.1,
         if ok { "PASS" } else { "FAIL" }
     );
+    ctx.ran(peer, name, shape, fast_s);
     Ok(usize::from(!ok))
 }
 
@@ -477,13 +541,8 @@ fn var_builder(
     candle_nn::VarBuilder::from_tensors(map, dtype, device)
 }
 
-fn norm_case(
-    device: &Device,
-    dtype: DType,
-    n: usize,
-    (c, side): (usize, usize),
-    iters: usize,
-) -> Result<usize> {
+fn norm_case(ctx: &Ctx, n: usize, (c, side): (usize, usize)) -> Result<usize> {
+    let (device, dtype) = (ctx.device, ctx.dtype);
     use candle_core::Module;
     let x = (Tensor::randn(0f32, 1., (n, c, side, side), device)? + 0.5)?;
     let w = (Tensor::randn(0f32, 0.2, c, device)? + 1.0)?;
@@ -499,9 +558,8 @@ fn norm_case(
     let bytes = 2.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
     let shape = format!("{n}×{c}×{side}²");
     let fails = compare(
-        device,
-        dtype,
-        iters,
+        ctx,
+        Peer::new("group_norm_silu", &[n, c, side]),
         "group_norm+silu",
         &shape,
         bytes,
@@ -515,9 +573,8 @@ fn norm_case(
     let xn = nhwc.from_nchw(&xl)?;
     Ok(fails
         + compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("group_norm_silu", &[n, c, side]),
             "group_norm+silu nhwc",
             &shape,
             bytes,
@@ -530,15 +587,8 @@ fn norm_case(
 
 /// The channels-last 2× upsample and skip concatenation against candle's copies
 /// (exact: both only move values).
-fn copy_case(
-    device: &Device,
-    dtype: DType,
-    n: usize,
-    side: usize,
-    c: usize,
-    c2: usize,
-    iters: usize,
-) -> Result<usize> {
+fn copy_case(ctx: &Ctx, n: usize, (side, c, c2): (usize, usize, usize)) -> Result<usize> {
+    let (device, dtype) = (ctx.device, ctx.dtype);
     use shoal_diffusion::nn::{Kernels, Layout, cat_channels, upsample_nearest};
     let x = Tensor::randn(0f32, 1., (n, side, side, c), device)?;
     let s = Tensor::randn(0f32, 1., (n, side, side, c2), device)?;
@@ -548,9 +598,8 @@ fn copy_case(
         |x: &Tensor, k: Kernels| -> Result<Tensor> { Ok(upsample_nearest(x, 2 * side, 2 * side, nhwc, k)?) };
     let bytes = 5.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
     let fails = compare(
-        device,
-        dtype,
-        iters,
+        ctx,
+        Peer::new("upsample2x", &[n, side, c]),
         "upsample2x nhwc copies",
         &format!("{n}×{side}²×{c}"),
         bytes,
@@ -563,9 +612,8 @@ fn copy_case(
     let bytes = 2.0 * (x.elem_count() + s.elem_count()) as f64 * dtype.size_in_bytes() as f64;
     Ok(fails
         + compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("cat_channels", &[n, side, c, c2]),
             "skip concat nhwc copies",
             &format!("{n}×{side}²×({c}+{c2})"),
             bytes,
@@ -577,14 +625,8 @@ fn copy_case(
 }
 
 /// LayerNorm alone, and with the residual add before it (both outputs checked).
-fn layer_norm_case(
-    device: &Device,
-    dtype: DType,
-    n: usize,
-    tokens: usize,
-    dim: usize,
-    iters: usize,
-) -> Result<usize> {
+fn layer_norm_case(ctx: &Ctx, n: usize, (tokens, dim): (usize, usize)) -> Result<usize> {
+    let (device, dtype) = (ctx.device, ctx.dtype);
     use candle_core::Module;
     let a = (Tensor::randn(0f32, 1., (n, tokens, dim), device)? + 0.5)?;
     let r = Tensor::randn(0f32, 1., (n, tokens, dim), device)?;
@@ -605,9 +647,8 @@ fn layer_norm_case(
     let el = (n * tokens * dim) as f64 * dtype.size_in_bytes() as f64;
     let reference = plain_of(&a, &w, &bias)?;
     let fails = compare(
-        device,
-        dtype,
-        iters,
+        ctx,
+        Peer::new("layer_norm", &[n, tokens, dim]),
         "layer_norm",
         &shape,
         2.0 * el,
@@ -622,9 +663,8 @@ fn layer_norm_case(
     let reference = both(sum.clone(), plain_of(&sum, &w, &bias)?)?;
     Ok(fails
         + compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("add_layer_norm", &[n, tokens, dim]),
             "add + layer_norm",
             &shape,
             4.0 * el,
@@ -642,7 +682,8 @@ fn layer_norm_case(
         )?)
 }
 
-fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -> Result<usize> {
+fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
+    let (device, dtype) = (ctx.device, ctx.dtype);
     use candle_core::Module;
     let &Lin(name, tokens, cin, cout, geglu) = l;
     let x = Tensor::randn(0f32, 1., (n, tokens, cin), device)?;
@@ -669,9 +710,8 @@ fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -
         let rl = r.to_dtype(dtype)?;
         let reference = (plain_of(&x, &w, &bias)? + &r)?;
         fails += compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new("linear_res", &[n, tokens, cin, cout]),
             &format!("{name} + residual"),
             &format!("{n}×{tokens} × {cin} → {cout}"),
             flops,
@@ -683,9 +723,11 @@ fn linear_case(device: &Device, dtype: DType, n: usize, l: &Lin, iters: usize) -
     }
     Ok(fails
         + compare(
-            device,
-            dtype,
-            iters,
+            ctx,
+            Peer::new(
+                if geglu { "linear_geglu" } else { "linear" },
+                &[n, tokens, cin, cout],
+            ),
             name,
             &format!("{n}×{tokens} × {cin} → {cout}"),
             flops,

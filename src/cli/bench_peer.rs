@@ -8,6 +8,7 @@
 //! peak of total − free device memory over its start, the measure `bench sd` prints.
 //! Parsing its table and forming the ratios are pure ([`parse`], [`table`]).
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
@@ -135,40 +136,50 @@ pub struct Same<'a> {
 
 /// Runs the peer on the same workload and parses what it printed.
 pub fn run(peer: Peer, same: &Same<'_>) -> Result<PeerRun> {
-    let dir = tempfile::tempdir().context("creating a folder for the peer script")?;
-    let script = dir.path().join("peer_sd.py");
-    std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
-    let python = std::env::var("SHOAL_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let batches: Vec<String> = same.batches.iter().map(ToString::to_string).collect();
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .arg(same.model)
-        .args(["--steps", &same.steps.to_string()])
-        .args(["--batches", &batches.join(",")])
-        .args([
-            "--height",
-            &same.height.to_string(),
-            "--width",
-            &same.width.to_string(),
-        ])
-        .args(["--guidance", &same.guidance.to_string(), "--dtype", same.dtype])
-        .args(["--reps", &same.reps.to_string()]);
+    let mut args: Vec<OsString> = vec![same.model.into()];
+    for (flag, v) in [
+        ("--steps", same.steps.to_string()),
+        ("--batches", batches.join(",")),
+        ("--height", same.height.to_string()),
+        ("--width", same.width.to_string()),
+        ("--guidance", same.guidance.to_string()),
+        ("--dtype", same.dtype.to_string()),
+        ("--reps", same.reps.to_string()),
+    ] {
+        args.extend([flag.into(), v.into()]);
+    }
     if let Some(o) = same.offload {
-        cmd.args(["--offload", o]);
+        args.extend(["--offload".into(), o.into()]);
     }
     if peer == Peer::DiffusersCompiled {
-        cmd.arg("--compile");
+        args.push("--compile".into());
     }
-    let out = cmd.output().with_context(|| {
-        format!("running the peer with {python} (set SHOAL_PEER_PYTHON to a python with torch and diffusers)")
-    })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    parse(&run_script("peer_sd.py", SCRIPT, &args, "torch and diffusers")?)
+}
+
+/// Runs an embedded peer script (written to a private folder as `name`) with
+/// `python3` or `SHOAL_PEER_PYTHON`, and returns what it printed; a failure
+/// names the python and ends with the last lines of its error output. `needs`
+/// says what that python must hold.
+pub fn run_script(name: &str, script: &str, args: &[OsString], needs: &str) -> Result<String> {
+    let dir = tempfile::tempdir().context("creating a folder for the peer script")?;
+    let path = dir.path().join(name);
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    let python = std::env::var("SHOAL_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .with_context(|| {
+            format!("running the peer with {python} (set SHOAL_PEER_PYTHON to a python with {needs})")
+        })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(6).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
-            "the peer ({python} peer_sd.py) failed ({}): {}",
+            "the peer ({python} {name}) failed ({}): {}",
             out.status,
             if tail.is_empty() {
                 "no output".to_string()
@@ -177,7 +188,7 @@ pub fn run(peer: Peer, same: &Same<'_>) -> Result<PeerRun> {
             }
         );
     }
-    parse(&stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod args;
 mod bench;
 mod bench_ops;
+mod bench_ops_peer;
 mod bench_peer;
 mod bench_vae;
 mod config;

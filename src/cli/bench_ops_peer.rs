@@ -1,0 +1,239 @@
+//! `shoal bench ops --peer torch`: PyTorch's same op on the same shapes, in the
+//! same call, and one table with the ratios (issue 11's per-op table).
+//!
+//! Every row that `bench ops` ran hands over its PyTorch counterpart (a [`Spec`]:
+//! a kind and its sizes) to the embedded `scripts/gpu/ops_peer.py`, which makes
+//! random inputs of those sizes in torch and times the op in each of its variants
+//! (convolutions and GroupNorm in NCHW and channels-last, attention with
+//! PyTorch's default backend choice and with cuDNN's, …) after a warm-up, the
+//! device synchronized around the timed calls as `bench ops` does. The table
+//! sets shoal's fast path against PyTorch's best variant. The spec file, the
+//! parsing of the replies and the table are pure ([`parse`], [`table`]).
+
+use std::ffi::OsString;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+const SCRIPT: &str = include_str!("../../scripts/gpu/ops_peer.py");
+
+/// Which peer to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpsPeer {
+    /// PyTorch's eager ops, what diffusers runs.
+    Torch,
+}
+
+/// PyTorch's counterpart of one row, as ops_peer.py reads it: `kind` and its
+/// sizes (the script's `OPS` table says what each kind takes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub kind: &'static str,
+    pub dims: Vec<usize>,
+}
+
+/// One row that `bench ops` ran: its name and shape as printed, and the fast
+/// path's seconds per call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    pub name: String,
+    pub shape: String,
+    pub fast_s: f64,
+}
+
+/// What the peer printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpsPeerRun {
+    /// Its first line: versions, dtype, device.
+    pub header: String,
+    /// Per spec, in order: (variant, seconds per call) of every variant that ran.
+    pub times: Vec<Vec<(String, f64)>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Reply {
+    i: usize,
+    /// (variant, milliseconds or null where the variant could not run).
+    ms: Vec<(String, Option<f64>)>,
+}
+
+/// The peer's output for `n` specs: an `ops_peer.py:` header and one JSON line
+/// `{"i": k, "ms": [[variant, ms], …]}` per spec; anything else (library
+/// warnings) is skipped. A spec without a reply is an error naming it.
+pub fn parse(stdout: &str, n: usize) -> Result<OpsPeerRun> {
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("ops_peer.py:"))
+        .context("the peer printed no `ops_peer.py:` header")?
+        .to_string();
+    let mut times: Vec<Option<Vec<(String, f64)>>> = vec![None; n];
+    for line in stdout.lines().filter(|l| l.starts_with("{\"i\"")) {
+        let r: Reply = serde_json::from_str(line).with_context(|| format!("the peer's reply {line:?}"))?;
+        let Some(slot) = times.get_mut(r.i) else {
+            bail!("the peer replied for op {} of {n}", r.i);
+        };
+        if slot.is_some() {
+            bail!("the peer replied twice for op {}", r.i);
+        }
+        let ok =
+            r.ms.into_iter()
+                .filter_map(|(v, ms)| ms.filter(|m| m.is_finite() && *m > 0.0).map(|m| (v, m / 1e3)))
+                .collect();
+        *slot = Some(ok);
+    }
+    let times = times
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.with_context(|| format!("the peer sent no times for op {i} of {n}")))
+        .collect::<Result<_>>()?;
+    Ok(OpsPeerRun { header, times })
+}
+
+/// The side-by-side table (markdown): each row's fast time against PyTorch's
+/// best variant, ratio = PyTorch's seconds ÷ shoal's (above 1: shoal is
+/// faster); then the geometric mean of the ratios and the rows under 0.8×.
+pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
+    if ran.len() != peer.times.len() {
+        bail!("the peer timed {} ops where {} ran", peer.times.len(), ran.len());
+    }
+    let mut out = vec![
+        "| op | shape | shoal ms | torch ms | torch's best | shoal / torch speed |".to_string(),
+        "| --- | --- | --- | --- | --- | --- |".to_string(),
+    ];
+    let mut logs = Vec::new();
+    let mut under = Vec::new();
+    for ((_, r), t) in ran.iter().zip(&peer.times) {
+        let best = t.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((variant, s)) = best else {
+            out.push(format!(
+                "| {} | {} | {:.3} | no variant ran | | |",
+                r.name,
+                r.shape,
+                r.fast_s * 1e3
+            ));
+            continue;
+        };
+        let ratio = s / r.fast_s;
+        logs.push(ratio.ln());
+        if ratio < 0.8 {
+            under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+        }
+        out.push(format!(
+            "| {} | {} | {:.3} | {:.3} | {variant} | {ratio:.2}× |",
+            r.name,
+            r.shape,
+            r.fast_s * 1e3,
+            s * 1e3
+        ));
+    }
+    if !logs.is_empty() {
+        let geo = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+        out.push(String::new());
+        out.push(format!(
+            "{} ops against PyTorch: geometric mean {geo:.2}×; {} under 0.8×{}",
+            logs.len(),
+            under.len(),
+            if under.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", under.join(", "))
+            }
+        ));
+    }
+    Ok(out)
+}
+
+/// Runs the peer on the specs of the ops that ran and parses what it printed.
+pub fn run(peer: OpsPeer, specs: &[&Spec], dtype: &str, device: &str) -> Result<OpsPeerRun> {
+    let OpsPeer::Torch = peer;
+    let file = tempfile::NamedTempFile::new().context("creating the peer's op list")?;
+    std::fs::write(file.path(), serde_json::to_vec(specs)?)
+        .with_context(|| format!("writing {}", file.path().display()))?;
+    let args: Vec<OsString> = vec![
+        file.path().into(),
+        "--dtype".into(),
+        dtype.into(),
+        "--device".into(),
+        device.into(),
+    ];
+    let stdout = super::bench_peer::run_script("ops_peer.py", SCRIPT, &args, "torch with CUDA")?;
+    parse(&stdout, specs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn ran(name: &str, fast_ms: f64) -> (Spec, Ran) {
+        (
+            Spec {
+                kind: "conv",
+                dims: vec![2, 320, 64, 320, 3, 1],
+            },
+            Ran {
+                name: name.into(),
+                shape: "2×320×64² → 320, 3×3/1".into(),
+                fast_s: fast_ms / 1e3,
+            },
+        )
+    }
+
+    const OUT: &str = "ops_peer.py: torch 2.11.0+cu130, cuDNN 91900, float16, cuda\n\
+a warning\n\
+{\"i\": 1, \"ms\": [[\"nchw\", 0.5], [\"channels_last\", 0.25]]}\n\
+{\"i\": 0, \"ms\": [[\"default\", 2.0], [\"cudnn\", null]]}\n";
+
+    #[test]
+    fn parses_replies_in_any_order_and_drops_variants_that_did_not_run() {
+        let r = parse(OUT, 2).unwrap();
+        assert!(r.header.contains("torch 2.11.0"));
+        assert_eq!(r.times[0], vec![("default".to_string(), 0.002)]);
+        assert_eq!(r.times[1].len(), 2);
+        assert_eq!(r.times[1][1], ("channels_last".to_string(), 0.00025));
+    }
+
+    #[test]
+    fn missing_extra_or_doubled_replies_are_errors() {
+        assert!(parse(OUT, 3).unwrap_err().to_string().contains("op 2 of 3"));
+        assert!(parse(OUT, 1).unwrap_err().to_string().contains("op 1 of 1"));
+        let twice = format!("{OUT}{{\"i\": 0, \"ms\": []}}\n");
+        assert!(parse(&twice, 2).unwrap_err().to_string().contains("twice"));
+        assert!(
+            parse("{\"i\": 0, \"ms\": []}", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("header")
+        );
+        let bad = "ops_peer.py: x\n{\"i\": \"zero\"}\n";
+        assert!(parse(bad, 1).is_err());
+    }
+
+    #[test]
+    fn ratios_are_torch_best_over_shoal() {
+        let r = parse(OUT, 2).unwrap();
+        // Op 0: torch 2.0 ms (its one variant) against shoal 1.0 ms → 2.00×;
+        // op 1: torch's best 0.25 ms against shoal 0.5 ms → 0.50×, under 0.8×.
+        let t = table(&[ran("a", 1.0), ran("b", 0.5)], &r).unwrap();
+        assert_eq!(
+            t[2],
+            "| a | 2×320×64² → 320, 3×3/1 | 1.000 | 2.000 | default | 2.00× |"
+        );
+        assert_eq!(
+            t[3],
+            "| b | 2×320×64² → 320, 3×3/1 | 0.500 | 0.250 | channels_last | 0.50× |"
+        );
+        // Geometric mean of 2 and 0.5 is 1.
+        assert!(
+            t[5].starts_with("2 ops against PyTorch: geometric mean 1.00×; 1 under 0.8×: b ("),
+            "{}",
+            t[5]
+        );
+        assert!(table(&[ran("a", 1.0)], &r).is_err());
+        let none = OpsPeerRun {
+            header: String::new(),
+            times: vec![vec![]],
+        };
+        assert!(table(&[ran("a", 1.0)], &none).unwrap()[2].contains("no variant ran"));
+    }
+}
