@@ -7,8 +7,7 @@ use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceR
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{Layout, Shape, Storage, Tensor};
 
-use super::{Key, cuda_device, dtype_code, execute, prepare, to_candle};
-use super::{contiguous_slice, shoal_cudnn_conv_build};
+use super::{Key, collecting, contiguous_slice, cuda_device, dtype_code, execute, prepare, to_candle};
 use crate::error::{Error, Result};
 use crate::shape::ConvShape;
 
@@ -93,22 +92,11 @@ pub fn conv2d_ex(
         nhwc,
         residual: residual.is_some(),
     };
-    let dims = [n, c, h, wd, k, r, s, pad, stride].map(|v| v as i64);
-    let flags = [i32::from(nhwc), i32::from(residual.is_some())];
-    prepare(
-        &dev,
-        OP,
-        &key,
-        Box::new(move |handle, out, ws, err, len| {
-            // SAFETY: out-pointers and the error buffer come from `prepare`.
-            unsafe {
-                shoal_cudnn_conv_build(
-                    handle, dtype, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7],
-                    dims[8], flags[0], 1, flags[1], out, ws, err, len,
-                )
-            }
-        }),
-    )?;
+    if collecting(&dev, &key) {
+        let out: [usize; 4] = if nhwc { [n, ho, wo, k] } else { [n, k, ho, wo] };
+        return Ok(Tensor::zeros(&out, x.dtype(), x.device())?);
+    }
+    prepare(&dev, OP, &key)?;
     let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
     let residual = residual.map(Tensor::contiguous).transpose()?;
     Ok(x.apply_op3_no_bwd(&w, &b, &ConvOp { key, dev, residual })?)

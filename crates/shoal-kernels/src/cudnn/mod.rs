@@ -155,7 +155,12 @@ enum Key {
 }
 
 enum Entry {
-    Plan { plan: *mut ShoalPlan, workspace: usize },
+    /// A plan, executed on the handle it was built on.
+    Plan {
+        plan: *mut ShoalPlan,
+        workspace: usize,
+        handle: *mut c_void,
+    },
     Unsupported(String),
 }
 
@@ -215,62 +220,187 @@ fn cuda_device(op: &'static str, t: &Tensor) -> Result<CudaDevice> {
     }
 }
 
-type Build<'a> = dyn FnOnce(*mut c_void, *mut *mut ShoalPlan, *mut i64, *mut c_char, usize) -> c_int + 'a;
+impl Key {
+    fn op(&self) -> &'static str {
+        match self {
+            Key::Conv { .. } => "conv2d",
+            Key::Sdpa { .. } => "sdpa",
+        }
+    }
+}
 
-/// Builds (once) the plan for `key` on `dev`, or reports why there is none.
-fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>) -> Result<()> {
-    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
-    let state = match states.entry(dev.id()) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => {
-            let stream = dev.cuda_stream();
-            stream.context().bind_to_thread().map_err(|e| Error::Backend {
-                op,
-                message: format!("binding the CUDA context: {e:?}"),
-            })?;
-            let t0 = std::time::Instant::now();
-            let mut handle = std::ptr::null_mut();
-            let mut err = [0 as c_char; 1024];
-            // SAFETY: `handle` is a valid out-pointer, `err` a buffer of the length passed;
-            // the stream belongs to the device whose context is bound to this thread.
-            let rc = unsafe {
-                shoal_cudnn_handle_create(
-                    &mut handle,
-                    stream.cu_stream() as *mut c_void,
+/// What building one plan gave: the plan (null where cuDNN has none), its
+/// workspace, the handle it was built on, and cuDNN's message.
+struct Built {
+    plan: *mut ShoalPlan,
+    workspace: i64,
+    handle: *mut c_void,
+    err: String,
+}
+
+// SAFETY: a built plan and its handle move from the thread that built them to
+// the plan cache once; from then on they are used only while `STATES` is locked.
+unsafe impl Send for Built {}
+
+impl Built {
+    fn entry(self) -> Entry {
+        if self.plan.is_null() {
+            Entry::Unsupported(self.err)
+        } else {
+            Entry::Plan {
+                plan: self.plan,
+                workspace: usize::try_from(self.workspace).unwrap_or(0),
+                handle: self.handle,
+            }
+        }
+    }
+}
+
+/// Builds the plan for `key` on `handle` (timed into the build statistics).
+fn build_key(handle: *mut c_void, key: &Key) -> Built {
+    let mut plan = std::ptr::null_mut();
+    let mut ws = 0i64;
+    let mut err = [0 as c_char; 1024];
+    let t0 = std::time::Instant::now();
+    let rc = match key {
+        Key::Conv {
+            dtype,
+            shape,
+            bias,
+            nhwc,
+            residual,
+        } => {
+            let d = [
+                shape.n,
+                shape.c,
+                shape.h,
+                shape.w,
+                shape.k,
+                shape.r,
+                shape.s,
+                shape.pad,
+                shape.stride,
+            ]
+            .map(|v| v as i64);
+            // SAFETY: `plan`, `ws` and `err` are valid out-pointers, `err` of the length passed;
+            // the handle is a live cuDNN handle of this device.
+            unsafe {
+                shoal_cudnn_conv_build(
+                    handle,
+                    *dtype,
+                    d[0],
+                    d[1],
+                    d[2],
+                    d[3],
+                    d[4],
+                    d[5],
+                    d[6],
+                    d[7],
+                    d[8],
+                    c_int::from(*nhwc),
+                    c_int::from(*bias),
+                    c_int::from(*residual),
+                    &mut plan,
+                    &mut ws,
                     err.as_mut_ptr(),
                     err.len(),
                 )
-            };
-            BUILD.lock().unwrap_or_else(|p| p.into_inner()).handle_s += t0.elapsed().as_secs_f64();
-            if rc != 0 {
-                return Err(Error::Unsupported {
-                    op,
-                    why: format!("cuDNN unavailable: {}", message(&err)),
-                });
             }
-            e.insert(DevState {
-                handle,
-                plans: HashMap::new(),
-                workspace: None,
-            })
+        }
+        Key::Sdpa {
+            dtype,
+            dims,
+            strides,
+            scale,
+            causal,
+        } => {
+            // SAFETY: as above; the stride arrays live in the key until the call returns.
+            unsafe {
+                shoal_cudnn_sdpa_build(
+                    handle,
+                    *dtype,
+                    dims[0],
+                    dims[1],
+                    dims[2],
+                    dims[3],
+                    dims[4],
+                    strides[0].as_ptr(),
+                    strides[1].as_ptr(),
+                    strides[2].as_ptr(),
+                    strides[3].as_ptr(),
+                    f32::from_bits(*scale),
+                    c_int::from(*causal),
+                    &mut plan,
+                    &mut ws,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            }
         }
     };
+    note_build(key.op(), t0.elapsed().as_secs_f64());
+    Built {
+        plan: if rc == 0 { plan } else { std::ptr::null_mut() },
+        workspace: ws,
+        handle,
+        err: message(&err),
+    }
+}
+
+/// A new cuDNN handle on `dev`'s candle stream, made on (and with the context
+/// bound to) the calling thread.
+fn new_handle(dev: &CudaDevice, op: &'static str) -> Result<*mut c_void> {
+    let stream = dev.cuda_stream();
+    stream.context().bind_to_thread().map_err(|e| Error::Backend {
+        op,
+        message: format!("binding the CUDA context: {e:?}"),
+    })?;
+    let t0 = std::time::Instant::now();
+    let mut handle = std::ptr::null_mut();
+    let mut err = [0 as c_char; 1024];
+    // SAFETY: `handle` is a valid out-pointer, `err` a buffer of the length passed;
+    // the stream belongs to the device whose context is bound to this thread.
+    let rc = unsafe {
+        shoal_cudnn_handle_create(
+            &mut handle,
+            stream.cu_stream() as *mut c_void,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    BUILD.lock().unwrap_or_else(|p| p.into_inner()).handle_s += t0.elapsed().as_secs_f64();
+    if rc != 0 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("cuDNN unavailable: {}", message(&err)),
+        });
+    }
+    Ok(handle)
+}
+
+/// The state of `dev` in `states`, made (with its handle) on first use.
+fn state_of<'s>(
+    states: &'s mut HashMap<DeviceId, DevState>,
+    dev: &CudaDevice,
+    op: &'static str,
+) -> Result<&'s mut DevState> {
+    Ok(match states.entry(dev.id()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(DevState {
+            handle: new_handle(dev, op)?,
+            plans: HashMap::new(),
+            workspace: None,
+        }),
+    })
+}
+
+/// Builds (once) the plan for `key` on `dev`, or reports why there is none.
+fn prepare(dev: &CudaDevice, op: &'static str, key: &Key) -> Result<()> {
+    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let state = state_of(&mut states, dev, op)?;
     if !state.plans.contains_key(key) {
-        let mut plan = std::ptr::null_mut();
-        let mut ws = 0i64;
-        let mut err = [0 as c_char; 1024];
-        let t0 = std::time::Instant::now();
-        let rc = build(state.handle, &mut plan, &mut ws, err.as_mut_ptr(), err.len());
-        note_build(op, t0.elapsed().as_secs_f64());
-        let entry = if rc == 0 && !plan.is_null() {
-            Entry::Plan {
-                plan,
-                workspace: usize::try_from(ws).unwrap_or(0),
-            }
-        } else {
-            Entry::Unsupported(message(&err))
-        };
-        state.plans.insert(key.clone(), entry);
+        let built = build_key(state.handle, key);
+        state.plans.insert(key.clone(), built.entry());
     }
     match state.plans.get(key) {
         Some(Entry::Plan { .. }) => Ok(()),
@@ -282,6 +412,143 @@ fn prepare(dev: &CudaDevice, op: &'static str, key: &Key, build: Box<Build<'_>>)
     }
 }
 
+thread_local! {
+    /// The keys collected by [`discover`] on this thread, while it runs.
+    static COLLECT: std::cell::RefCell<Option<Vec<Key>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Plan keys that [`discover`] found without a plan yet.
+#[derive(Debug, Default)]
+pub struct PlanKeys(Vec<Key>);
+
+impl PlanKeys {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Runs `f` with this thread's cuDNN ops collecting the keys of the plans they
+/// lack instead of running: each returns zeros of its output's shape (so the
+/// shapes downstream are the real ones), the other ops run as usual. For
+/// [`prebuild`]: a model call under `discover` costs its elementwise kernels.
+pub fn discover<R>(f: impl FnOnce() -> R) -> (R, PlanKeys) {
+    let nested = COLLECT.with(|c| c.borrow().is_some());
+    if nested {
+        return (f(), PlanKeys::default());
+    }
+    COLLECT.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let keys = COLLECT.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (r, PlanKeys(keys))
+}
+
+/// Whether this call only collects its key ([`discover`]): then the op returns
+/// zeros of its output's shape.
+fn collecting(dev: &CudaDevice, key: &Key) -> bool {
+    COLLECT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(keys) = c.as_mut() else {
+            return false;
+        };
+        let built = STATES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&dev.id())
+            .is_some_and(|s| s.plans.contains_key(key));
+        if !built && !keys.contains(key) {
+            keys.push(key.clone());
+        }
+        true
+    })
+}
+
+/// What [`prebuild`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prebuilt {
+    /// Plans built.
+    pub plans: usize,
+    /// Keys cuDNN has no plan for (their calls run the plain path).
+    pub unsupported: usize,
+    /// Threads used.
+    pub threads: usize,
+    /// Wall seconds, handles included.
+    pub seconds: f64,
+}
+
+/// Builds the plans of `keys` on `threads` threads, each with a cuDNN handle
+/// of its own on `dev`'s candle stream (a handle is never shared between
+/// threads while in use), and caches them: a plan executes later on the
+/// handle it was built on. The cuDNN engines that compile their kernels at run
+/// time compile side by side.
+pub fn prebuild(dev: &CudaDevice, keys: PlanKeys, threads: usize) -> Result<Prebuilt> {
+    const OP: &str = "prebuild";
+    let t0 = std::time::Instant::now();
+    let keys = keys.0;
+    if keys.is_empty() {
+        return Ok(Prebuilt::default());
+    }
+    let threads = threads.clamp(1, keys.len());
+    // The device's own state first (its handle), so that the cache exists.
+    state_of(&mut STATES.lock().unwrap_or_else(|p| p.into_inner()), dev, OP)?;
+    let mut shares: Vec<Vec<Key>> = vec![Vec::new(); threads];
+    for (i, k) in keys.into_iter().enumerate() {
+        shares[i % threads].push(k);
+    }
+    let results: Vec<Result<Vec<(Key, Built)>>> = std::thread::scope(|s| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let dev = dev.clone();
+                s.spawn(move || -> Result<Vec<(Key, Built)>> {
+                    let handle = new_handle(&dev, OP)?;
+                    Ok(share
+                        .into_iter()
+                        .map(|k| {
+                            let b = build_key(handle, &k);
+                            (k, b)
+                        })
+                        .collect())
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Backend {
+                        op: OP,
+                        message: "a plan-building thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let state = state_of(&mut states, dev, OP)?;
+    let mut done = Prebuilt {
+        threads,
+        ..Prebuilt::default()
+    };
+    for r in results {
+        for (key, built) in r? {
+            let entry = built.entry();
+            match entry {
+                Entry::Plan { .. } => done.plans += 1,
+                Entry::Unsupported(_) => done.unsupported += 1,
+            }
+            state.plans.entry(key).or_insert(entry);
+        }
+    }
+    done.seconds = t0.elapsed().as_secs_f64();
+    Ok(done)
+}
+
 /// Executes the prepared plan for `key` with `ptrs` (uid i + 1 at index i).
 fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5]) -> Result<()> {
     let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
@@ -289,8 +556,12 @@ fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5
         op,
         message: "no cuDNN handle for this device (plan not prepared)".into(),
     })?;
-    let (plan, need) = match state.plans.get(key) {
-        Some(Entry::Plan { plan, workspace }) => (*plan, *workspace),
+    let (plan, need, handle) = match state.plans.get(key) {
+        Some(Entry::Plan {
+            plan,
+            workspace,
+            handle,
+        }) => (*plan, *workspace, *handle),
         _ => {
             return Err(Error::Backend {
                 op,
@@ -305,12 +576,11 @@ fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5
         state.workspace = Some(unsafe { dev.alloc::<u8>(need) }?);
     }
     let stream = dev.cuda_stream();
-    let handle = state.handle;
     let mut err = [0 as c_char; 1024];
     let rc = match state.workspace.as_mut() {
         Some(ws) if need > 0 => {
             let (wp, _guard) = ws.device_ptr_mut(&stream);
-            // SAFETY: the plan was built on this handle; every pointer is a live device
+            // SAFETY: the plan was built on this handle (on this stream); every pointer is a live device
             // buffer of the size the plan's shapes imply (checked by the callers).
             unsafe {
                 shoal_cudnn_execute(

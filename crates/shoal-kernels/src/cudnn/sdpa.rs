@@ -1,6 +1,6 @@
 //! cuDNN's fused scaled-dot-product attention.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
@@ -8,8 +8,7 @@ use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::{Layout, Shape, Tensor};
 use half::{bf16, f16};
 
-use super::shoal_cudnn_sdpa_build;
-use super::{Key, cuda_device, dtype_code, execute, prepare, to_candle};
+use super::{Key, collecting, cuda_device, dtype_code, execute, prepare, to_candle};
 use crate::error::{Error, Result};
 
 /// The element strides of a `(b, s, heads·d)` tensor seen as `(b, heads, s, d)`,
@@ -71,35 +70,10 @@ pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32, causal
         scale: scale.to_bits(),
         causal,
     };
-    prepare(
-        &dev,
-        OP,
-        &key,
-        Box::new(move |handle, out, ws, err, len| {
-            // SAFETY: the stride arrays live until the call returns; out-pointers from `prepare`.
-            unsafe {
-                shoal_cudnn_sdpa_build(
-                    handle,
-                    dtype,
-                    dims[0],
-                    dims[1],
-                    dims[2],
-                    dims[3],
-                    dims[4],
-                    strides[0].as_ptr(),
-                    strides[1].as_ptr(),
-                    strides[2].as_ptr(),
-                    strides[3].as_ptr(),
-                    scale,
-                    causal as c_int,
-                    out,
-                    ws,
-                    err,
-                    len,
-                )
-            }
-        }),
-    )?;
+    if collecting(&dev, &key) {
+        return Ok(Tensor::zeros((b, sq, hd), q.dtype(), q.device())?);
+    }
+    prepare(&dev, OP, &key)?;
     Ok(q.apply_op3_no_bwd(&k, &v, &SdpaOp { key, dev, d })?)
 }
 
