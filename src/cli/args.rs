@@ -31,3 +31,45 @@ pub fn parse_device(s: &str) -> Result<Device> {
         },
     }
 }
+
+/// `SHOAL_CUDNN_PREBUILD`: threads that build a new batch shape's cuDNN plans
+/// ahead of its first call (`LoadOptions::plan_threads`): unset or `0` off
+/// (each plan built on its first use), a number from 1 to 64, or `auto` (the
+/// cores, at most 16). `var` reads the environment.
+pub fn plan_threads(var: impl Fn(&str) -> Option<String>) -> Result<usize> {
+    const VAR: &str = "SHOAL_CUDNN_PREBUILD";
+    let Some(v) = var(VAR) else { return Ok(0) };
+    match v.trim() {
+        "" | "0" => Ok(0),
+        "auto" => Ok(std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16)),
+        n => match n.parse::<usize>() {
+            Ok(k) if (1..=64).contains(&k) => Ok(k),
+            _ => Err(UsageError(format!(
+                "{VAR}={v:?}: give a number of threads from 0 to 64, or auto"
+            ))
+            .into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn plan_threads_from_the_environment() {
+        let env = |v: Option<&'static str>| move |_: &str| v.map(String::from);
+        assert_eq!(plan_threads(env(None)).unwrap(), 0);
+        assert_eq!(plan_threads(env(Some("0"))).unwrap(), 0);
+        assert_eq!(plan_threads(env(Some(" 8 "))).unwrap(), 8);
+        assert!((1..=16).contains(&plan_threads(env(Some("auto"))).unwrap()));
+        for bad in ["65", "-1", "many", "1.5"] {
+            let e = plan_threads(env(Some(bad))).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}");
+            assert!(e.to_string().contains("SHOAL_CUDNN_PREBUILD"), "{e}");
+        }
+    }
+}

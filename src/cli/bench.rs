@@ -142,7 +142,11 @@ fn sd(b: SdBench) -> Result<()> {
     }
     let mem = shoal_dist::MemoryPeak::start(std::time::Duration::from_millis(20));
     let t = Instant::now();
-    let pipe = Pipeline::load_placed(&b.model, placement, dtype, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        plan_threads: super::args::plan_threads(|k| std::env::var(k).ok())?,
+        ..LoadOptions::default()
+    };
+    let pipe = Pipeline::load_placed(&b.model, placement, dtype, &opts)?;
     sync(&device)?;
     let load_s = t.elapsed().as_secs_f64();
     let params = |steps| Params {

@@ -315,6 +315,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         scheduler: c.scheduler.clone(),
         variant: None,
         batch_invariant: None,
+        plan_threads: super::args::plan_threads(|k| std::env::var(k).ok())?,
         ..Default::default()
     };
     // Everything the user gave is checked before any weight is read.

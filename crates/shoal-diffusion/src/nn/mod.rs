@@ -126,6 +126,44 @@ impl Layout {
     }
 }
 
+/// Builds the cuDNN plans that `call` (one model call, and whatever else
+/// belongs to it) will need, on `threads` threads, before it runs for real:
+/// `call` runs once with the cuDNN ops collecting their plan keys instead of
+/// computing (their outputs are zeros; what it returns is thrown away), then
+/// the missing plans are built side by side (`shoal_kernels::cudnn::prebuild`).
+/// Without the `cudnn` kernels, or off CUDA, it does nothing and `call` does
+/// not run.
+pub fn prebuild_plans(
+    device: &Device,
+    threads: usize,
+    call: impl FnOnce() -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    #[cfg(feature = "cudnn")]
+    if let Device::Cuda(dev) = device
+        && threads > 0
+    {
+        let t0 = std::time::Instant::now();
+        let (ran, keys) = shoal_kernels::cudnn::discover(call);
+        ran?;
+        let found = (keys.len(), t0.elapsed().as_secs_f64());
+        let done = shoal_kernels::cudnn::prebuild(dev, keys, threads)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        if found.0 > 0 {
+            tracing::info!(
+                "cuDNN: {} plan(s) built ahead on {} thread(s) in {:.2} s ({} without an engine; found in {:.2} s)",
+                done.plans,
+                done.threads,
+                done.seconds,
+                done.unsupported,
+                found.1
+            );
+        }
+        return Ok(());
+    }
+    let _ = (device, threads, call);
+    Ok(())
+}
+
 /// Records a fallback to the plain path.
 #[cfg(any(feature = "cudnn", feature = "fused"))]
 fn fell_back(what: impl FnOnce() -> String, why: &str) {

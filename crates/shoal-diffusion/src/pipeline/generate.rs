@@ -344,20 +344,47 @@ impl Pipeline {
         let mut x = Tensor::stack(&init, 0)?;
         let unet = self.unet()?;
         let n = sched.timesteps().len();
-        for i in 0..n {
+        let eval = |sched: &Scheduler, i: usize, xin: &Tensor, h: &HalfCond| -> Result<Tensor> {
             let t = sched.timesteps()[i];
-            let eval = |xin: &Tensor, h: &HalfCond| -> Result<Tensor> {
-                let xin = sched.scale_model_input(xin, i)?.to_dtype(self.dtype)?;
-                Ok(crate::nn::profile::scope(
-                    "UNet (whole call)",
-                    xin.device(),
-                    || {
-                        unet.forward(&xin, t, &h.ctx, h.added.as_ref())
-                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
-                            .to_dtype(DType::F32)
-                    },
-                )?)
-            };
+            let xin = sched.scale_model_input(xin, i)?.to_dtype(self.dtype)?;
+            Ok(crate::nn::profile::scope(
+                "UNet (whole call)",
+                xin.device(),
+                || {
+                    unet.forward(&xin, t, &h.ctx, h.added.as_ref())
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                        .to_dtype(DType::F32)
+                },
+            )?)
+        };
+        // A new batch shape: its cuDNN plans built ahead, side by side (the
+        // first step's UNet call and one item's decode, run to collect them).
+        let shape_key = (b, p.height, p.width, joint.is_some());
+        let fresh = self.plan_threads > 0
+            && n > 0
+            && self
+                .planned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(shape_key);
+        if fresh {
+            crate::nn::prebuild_plans(&devs.unet, self.plan_threads, || {
+                let first = match &joint {
+                    Some(j) => eval(&sched, 0, &Tensor::cat(&[&x, &x], 0)?, j),
+                    None => eval(&sched, 0, &x, &halves[0]),
+                };
+                first.map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                // The decode's plans too where the VAE shares the UNet's GPU (the
+                // keys name no device: a device map builds the VAE's on first use).
+                if !self.unet_only && devs.vae.same_device(&devs.unet) {
+                    self.decode(&x.narrow(0, 0, 1)?)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                }
+                Ok(())
+            })?;
+        }
+        for i in 0..n {
+            let eval = |xin: &Tensor, h: &HalfCond| eval(&sched, i, xin, h);
             let guide = |u: &Tensor, c: &Tensor| -> Result<Tensor> { Ok((u + ((c - u)? * p.guidance)?)?) };
             let out = match (&joint, partner) {
                 _ if !cfg => eval(&x, &halves[0])?,

@@ -48,6 +48,11 @@ pub struct LoadOptions {
     /// Load the UNet (its `unet_stages`) and nothing else: a later process of a
     /// UNet pipeline, which never encodes text or decodes.
     pub unet_only: bool,
+    /// Before the first call of a new batch shape, collect the cuDNN plans its
+    /// UNet call and decode will need and build them on this many threads
+    /// ([`crate::nn::prebuild_plans`]); 0: each plan is built on its first use.
+    /// Only with the `cudnn` kernels on CUDA.
+    pub plan_threads: usize,
 }
 
 /// One image to generate.
@@ -276,6 +281,9 @@ pub struct Pipeline {
     batch_invariant: bool,
     unet_stages: Option<Vec<crate::unet::Stage>>,
     unet_only: bool,
+    plan_threads: usize,
+    /// The batch shapes (items, height, width, joint CFG call) whose plans were built ahead.
+    planned: std::sync::Mutex<std::collections::HashSet<(usize, usize, usize, bool)>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -408,6 +416,8 @@ impl Pipeline {
             batch_invariant: opts.batch_invariant.unwrap_or(exec.is_cpu()),
             unet_stages: opts.unet_stages.clone(),
             unet_only: opts.unet_only,
+            plan_threads: opts.plan_threads,
+            planned: Default::default(),
             placement,
         };
         pipe.reload()?;
