@@ -452,10 +452,19 @@ fn r15_split_vae_decode_equals_the_whole_decode() {
     let tmp = tempfile::tempdir().unwrap();
     let one = tmp.path().join("one");
     assert!(generate(0, &one, &[], &tag).status.success());
-    for n in [2, 4] {
-        let out = tmp.path().join(format!("vp{n}"));
-        let o = generate(n, &out, &["--cfg-parallel", "--vae-parallel"], &tag);
-        assert!(o.status.success(), "{n}: {}", text(&o));
+    // With CFG parallelism, and on its own (the even process denoises, its
+    // partner only decodes), on 2 processes and on 4 (two pairs), both schedules.
+    let runs: [(usize, &[&str]); 5] = [
+        (2, &["--cfg-parallel", "--vae-parallel"]),
+        (4, &["--cfg-parallel", "--vae-parallel"]),
+        (2, &["--vae-parallel"]),
+        (4, &["--vae-parallel"]),
+        (4, &["--vae-parallel", "--schedule", "dynamic"]),
+    ];
+    for (k, (n, extra)) in runs.iter().enumerate() {
+        let out = tmp.path().join(format!("vp{k}"));
+        let o = generate(*n, &out, extra, &tag);
+        assert!(o.status.success(), "{n} {extra:?}: {}", text(&o));
         let (a, b) = (files(&one), files(&out));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
         for name in a.keys() {
@@ -465,16 +474,39 @@ fn r15_split_vae_decode_equals_the_whole_decode() {
                 .arg(out.join(name))
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "{n} processes, {name}: {}", text(&o));
+            assert!(
+                o.status.success(),
+                "{n} processes {extra:?}, {name}: {}",
+                text(&o)
+            );
         }
+        // The manifest records every image once, each by an even rank.
+        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+        let ranks: Vec<u64> = manifest
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["rank"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ranks.len(), a.len(), "{manifest}");
+        assert!(ranks.iter().all(|r| r % 2 == 0), "{n} {extra:?}: {ranks:?}");
     }
-    let o = generate(2, &tmp.path().join("bad"), &["--vae-parallel"], &tag);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("needs --cfg-parallel") || text(&o).contains("add --cfg-parallel"),
-        "{}",
-        text(&o)
-    );
+    for (n, extra, want) in [
+        (3, vec!["--vae-parallel"], "even number of processes, not 3"),
+        (0, vec!["--vae-parallel"], "even number of processes, not 1"),
+        (
+            2,
+            vec!["--vae-parallel", "--pipeline-parallel", "2"],
+            "cannot be combined with --vae-parallel",
+        ),
+    ] {
+        let out = tmp.path().join(format!("bad{n}"));
+        let o = generate(n, &out, &extra, &tag);
+        assert_eq!(o.status.code(), Some(2), "{n} {extra:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{n} {extra:?}: {}", text(&o));
+    }
     assert_none_left(&tag);
 }
 

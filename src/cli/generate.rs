@@ -92,9 +92,11 @@ pub struct GenerateCmd {
     /// guidance above 1). Pairs share the items like processes do.
     #[arg(long)]
     cfg_parallel: bool,
-    /// With --cfg-parallel: the pair also splits the VAE decode into two bands
-    /// of rows (GroupNorm statistics and edge rows exchanged), the image equal
-    /// to one process's up to rounding.
+    /// Ranks pair up (0+1, 2+3, …) and split the VAE decode into two bands of
+    /// rows (GroupNorm statistics and edge rows exchanged), the image equal to
+    /// one process's up to rounding. With --cfg-parallel the pair also splits
+    /// the denoising; without it the even process denoises and its partner
+    /// only decodes (for images whose decode does not fit one GPU).
     #[arg(long)]
     vae_parallel: bool,
     /// Pipeline parallelism: the UNet cut into stages, one per process (the
@@ -416,6 +418,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
     if pipelined {
         let clash = [
             (c.cfg_parallel, "--cfg-parallel"),
+            (c.vae_parallel, "--vae-parallel"),
             (c.device_map.is_some(), "--device-map"),
             (c.offload.is_some(), "--offload"),
         ];
@@ -428,11 +431,8 @@ pub fn run(c: GenerateCmd) -> Result<()> {
             bail!(UsageError("--num-chunks must be at least 1".into()));
         }
     }
-    if c.vae_parallel && !c.cfg_parallel {
-        bail!(UsageError(
-            "--vae-parallel splits the decode between the two processes of a CFG pair: add --cfg-parallel"
-                .into()
-        ));
+    if c.vae_parallel {
+        shoal_engine::check_pairs(world, "--vae-parallel").map_err(|e| UsageError(e.to_string()))?;
     }
     let latents = match &c.latents {
         Some(p) => Some(load_latents(p, items.len())?),

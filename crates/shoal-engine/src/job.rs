@@ -47,9 +47,12 @@ pub struct JobConfig<'a> {
     /// items; rank 2k computes the unconditional half of guidance and writes
     /// the images, rank 2k + 1 the conditional half.
     pub cfg_parallel: bool,
-    /// With `cfg_parallel`: the pair also splits the VAE decode, the even rank
+    /// Ranks work in pairs (2k, 2k + 1) that split the VAE decode, the even rank
     /// the top half of the rows, the odd rank the bottom half
-    /// ([`shoal_diffusion::vae::Decoder::decode_band`]).
+    /// ([`shoal_diffusion::vae::Decoder::decode_band`]). With `cfg_parallel` the
+    /// pair also splits the denoising; without it the even rank denoises alone
+    /// and hands the latents to its partner, which only decodes (for images
+    /// whose decode is what does not fit one device).
     pub vae_parallel: bool,
     /// Pipeline parallelism: the UNet's stages spread over the ranks (stage =
     /// rank mod `pipeline_stages`, as the pipeline was loaded); the first rank
@@ -118,13 +121,19 @@ fn params_of(g: &GenParams) -> Params {
     }
 }
 
-/// Checks a CFG-parallel job's shape: pairs of ranks, guidance above 1 on every item.
-pub fn check_cfg_parallel(items: &[WorkItem], world: usize) -> Result<()> {
+/// Checks that `world` processes pair up, for `flag`.
+pub fn check_pairs(world: usize, flag: &str) -> Result<()> {
     if world < 2 || !world.is_multiple_of(2) {
         return Err(Error::Usage(format!(
-            "--cfg-parallel runs each image on a pair of processes: it needs an even number of processes, not {world}"
+            "{flag} runs each image on a pair of processes: it needs an even number of processes, not {world}"
         )));
     }
+    Ok(())
+}
+
+/// Checks a CFG-parallel job's shape: pairs of ranks, guidance above 1 on every item.
+pub fn check_cfg_parallel(items: &[WorkItem], world: usize) -> Result<()> {
+    check_pairs(world, "--cfg-parallel")?;
     if let Some(it) = items.iter().find(|it| it.params.guidance <= 1.0) {
         return Err(Error::Usage(format!(
             "--cfg-parallel: item {} has guidance {}; at guidance 1 or below there is no unconditional half to split off",
@@ -134,12 +143,21 @@ pub fn check_cfg_parallel(items: &[WorkItem], world: usize) -> Result<()> {
     Ok(())
 }
 
-/// This rank's partner in a CFG-parallel pair: the predictions go through the
-/// process group, the unconditional side sending first.
+/// This rank's partner in a pair: under CFG parallelism the predictions go
+/// through the process group, the unconditional (even) side sending first;
+/// `denoise` is false for the odd rank of a decode-only pair.
 struct Pair<'a> {
     pg: &'a ProcessGroup,
     partner: usize,
     half: CfgHalf,
+    cfg: bool,
+}
+
+impl Pair<'_> {
+    /// The even rank: it claims the blocks and writes the images.
+    fn leads(&self) -> bool {
+        self.half == CfgHalf::Uncond
+    }
 }
 
 impl CfgPartner for Pair<'_> {
@@ -198,9 +216,12 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
     if cfg.cfg_parallel {
         check_cfg_parallel(cfg.items, r.world)?;
     }
-    if cfg.vae_parallel && !cfg.cfg_parallel {
+    if cfg.vae_parallel {
+        check_pairs(r.world, "--vae-parallel")?;
+    }
+    if (cfg.cfg_parallel || cfg.vae_parallel) && cfg.pipeline_chunks.is_some() {
         return Err(Error::Usage(
-            "--vae-parallel splits the decode between the two processes of a CFG pair: it needs --cfg-parallel".into(),
+            "pairs of processes (--cfg-parallel, --vae-parallel) cannot be combined with pipeline parallelism".into(),
         ));
     }
     // Rank 0 holds the job folder (job.lock) until the job ends.
@@ -217,8 +238,9 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
         if cfg.dynamic { "dynamic" } else { "static" }
     );
     let blocks_all = blocks.clone();
-    // Units of work: ranks, or pairs of ranks under CFG parallelism.
-    let (unit, units) = if cfg.cfg_parallel {
+    // Units of work: ranks, or pairs of ranks under CFG parallelism or a split decode.
+    let paired = cfg.cfg_parallel || cfg.vae_parallel;
+    let (unit, units) = if paired {
         (r.rank / 2, r.world / 2)
     } else if cfg.pipeline_chunks.is_some() {
         // Each pipeline's first rank drives its blocks through the pipeline.
@@ -231,7 +253,7 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
         (true, Some(pg)) => Box::new(StoreCounter::new(pg, blocks)),
         _ => Box::new(StaticSource::new(&blocks, unit, units)),
     };
-    let pair = match (cfg.cfg_parallel, r.pg) {
+    let pair = match (paired, r.pg) {
         (true, Some(pg)) => {
             let (partner, half) = if r.rank.is_multiple_of(2) {
                 (r.rank + 1, CfgHalf::Uncond)
@@ -242,7 +264,12 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
                 let inner = (half == CfgHalf::Uncond).then_some(source);
                 source = Box::new(PairedSource { inner, pg, partner });
             }
-            Some(Pair { pg, partner, half })
+            Some(Pair {
+                pg,
+                partner,
+                half,
+                cfg: cfg.cfg_parallel,
+            })
         }
         _ => None,
     };
@@ -256,7 +283,7 @@ pub fn run_job(pipe: &Pipeline, cfg: &JobConfig, r: Ranks) -> Result<Option<Summ
             let owner = (!cfg.dynamic).then(|| {
                 let mut m = std::collections::HashMap::new();
                 for u in 0..units {
-                    let writer = if cfg.cfg_parallel {
+                    let writer = if paired {
                         2 * u
                     } else if cfg.pipeline_chunks.is_some() {
                         cfg.pipeline_stages.max(1) * u
@@ -443,7 +470,7 @@ fn work(
             })
             .collect();
         // Between steps only rank 0's progress (no store, no device sync).
-        let partner = pair.map(|p| p as &dyn CfgPartner);
+        let partner = pair.filter(|p| p.cfg).map(|p| p as &dyn CfgPartner);
         let params = params_of(&chunk[0].params);
         let progress = cfg.progress.filter(|_| r.rank == 0);
         let mut on_step = |i: usize, n: usize| {
@@ -451,11 +478,32 @@ fn work(
                 p.step(i, n);
             }
         };
-        let out = match (cfg.pipeline_chunks, &ring) {
-            (Some(m), Some(ring)) => pipe.denoise_ring(&gen_items, &params, m, ring, &mut on_step)?,
-            _ => pipe.denoise(&gen_items, &params, &mut on_step, partner)?,
+        let (latents, tokens) = match pair {
+            // A decode-only pair: the even rank denoises, its partner takes the latents.
+            Some(p) if !p.cfg && !p.leads() => {
+                let l = p.pg.recv(p.partner, &pipe.device())?;
+                if l.rank() != 4 || l.dim(0)? != chunk.len() {
+                    return Err(Error::Peer(format!(
+                        "rank {} sent latents {:?} for a block of {} item(s)",
+                        p.partner,
+                        l.dims(),
+                        chunk.len()
+                    )));
+                }
+                (l, Vec::new())
+            }
+            _ => {
+                let out = match (cfg.pipeline_chunks, &ring) {
+                    (Some(m), Some(ring)) => pipe.denoise_ring(&gen_items, &params, m, ring, &mut on_step)?,
+                    _ => pipe.denoise(&gen_items, &params, &mut on_step, partner)?,
+                };
+                check_finite(&out.latents, chunk)?;
+                if let Some(p) = pair.filter(|p| !p.cfg) {
+                    p.pg.send(&out.latents, p.partner)?;
+                }
+                (out.latents, out.prompt_tokens)
+            }
         };
-        check_finite(&out.latents, chunk)?;
         let images = match pair {
             Some(p) if cfg.vae_parallel => {
                 let (top, bottom) = match p.half {
@@ -464,7 +512,7 @@ fn work(
                 };
                 let bands = crate::bands::Bands::new(p.pg, vec![top, bottom])
                     .ok_or_else(|| Error::Peer(format!("rank {} is not in its pair", r.rank)))?;
-                let mine = pipe.decode_band(&out.latents, &bands)?;
+                let mine = pipe.decode_band(&latents, &bands)?;
                 if p.half == CfgHalf::Cond {
                     p.pg.send(&mine, p.partner)?;
                     busy += t.elapsed();
@@ -489,7 +537,7 @@ fn work(
                 busy += t.elapsed();
                 continue;
             }
-            _ => pipe.decode_items(&out.latents)?,
+            _ => pipe.decode_items(&latents)?,
         };
         let per_image = t.elapsed().as_secs_f64() / chunk.len() as f64;
         let mut made_now = Vec::with_capacity(chunk.len());
@@ -498,7 +546,7 @@ fn work(
                 item: chunk[k],
                 png: shoal_diffusion::image::png_bytes(img)?,
                 secs: per_image,
-                tokens: out.prompt_tokens.get(k).copied().unwrap_or(0),
+                tokens: tokens.get(k).copied().unwrap_or(0),
             });
         }
         made += made_now.len();
