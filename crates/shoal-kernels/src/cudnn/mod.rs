@@ -168,6 +168,9 @@ struct DevState {
     handle: *mut c_void,
     plans: HashMap<Key, Entry>,
     workspace: Option<CudaSlice<u8>>,
+    /// The handles [`prebuild`]'s threads built on, kept for the plans built on
+    /// them and for the next prebuild.
+    helpers: Vec<*mut c_void>,
 }
 
 // SAFETY: the handle and plans are only used while `STATES` is locked, so no
@@ -390,6 +393,7 @@ fn state_of<'s>(
             handle: new_handle(dev, op)?,
             plans: HashMap::new(),
             workspace: None,
+            helpers: Vec::new(),
         }),
     })
 }
@@ -482,10 +486,11 @@ pub struct Prebuilt {
 }
 
 /// Builds the plans of `keys` on `threads` threads, each with a cuDNN handle
-/// of its own on `dev`'s candle stream (a handle is never shared between
-/// threads while in use), and caches them: a plan executes later on the
-/// handle it was built on. The cuDNN engines that compile their kernels at run
-/// time compile side by side.
+/// of its own on `dev`'s candle stream, and caches them: a plan executes later
+/// on the handle it was built on. The cuDNN engines that compile their kernels
+/// at run time compile side by side. The plan cache stays locked throughout,
+/// so no cuDNN op runs meanwhile and no handle is ever used by two threads at
+/// once; the threads' handles are kept for the next call.
 pub fn prebuild(dev: &CudaDevice, keys: PlanKeys, threads: usize) -> Result<Prebuilt> {
     const OP: &str = "prebuild";
     let t0 = std::time::Instant::now();
@@ -494,60 +499,92 @@ pub fn prebuild(dev: &CudaDevice, keys: PlanKeys, threads: usize) -> Result<Preb
         return Ok(Prebuilt::default());
     }
     let threads = threads.clamp(1, keys.len());
-    // The device's own state first (its handle), so that the cache exists.
-    state_of(&mut STATES.lock().unwrap_or_else(|p| p.into_inner()), dev, OP)?;
-    let mut shares: Vec<Vec<Key>> = vec![Vec::new(); threads];
+    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let state = state_of(&mut states, dev, OP)?;
+    let mut shares: Vec<(Option<Handle>, Vec<Key>)> = (0..threads)
+        .map(|_| (state.helpers.pop().map(Handle), Vec::new()))
+        .collect();
     for (i, k) in keys.into_iter().enumerate() {
-        shares[i % threads].push(k);
+        shares[i % threads].1.push(k);
     }
-    let results: Vec<Result<Vec<(Key, Built)>>> = std::thread::scope(|s| {
+    type Share = Result<(Handle, Vec<(Key, Built)>)>;
+    let results: Vec<std::thread::Result<Share>> = std::thread::scope(|s| {
         let running: Vec<_> = shares
             .into_iter()
-            .map(|share| {
+            .map(|(handle, share)| {
                 let dev = dev.clone();
-                s.spawn(move || -> Result<Vec<(Key, Built)>> {
-                    let handle = new_handle(&dev, OP)?;
-                    Ok(share
+                s.spawn(move || -> Share {
+                    let handle = match handle {
+                        Some(h) => {
+                            dev.cuda_stream()
+                                .context()
+                                .bind_to_thread()
+                                .map_err(|e| Error::Backend {
+                                    op: OP,
+                                    message: format!("binding the CUDA context: {e:?}"),
+                                })?;
+                            h
+                        }
+                        None => Handle(new_handle(&dev, OP)?),
+                    };
+                    let built = share
                         .into_iter()
                         .map(|k| {
-                            let b = build_key(handle, &k);
+                            let b = build_key(handle.0, &k);
                             (k, b)
                         })
-                        .collect())
+                        .collect();
+                    Ok((handle, built))
                 })
             })
             .collect();
-        running
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Backend {
-                        op: OP,
-                        message: "a plan-building thread panicked".into(),
-                    })
-                })
-            })
-            .collect()
+        running.into_iter().map(|h| h.join()).collect()
     });
-    let mut states = STATES.lock().unwrap_or_else(|p| p.into_inner());
-    let state = state_of(&mut states, dev, OP)?;
     let mut done = Prebuilt {
         threads,
         ..Prebuilt::default()
     };
+    let mut first_err = None;
     for r in results {
-        for (key, built) in r? {
-            let entry = built.entry();
-            match entry {
-                Entry::Plan { .. } => done.plans += 1,
-                Entry::Unsupported(_) => done.unsupported += 1,
+        match r {
+            Ok(Ok((handle, built))) => {
+                state.helpers.push(handle.0);
+                for (key, b) in built {
+                    let entry = b.entry();
+                    match entry {
+                        Entry::Plan { .. } => done.plans += 1,
+                        Entry::Unsupported(_) => done.unsupported += 1,
+                    }
+                    state.plans.entry(key).or_insert(entry);
+                }
             }
-            state.plans.entry(key).or_insert(entry);
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            // A thread that panicked: its handle (if it had one from the pool) is
+            // not reused; its keys build on first use.
+            Err(_) => {
+                first_err.get_or_insert(Error::Backend {
+                    op: OP,
+                    message: "a plan-building thread panicked".into(),
+                });
+            }
         }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
     }
     done.seconds = t0.elapsed().as_secs_f64();
     Ok(done)
 }
+
+/// A cuDNN handle moving to a plan-building thread and back.
+#[derive(Clone, Copy)]
+struct Handle(*mut c_void);
+
+// SAFETY: a handle goes to one thread at a time ([`prebuild`] holds the plan
+// cache's lock until every thread has returned its handle).
+unsafe impl Send for Handle {}
 
 /// Executes the prepared plan for `key` with `ptrs` (uid i + 1 at index i).
 fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5]) -> Result<()> {
