@@ -260,3 +260,20 @@ fn r11_bench_peer_needs_a_gpu_and_one_device() {
         assert!(t.contains(needle), "{needle}: {t}");
     }
 }
+
+/// `bench ops --peer torch` compares GPU kernels: refused on the CPU (exit 2)
+/// before any work, and an unknown peer names the ones there are.
+#[test]
+fn r11_bench_ops_peer_needs_a_gpu() {
+    for (extra, needle) in [
+        (vec!["--device", "cpu", "--peer", "torch"], "--device cuda"),
+        (vec!["--peer", "diffusers"], "torch"),
+    ] {
+        let mut args = vec!["bench", "ops", "--batches", "2", "--iters", "1"];
+        args.extend(extra.iter().copied());
+        let (o, _) = run_timed(shoal().args(&args), Duration::from_secs(60));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(t.contains(needle), "{needle}: {t}");
+    }
+}
