@@ -17,9 +17,9 @@ mod common;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::current;
-use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
+use shoal_diffusion::{Item, LoadOptions, Pipeline};
 
 fn make(preset: &str, dir: &Path) {
     let p = shoal_diffusion::presets::preset(preset).unwrap();
@@ -37,18 +37,7 @@ fn check(preset: &str) {
     assert!(saved.contains("-Infinity"), "{saved}");
     let m = current::meta();
     let fx = current::fixtures();
-    let latents = Tensor::read_npy(fx.join("latents.npy")).unwrap().get(0).unwrap();
-    let noise = Tensor::read_npy(fx.join("step_noise.npy"))
-        .unwrap()
-        .squeeze(1)
-        .unwrap();
-    let size = m["size"].as_u64().unwrap() as usize;
-    let params = Params {
-        steps: m["steps"].as_u64().unwrap() as usize,
-        guidance: m["guidance"].as_f64().unwrap(),
-        height: size,
-        width: size,
-    };
+    let (latents, noise, params) = common::inputs(&fx, &m);
     let mut ran = 0;
     for case in m["cases"].as_array().unwrap() {
         if case["preset"] != preset {

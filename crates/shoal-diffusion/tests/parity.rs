@@ -14,11 +14,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shoal_diffusion::tokenizer::ClipTokenizer;
-use shoal_diffusion::{Item, LoadOptions, Params, Pipeline};
+use shoal_diffusion::{Item, LoadOptions, Pipeline};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity")
@@ -53,18 +53,7 @@ fn check_preset(preset: &str) {
     let dir = model(preset, tmp.path());
     let m = meta();
     let f = fixtures();
-    let latents = Tensor::read_npy(f.join("latents.npy")).unwrap().get(0).unwrap();
-    let noise = Tensor::read_npy(f.join("step_noise.npy"))
-        .unwrap()
-        .squeeze(1)
-        .unwrap();
-    let size = m["size"].as_u64().unwrap() as usize;
-    let params = Params {
-        steps: m["steps"].as_u64().unwrap() as usize,
-        guidance: m["guidance"].as_f64().unwrap(),
-        height: size,
-        width: size,
-    };
+    let (latents, noise, params) = common::inputs(&f, &m);
     let mut ran = 0;
     for case in m["cases"].as_array().unwrap() {
         if case["preset"] != preset {

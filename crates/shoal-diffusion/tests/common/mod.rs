@@ -7,6 +7,7 @@ pub mod current;
 use std::path::Path;
 
 use candle_core::Tensor;
+use shoal_diffusion::Params;
 
 /// Tolerance of every parity test: max |Δ| on latents and on images in [0, 1].
 pub const TOLERANCE: f32 = 1e-3;
@@ -37,4 +38,24 @@ pub fn assert_matches(dir: &Path, name: &str, latents: &Tensor, images: &Tensor)
         dl < TOLERANCE && di < TOLERANCE,
         "{name}: max |Δ| latents {dl:e}, image {di:e}"
     );
+}
+
+/// A fixture folder's inputs shared by its cases: the initial latents
+/// (`latents.npy`), the ancestral schedulers' per-step noise
+/// (`step_noise.npy`) and the parameters of `meta` (`steps`, `guidance`, a
+/// square `size`).
+pub fn inputs(dir: &Path, meta: &serde_json::Value) -> (Tensor, Tensor, Params) {
+    let latents = Tensor::read_npy(dir.join("latents.npy")).unwrap().get(0).unwrap();
+    let noise = Tensor::read_npy(dir.join("step_noise.npy"))
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let size = meta["size"].as_u64().unwrap() as usize;
+    let params = Params {
+        steps: meta["steps"].as_u64().unwrap() as usize,
+        guidance: meta["guidance"].as_f64().unwrap(),
+        height: size,
+        width: size,
+    };
+    (latents, noise, params)
 }
