@@ -28,6 +28,8 @@ done
 echo "== ops f16 against PyTorch (--peer torch)"
 $S bench ops --dtype f16 --batches 2,16 --peer torch 2>&1 | grep -v "^Warning" > "$OUT/ops-f16-torch.md"
 sed -n '/^ops_peer.py:/,$p' "$OUT/ops-f16-torch.md"
+echo "== sequential offload, 10 steps (the VAE decoder now streamed layer by layer)"
+$S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 1 --reps 2 --offload sequential --peer diffusers 2>&1 | grep -v "^Warning\|^{"
 echo "== eager"
 $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8 --reps 3 --peer diffusers 2>&1 | grep -v "^Warning\|^{"
 } 2>&1 | tee "$OUT/session6.txt"

@@ -201,6 +201,144 @@ impl Band<'_> {
     }
 }
 
+/// Builds the decoder's layers, each on its own, from `vb` (rooted at the
+/// VAE's state dict): the held decoder builds them all once, the streamed one
+/// each just before it runs.
+struct Build<'a> {
+    vb: VarBuilder<'a>,
+    c: &'a VaeConfig,
+    layout: Layout,
+}
+
+impl Build<'_> {
+    fn channels(&self) -> CResult<(usize, usize)> {
+        let ch = &self.c.block_out_channels;
+        match (ch.first(), ch.last()) {
+            (Some(&first), Some(&last)) => Ok((first, last)),
+            _ => candle_core::bail!("vae: block_out_channels is empty"),
+        }
+    }
+
+    fn decoder(&self) -> VarBuilder<'_> {
+        self.vb.pp("decoder")
+    }
+
+    fn post_quant_conv(&self) -> CResult<Option<Conv2d>> {
+        let l = self.c.latent_channels;
+        self.c
+            .use_post_quant_conv
+            .then(|| nn::conv2d_in(self.vb.pp("post_quant_conv"), l, l, 1, 1, 0, self.layout))
+            .transpose()
+    }
+
+    fn conv_in(&self) -> CResult<Conv2d> {
+        let (_, last) = self.channels()?;
+        nn::conv2d_in(
+            self.decoder().pp("conv_in"),
+            self.c.latent_channels,
+            last,
+            3,
+            1,
+            1,
+            self.layout,
+        )
+    }
+
+    fn mid_resnet(&self, j: usize) -> CResult<Resnet> {
+        let (_, last) = self.channels()?;
+        let vb = self.decoder().pp("mid_block").pp("resnets").pp(j);
+        Resnet::new(vb, last, last, self.c.norm_num_groups, self.layout)
+    }
+
+    fn mid_attention(&self) -> CResult<Attention> {
+        let (_, last) = self.channels()?;
+        let vb = self.decoder().pp("mid_block").pp("attentions").pp(0);
+        Attention::new(vb, last, self.c.norm_num_groups, self.layout)
+    }
+
+    /// Up levels (one per block, widest first).
+    fn levels(&self) -> usize {
+        self.c.block_out_channels.len()
+    }
+
+    /// `(in, out)` channels of up level `i`.
+    fn level_channels(&self, i: usize) -> CResult<(usize, usize)> {
+        let rev: Vec<usize> = self.c.block_out_channels.iter().rev().copied().collect();
+        match (rev.get(i.saturating_sub(1)), rev.get(i)) {
+            (Some(&prev), Some(&out)) => Ok((prev, out)),
+            _ => candle_core::bail!("vae: no up level {i}"),
+        }
+    }
+
+    fn up_resnet(&self, i: usize, j: usize) -> CResult<Resnet> {
+        let (prev, out) = self.level_channels(i)?;
+        let cin = if j == 0 { prev } else { out };
+        let vb = self.decoder().pp("up_blocks").pp(i).pp("resnets").pp(j);
+        Resnet::new(vb, cin, out, self.c.norm_num_groups, self.layout)
+    }
+
+    /// The ×2 upsample's conv of level `i` (every level but the last).
+    fn upsample(&self, i: usize) -> CResult<Option<Conv2d>> {
+        let (_, out) = self.level_channels(i)?;
+        let vb = self
+            .decoder()
+            .pp("up_blocks")
+            .pp(i)
+            .pp("upsamplers")
+            .pp(0)
+            .pp("conv");
+        (i + 1 < self.levels())
+            .then(|| nn::conv2d_in(vb, out, out, 3, 1, 1, self.layout))
+            .transpose()
+    }
+
+    fn norm_out(&self) -> CResult<GroupNorm> {
+        let (first, _) = self.channels()?;
+        nn::group_norm_in(
+            self.c.norm_num_groups,
+            first,
+            EPS,
+            self.decoder().pp("conv_norm_out"),
+            self.layout,
+        )
+    }
+
+    fn conv_out(&self) -> CResult<Conv2d> {
+        let (first, _) = self.channels()?;
+        nn::conv2d_in(
+            self.decoder().pp("conv_out"),
+            first,
+            self.c.out_channels,
+            3,
+            1,
+            1,
+            self.layout,
+        )
+    }
+
+    /// Every layer, held.
+    fn all(&self) -> CResult<Layers> {
+        let up = (0..self.levels())
+            .map(|i| {
+                Ok(Up {
+                    resnets: (0..=self.c.layers_per_block)
+                        .map(|j| self.up_resnet(i, j))
+                        .collect::<CResult<_>>()?,
+                    upsample: self.upsample(i)?,
+                })
+            })
+            .collect::<CResult<_>>()?;
+        Ok(Layers {
+            post_quant_conv: self.post_quant_conv()?,
+            conv_in: self.conv_in()?,
+            mid: (self.mid_resnet(0)?, self.mid_attention()?, self.mid_resnet(1)?),
+            up,
+            norm_out: self.norm_out()?,
+            conv_out: self.conv_out()?,
+        })
+    }
+}
+
 /// One up level: ResNets, then an optional nearest ×2 upsample and conv.
 #[derive(Debug)]
 struct Up {
@@ -208,15 +346,55 @@ struct Up {
     upsample: Option<Conv2d>,
 }
 
-/// The decoder from latents to images in [-1, 1].
+/// The decoder's layers, held.
 #[derive(Debug)]
-pub struct Decoder {
+struct Layers {
     post_quant_conv: Option<Conv2d>,
     conv_in: Conv2d,
     mid: (Resnet, Attention, Resnet),
     up: Vec<Up>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+}
+
+/// Where the decoder's layers are: held, or built from the weights each time
+/// one runs and dropped after it (sequential offload: one layer's weights on
+/// the device at a time).
+enum Weights {
+    Held(Box<Layers>),
+    Streamed(VarBuilder<'static>),
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Weights::Held(l) => l.fmt(f),
+            Weights::Streamed(_) => f.write_str("Streamed"),
+        }
+    }
+}
+
+/// A layer: borrowed when held, built for this use when streamed.
+enum Part<'a, T> {
+    Borrowed(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Part<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Part::Borrowed(t) => t,
+            Part::Owned(t) => t,
+        }
+    }
+}
+
+/// The decoder from latents to images in [-1, 1].
+#[derive(Debug)]
+pub struct Decoder {
+    weights: Weights,
+    config: VaeConfig,
     layout: Layout,
     /// For the steps between the layers (the upsample).
     kernels: Kernels,
@@ -233,90 +411,98 @@ impl Decoder {
     /// [`Decoder::new`] with the activations in `layout` between the layers
     /// (latents in and images out stay NCHW).
     pub fn new_in(vb: VarBuilder, c: &VaeConfig, layout: Layout) -> CResult<Self> {
-        let g = c.norm_num_groups;
-        let ch = &c.block_out_channels;
-        let (Some(&last), Some(&first)) = (ch.last(), ch.first()) else {
-            candle_core::bail!("vae: block_out_channels is empty")
-        };
-        let post_quant_conv = if c.use_post_quant_conv {
-            Some(nn::conv2d_in(
-                vb.pp("post_quant_conv"),
-                c.latent_channels,
-                c.latent_channels,
-                1,
-                1,
-                0,
-                layout,
-            )?)
-        } else {
-            None
-        };
-        let d = vb.pp("decoder");
-        let mid = d.pp("mid_block");
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up = Vec::with_capacity(rev.len());
-        for (i, &out) in rev.iter().enumerate() {
-            let vbi = d.pp("up_blocks").pp(i);
-            let prev = if i == 0 { rev[0] } else { rev[i - 1] };
-            let resnets = (0..=c.layers_per_block)
-                .map(|j| {
-                    let cin = if j == 0 { prev } else { out };
-                    Resnet::new(vbi.pp("resnets").pp(j), cin, out, g, layout)
-                })
-                .collect::<CResult<_>>()?;
-            let upsample = if i + 1 < rev.len() {
-                Some(nn::conv2d_in(
-                    vbi.pp("upsamplers").pp(0).pp("conv"),
-                    out,
-                    out,
-                    3,
-                    1,
-                    1,
-                    layout,
-                )?)
-            } else {
-                None
-            };
-            up.push(Up { resnets, upsample });
-        }
+        let kernels = Kernels::for_weights(vb.device(), vb.dtype());
+        let layers = Build { vb, c, layout }.all()?;
         Ok(Decoder {
-            post_quant_conv,
-            conv_in: nn::conv2d_in(d.pp("conv_in"), c.latent_channels, last, 3, 1, 1, layout)?,
-            mid: (
-                Resnet::new(mid.pp("resnets").pp(0), last, last, g, layout)?,
-                Attention::new(mid.pp("attentions").pp(0), last, g, layout)?,
-                Resnet::new(mid.pp("resnets").pp(1), last, last, g, layout)?,
-            ),
-            up,
-            norm_out: nn::group_norm_in(g, first, EPS, d.pp("conv_norm_out"), layout)?,
-            conv_out: nn::conv2d_in(d.pp("conv_out"), first, c.out_channels, 3, 1, 1, layout)?,
+            weights: Weights::Held(Box::new(layers)),
+            config: c.clone(),
             layout,
-            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+            kernels,
         })
+    }
+
+    /// A decoder whose weights stay in `vb` (memory-mapped files) and move to
+    /// `vb`'s device one layer (a ResNet, the attention, a convolution) at a
+    /// time, for each decode: sequential offload. A weight that does not fit
+    /// the config is reported when its layer first runs (as the streamed UNet's).
+    pub fn streamed(vb: VarBuilder<'static>, c: &VaeConfig) -> Self {
+        let layout = Layout::for_weights(vb.device(), vb.dtype());
+        let kernels = Kernels::for_weights(vb.device(), vb.dtype());
+        Decoder {
+            weights: Weights::Streamed(vb),
+            config: c.clone(),
+            layout,
+            kernels,
+        }
+    }
+
+    /// A layer: `held` of the held layers, or built by `build`.
+    fn part<'a, T>(
+        &'a self,
+        held: impl FnOnce(&'a Layers) -> &'a T,
+        build: impl FnOnce(&Build<'_>) -> CResult<T>,
+    ) -> CResult<Part<'a, T>> {
+        Ok(match &self.weights {
+            Weights::Held(l) => Part::Borrowed(held(l)),
+            Weights::Streamed(vb) => Part::Owned(build(&Build {
+                vb: vb.clone(),
+                c: &self.config,
+                layout: self.layout,
+            })?),
+        })
+    }
+
+    /// An optional layer, as [`Decoder::part`].
+    fn part_opt<'a, T>(
+        &'a self,
+        held: impl FnOnce(&'a Layers) -> Option<&'a T>,
+        build: impl FnOnce(&Build<'_>) -> CResult<Option<T>>,
+    ) -> CResult<Option<Part<'a, T>>> {
+        Ok(match &self.weights {
+            Weights::Held(l) => held(l).map(Part::Borrowed),
+            Weights::Streamed(vb) => build(&Build {
+                vb: vb.clone(),
+                c: &self.config,
+                layout: self.layout,
+            })?
+            .map(Part::Owned),
+        })
+    }
+
+    fn levels(&self) -> usize {
+        self.config.block_out_channels.len()
+    }
+
+    fn up_resnet(&self, i: usize, j: usize) -> CResult<Part<'_, Resnet>> {
+        self.part(|l| &l.up[i].resnets[j], |b| b.up_resnet(i, j))
+    }
+
+    fn upsample(&self, i: usize) -> CResult<Option<Part<'_, Conv2d>>> {
+        self.part_opt(|l| l.up[i].upsample.as_ref(), |b| b.upsample(i))
     }
 
     /// The decode up to the up blocks: `post_quant_conv`, `conv_in` and the mid
     /// block, on the whole latents, in this decoder's layout.
     fn head(&self, z: &Tensor) -> CResult<Tensor> {
         let z = self.layout.from_nchw(z)?;
-        let z = match &self.post_quant_conv {
+        let z = match self.part_opt(|l| l.post_quant_conv.as_ref(), |b| b.post_quant_conv())? {
             Some(p) => p.forward(&z)?,
             None => z,
         };
-        let x = self.conv_in.forward(&z)?;
-        let x = self.mid.0.forward(&x)?;
-        let x = self.mid.1.forward(&x)?;
-        self.mid.2.forward(&x)
+        let x = self.part(|l| &l.conv_in, |b| b.conv_in())?.forward(&z)?;
+        let x = self.part(|l| &l.mid.0, |b| b.mid_resnet(0))?.forward(&x)?;
+        let x = self.part(|l| &l.mid.1, |b| b.mid_attention())?.forward(&x)?;
+        self.part(|l| &l.mid.2, |b| b.mid_resnet(1))?.forward(&x)
     }
 
     /// Decodes scaled latents `(b, latent, h, w)` to images `(b, out, h·f, w·f)`.
     pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
         let mut x = self.head(z)?;
-        for lvl in &self.up {
-            for r in &lvl.resnets {
-                x = r.forward(&x)?;
+        for i in 0..self.levels() {
+            for j in 0..=self.config.layers_per_block {
+                x = self.up_resnet(i, j)?.forward(&x)?;
             }
-            if let Some(u) = &lvl.upsample {
+            if let Some(u) = self.upsample(i)? {
                 let (_, _, h, w) = self.layout.dims(&x)?;
                 x = u.forward(&nn::upsample_nearest(
                     &x,
@@ -327,7 +513,10 @@ impl Decoder {
                 )?)?;
             }
         }
-        let y = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
+        let norm = self.part(|l| &l.norm_out, |b| b.norm_out())?;
+        let x = norm.forward_silu(&x)?;
+        drop(norm);
+        let y = self.part(|l| &l.conv_out, |b| b.conv_out())?.forward(&x)?;
         self.layout.to_nchw(&y)
     }
 }
@@ -357,20 +546,21 @@ impl Decoder {
             candle_core::bail!("split decode: {rows} latent rows cannot make {count} bands (band {index})")
         };
         x = x.narrow(d, start, len)?;
-        for lvl in &self.up {
-            for r in &lvl.resnets {
-                x = band.resnet(r, &x)?;
+        for i in 0..self.levels() {
+            for j in 0..=self.config.layers_per_block {
+                x = band.resnet(&*self.up_resnet(i, j)?, &x)?;
             }
-            if let Some(u) = &lvl.upsample {
+            if let Some(u) = self.upsample(i)? {
                 let (_, _, h, w) = self.layout.dims(&x)?;
                 band.total_rows.set(band.total_rows.get() * 2);
                 x = band.conv(
-                    u,
+                    &u,
                     &nn::upsample_nearest(&x, h * 2, w * 2, self.layout, self.kernels)?,
                 )?;
             }
         }
-        let y = band.conv(&self.conv_out, &band.norm(&self.norm_out, &x, true)?)?;
+        let x = band.norm(&*self.part(|l| &l.norm_out, |b| b.norm_out())?, &x, true)?;
+        let y = band.conv(&*self.part(|l| &l.conv_out, |b| b.conv_out())?, &x)?;
         self.layout.to_nchw(&y)
     }
 }
@@ -619,6 +809,35 @@ mod tests {
             }
             Ok(acc.unwrap())
         }
+    }
+
+    /// The streamed decoder (sequential offload: each layer built from the
+    /// weights when it runs) computes the held one's bits, whole and in bands.
+    #[test]
+    fn streamed_decoder_equals_the_held_one() {
+        let p = crate::presets::preset("tiny").unwrap();
+        let cfg: VaeConfig = serde_json::from_value(p.vae.clone()).unwrap();
+        let (vb, _) = crate::random::var_builder(11, DType::F32);
+        let held = Decoder::new(vb.clone(), &cfg).unwrap();
+        let streamed = Decoder::streamed(vb, &cfg);
+        let z = Tensor::randn(0f32, 1., (2, cfg.latent_channels, 6, 5), &Device::Cpu).unwrap();
+        let (a, b) = (held.decode(&z).unwrap(), streamed.decode(&z).unwrap());
+        assert_eq!(a.dims(), b.dims());
+        assert_eq!(crate::test_util::max_abs_diff(&a, &b), 0.0);
+        let bands: Vec<Tensor> = std::thread::scope(|s| {
+            let hs: Vec<_> = ThreadBands::all(2)
+                .into_iter()
+                .enumerate()
+                .map(|(k, comm)| {
+                    let dec = if k == 0 { &held } else { &streamed };
+                    let z = &z;
+                    s.spawn(move || dec.decode_band(z, &comm).unwrap())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stacked = Tensor::cat(&bands, 2).unwrap();
+        assert!(crate::test_util::max_abs_diff(&stacked, &a) < 1e-5);
     }
 
     #[test]

@@ -506,12 +506,16 @@ impl Pipeline {
         .map_err(weights::in_file(&files))
     }
 
-    fn load_vae(&self, device: &Device) -> Result<Decoder> {
-        let files = weights::find_weights(
+    fn vae_files(&self) -> Result<Vec<PathBuf>> {
+        weights::find_weights(
             &self.dir.join("vae"),
             "diffusion_pytorch_model",
             self.variant.as_deref(),
-        )?;
+        )
+    }
+
+    fn load_vae(&self, device: &Device) -> Result<Decoder> {
+        let files = self.vae_files()?;
         let vb = weights::load(&files, self.vae_dtype, device)?;
         Decoder::new(vb, &self.vae_cfg).map_err(|e| weights::in_file(&files)(Error::Candle(e)))
     }
@@ -597,9 +601,14 @@ impl Pipeline {
     }
 
     fn vae(&self) -> Result<Held<'_, Decoder>> {
-        Ok(match &self.resident {
-            Some(r) => Held::Borrowed(r.vae.as_ref().ok_or_else(unet_only)?),
-            None => Held::Owned(self.load_vae(&self.devices().vae)?),
+        Ok(match (&self.resident, &self.placement) {
+            (Some(r), _) => Held::Borrowed(r.vae.as_ref().ok_or_else(unet_only)?),
+            // One layer's weights on the device at a time, like the UNet's.
+            (None, Placement::OffloadSequential(d)) => {
+                let vb = weights::load(&self.vae_files()?, self.vae_dtype, d)?;
+                Held::Owned(Decoder::streamed(vb, &self.vae_cfg))
+            }
+            (None, _) => Held::Owned(self.load_vae(&self.devices().vae)?),
         })
     }
 
