@@ -71,6 +71,19 @@ fn generate_with_timeout(
     run_timed(&mut cmd, Duration::from_secs(600))
 }
 
+/// The rank of every record of the job's manifest, in order.
+fn recorded_ranks(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rank"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn r10_a_stopped_rank_ends_the_job_within_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
@@ -340,15 +353,7 @@ fn r15_cfg_parallel_same_files_on_2_and_4_processes() {
             files(&out) == reference,
             "--cfg-parallel on {n} processes ({schedule}): files differ from 1 process"
         );
-        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
-        let ranks: Vec<u64> = manifest
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["rank"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
+        let ranks = recorded_ranks(&out);
         assert_eq!(ranks.len(), 10, "one record per image");
         assert!(
             ranks.iter().all(|r| r % 2 == 0),
@@ -488,16 +493,8 @@ fn r15_split_vae_decode_equals_the_whole_decode() {
             );
         }
         // The manifest records every image once, each by an even rank.
-        let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
-        let ranks: Vec<u64> = manifest
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["rank"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(ranks.len(), a.len(), "{manifest}");
+        let ranks = recorded_ranks(&out);
+        assert_eq!(ranks.len(), a.len(), "{ranks:?}");
         assert!(ranks.iter().all(|r| r % 2 == 0), "{n} {extra:?}: {ranks:?}");
     }
     assert_none_left(&tag);

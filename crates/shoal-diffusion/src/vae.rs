@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::VaeConfig;
 use crate::nn::{self, AttentionOpts, Conv2d, GroupNorm, Kernels, Layout, Linear};
+use crate::weights::Part;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -370,22 +371,6 @@ impl std::fmt::Debug for Weights {
         match self {
             Weights::Held(l) => l.fmt(f),
             Weights::Streamed(_) => f.write_str("Streamed"),
-        }
-    }
-}
-
-/// A layer: borrowed when held, built for this use when streamed.
-enum Part<'a, T> {
-    Borrowed(&'a T),
-    Owned(T),
-}
-
-impl<T> std::ops::Deref for Part<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        match self {
-            Part::Borrowed(t) => t,
-            Part::Owned(t) => t,
         }
     }
 }

@@ -276,3 +276,20 @@ pub fn in_file(paths: &[PathBuf]) -> impl Fn(Error) -> Error + '_ {
         other => other,
     }
 }
+
+/// A model part held by its model, or built from the mapped weights for one use
+/// and dropped after it (the streamed UNet and VAE decoder of sequential offload).
+pub(crate) enum Part<'a, T> {
+    Borrowed(&'a T),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Part<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Part::Borrowed(t) => t,
+            Part::Owned(t) => t,
+        }
+    }
+}

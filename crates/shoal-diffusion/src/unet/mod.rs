@@ -28,6 +28,7 @@ use candle_nn::VarBuilder;
 use crate::config::{BlockSpec, UNetConfig};
 use crate::error::{Error, Result};
 use crate::nn::{self, Conv2d, Kernels, Layout};
+use crate::weights::Part;
 
 use blocks::{Builder, Head, Level, Mid, Tail};
 
@@ -35,22 +36,6 @@ type CResult<T> = candle_core::Result<T>;
 
 fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, layout: Layout) -> CResult<Conv2d> {
     nn::conv2d_in(vb, cin, cout, k, stride, k / 2, layout)
-}
-
-/// A part, resident or built for this call only.
-enum Part<'a, T> {
-    Borrowed(&'a T),
-    Owned(T),
-}
-
-impl<T> std::ops::Deref for Part<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        match self {
-            Part::Borrowed(t) => t,
-            Part::Owned(t) => t,
-        }
-    }
 }
 
 /// The parts of a resident UNet (all of them, or one pipeline stage's).
