@@ -6,24 +6,10 @@
 # "prewarm", since removed: docs/PERFORMANCE.md.)
 #   bash scripts/gpu/prewarm.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-gunzip -c .gpu/shoal.gz > /tmp/shoal && chmod +x /tmp/shoal
-source .gpu/device-env.sh
-S=/tmp/shoal
+source scripts/gpu/common.sh
 export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/cc-a}
-el() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 t0=$(date +%s.%N); $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
 echo "make-model sd15: $(el "$t0") s"
-P="a red fox in the snow"
-first() {  # $1 label, $2 cache dir, rest: env
-  local label=$1 cache=$2; shift 2
-  local t=$(date +%s.%N)
-  env CUDA_CACHE_PATH="$cache" "$@" $S -v generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda \
-    --dtype f16 --out "/tmp/first-$label" --quiet > "$OUT/first-$label.log" 2>&1
-  local rc=$?
-  echo "first image, $label: $(el "$t") s (rc $rc)"
-  grep -E "prewarm|loaded" "$OUT/first-$label.log" | sed 's/^/    /'
-}
 [ -n "${SKIP_COLD:-}" ] || first cold-cache /tmp/cc-a
 first warm-cache /tmp/cc-a
 echo "== steady state"; $S bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8 --reps 5 2>&1 | grep -v "^Warning\|^{" | tee "$OUT/sd.md"
