@@ -15,5 +15,5 @@ first() {
     --dtype f16 --out "/tmp/first-$label" --quiet > "$OUT/first-$label.log" 2>&1
   local rc=$?
   echo "first image, $label: $(el "$t") s (rc $rc)"
-  grep -E "loaded|identity|kernel modules|cuDNN|generate:|fell back" "$OUT/first-$label.log" | sed 's/^/    /'
+  grep -E "loaded|identity|kernel modules|cuDNN|CUDA graph|generate:|fell back" "$OUT/first-$label.log" | sed 's/^/    /'
 }

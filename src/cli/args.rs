@@ -54,6 +54,17 @@ pub fn plan_threads(var: impl Fn(&str) -> Option<String>) -> Result<usize> {
     }
 }
 
+/// `SHOAL_CUDA_GRAPHS`: whether the UNet's call is recorded as a CUDA graph
+/// and replayed (`LoadOptions::cuda_graphs`): unset, empty or `1` on, `0` off.
+pub fn cuda_graphs(var: impl Fn(&str) -> Option<String>) -> Result<bool> {
+    const VAR: &str = "SHOAL_CUDA_GRAPHS";
+    match var(VAR).as_deref().map(str::trim) {
+        None | Some("" | "1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(v) => Err(UsageError(format!("{VAR}={v:?}: give 1 (on, the default) or 0 (off)")).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -70,6 +81,19 @@ mod tests {
             let e = plan_threads(env(Some(bad))).unwrap_err();
             assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}");
             assert!(e.to_string().contains("SHOAL_CUDNN_PREBUILD"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cuda_graphs_from_the_environment() {
+        let env = |v: Option<&'static str>| move |_: &str| v.map(String::from);
+        assert!(cuda_graphs(env(None)).unwrap());
+        assert!(cuda_graphs(env(Some("1"))).unwrap());
+        assert!(!cuda_graphs(env(Some(" 0"))).unwrap());
+        for bad in ["yes", "2", "off"] {
+            let e = cuda_graphs(env(Some(bad))).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}");
+            assert!(e.to_string().contains("SHOAL_CUDA_GRAPHS"), "{e}");
         }
     }
 }

@@ -144,6 +144,7 @@ fn sd(b: SdBench) -> Result<()> {
     let t = Instant::now();
     let opts = LoadOptions {
         plan_threads: super::args::plan_threads(|k| std::env::var(k).ok())?,
+        cuda_graphs: Some(super::args::cuda_graphs(|k| std::env::var(k).ok())?),
         ..LoadOptions::default()
     };
     let pipe = Pipeline::load_placed(&b.model, placement, dtype, &opts)?;

@@ -29,9 +29,9 @@ pub fn features() -> Vec<&'static str> {
 }
 
 /// What loading kernels cost this process so far: modules from SASS or the driver's
-/// JIT (feature `sass`), cuDNN plans and their build time (feature `cudnn`).
+/// JIT (feature `sass`), cuDNN plans and their build time (feature `cudnn`), the
+/// UNet's CUDA graphs.
 pub fn kernel_load_report() -> Vec<String> {
-    #[allow(unused_mut, reason = "lines are added per GPU feature")]
     let mut lines = Vec::new();
     #[cfg(feature = "sass")]
     {
@@ -63,6 +63,13 @@ pub fn kernel_load_report() -> Vec<String> {
                 s.handle_s
             ));
         }
+    }
+    let g = shoal_diffusion::nn::graph::stats();
+    if g.captured + g.failed > 0 {
+        lines.push(format!(
+            "CUDA graphs of the UNet call: {} recorded, {} calls replayed, {} captures failed (those shapes ran op by op)",
+            g.captured, g.replayed, g.failed
+        ));
     }
     lines
 }

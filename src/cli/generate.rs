@@ -318,6 +318,7 @@ pub fn run(c: GenerateCmd) -> Result<()> {
         variant: None,
         batch_invariant: None,
         plan_threads: super::args::plan_threads(|k| std::env::var(k).ok())?,
+        cuda_graphs: Some(super::args::cuda_graphs(|k| std::env::var(k).ok())?),
         ..Default::default()
     };
     // Everything the user gave is checked before any weight is read.

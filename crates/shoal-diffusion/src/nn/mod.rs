@@ -13,6 +13,7 @@
 mod attention;
 mod conv;
 mod elementwise;
+pub mod graph;
 mod linear;
 mod norm;
 pub mod profile;

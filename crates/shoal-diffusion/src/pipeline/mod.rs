@@ -53,6 +53,10 @@ pub struct LoadOptions {
     /// ([`crate::nn::prebuild_plans`]); 0: each plan is built on its first use.
     /// Only with the `cudnn` kernels on CUDA.
     pub plan_threads: usize,
+    /// Record the UNet's call as a CUDA graph per batch shape and replay it
+    /// (`crate::nn::graph`; only where that is sound: a resident UNet on CUDA
+    /// with the fast kernels). `None`: on.
+    pub cuda_graphs: Option<bool>,
 }
 
 /// One image to generate.
@@ -282,6 +286,7 @@ pub struct Pipeline {
     unet_stages: Option<Vec<crate::unet::Stage>>,
     unet_only: bool,
     plan_threads: usize,
+    cuda_graphs: bool,
     /// The batch shapes (items, height, width, joint CFG call) whose plans were built ahead.
     planned: std::sync::Mutex<std::collections::HashSet<(usize, usize, usize, bool)>>,
 }
@@ -417,6 +422,7 @@ impl Pipeline {
             unet_stages: opts.unet_stages.clone(),
             unet_only: opts.unet_only,
             plan_threads: opts.plan_threads,
+            cuda_graphs: opts.cuda_graphs.unwrap_or(true),
             planned: Default::default(),
             placement,
         };
@@ -496,14 +502,16 @@ impl Pipeline {
         )?;
         let vb = weights::load(&files, self.dtype, device)?;
         let layout = crate::nn::Layout::for_weights(device, self.dtype);
-        UNet::new_stages(
+        let mut unet = UNet::new_stages(
             vb,
             &self.unet_cfg,
             &self.blocks,
             layout,
             self.unet_stages.as_deref(),
         )
-        .map_err(weights::in_file(&files))
+        .map_err(weights::in_file(&files))?;
+        unet.record_graphs(self.cuda_graphs);
+        Ok(unet)
     }
 
     fn vae_files(&self) -> Result<Vec<PathBuf>> {

@@ -65,6 +65,10 @@ pub struct UNet {
     layout: Layout,
     /// For the steps between the layers (skip concatenation, upsample).
     kernels: Kernels,
+    /// The forward pass recorded as a CUDA graph ([`UNet::record_graphs`]).
+    graphs: Option<crate::nn::graph::Graphs>,
+    /// Whether the weights are on a CUDA device.
+    cuda: bool,
 }
 
 impl std::fmt::Debug for UNet {
@@ -111,6 +115,7 @@ impl UNet {
         held: Option<&[Stage]>,
     ) -> Result<Self> {
         let kernels = Kernels::for_weights(vb.device(), vb.dtype());
+        let cuda = vb.device().is_cuda();
         let b = Builder {
             vb,
             c: config,
@@ -136,6 +141,8 @@ impl UNet {
             parts,
             layout,
             kernels,
+            graphs: None,
+            cuda,
         })
     }
 
@@ -144,12 +151,39 @@ impl UNet {
     /// does not match the config is reported when its block first runs.
     pub fn streamed(vb: VarBuilder<'static>, config: &UNetConfig, blocks: &[BlockSpec]) -> Result<Self> {
         Ok(UNet {
+            cuda: vb.device().is_cuda(),
             layout: Layout::for_weights(vb.device(), vb.dtype()),
             kernels: Kernels::for_weights(vb.device(), vb.dtype()),
             config: config.clone(),
             blocks: blocks.to_vec(),
             parts: Parts::Streamed(vb),
+            graphs: None,
         })
+    }
+
+    /// Records [`UNet::forward`] as a CUDA graph per input shape and replays it
+    /// ([`crate::nn::graph`]) where that is sound: on CUDA with the fast kernels,
+    /// every stage held and resident, and no per-op profile. `on = false` (or
+    /// anywhere else) keeps every call eager. Returns whether graphs are on.
+    pub fn record_graphs(&mut self, on: bool) -> bool {
+        let whole = match &self.parts {
+            Parts::Resident(r) => {
+                r.head.is_some()
+                    && r.mid.is_some()
+                    && r.tail.is_some()
+                    && r.down.iter().chain(&r.up).all(Option::is_some)
+            }
+            Parts::Streamed(_) => false,
+        };
+        let want = crate::nn::graph::wanted(
+            self.cuda,
+            self.kernels == Kernels::Fast,
+            whole,
+            crate::nn::profile::enabled(),
+            on,
+        );
+        self.graphs = want.then(crate::nn::graph::Graphs::new);
+        want
     }
 
     /// The layout of the activations between stages ([`Carry::x`] and
@@ -223,11 +257,45 @@ impl UNet {
         ctx: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
-        let mut carry = Carry::new(sample, t, ctx, added);
-        for stage in self.stages() {
-            carry = self.run_stage(stage, carry)?;
+        // The time embedding is made outside the graph: it uploads the timestep.
+        let emb = self.time_embedding(sample, t, added)?;
+        let body = |inputs: &[Tensor]| -> Result<Tensor> {
+            let mut carry = Carry::new(&inputs[0], t, &inputs[2], None);
+            carry.emb = Some(inputs[1].clone());
+            for stage in self.stages() {
+                carry = self.run_stage(stage, carry)?;
+            }
+            Ok(carry.x)
+        };
+        match &self.graphs {
+            Some(g) => g.run(&[sample, &emb, ctx], &body),
+            None => body(&[sample.clone(), emb, ctx.clone()]),
         }
-        Ok(carry.x)
+    }
+
+    /// `time_embedding` (and SDXL's `add_embedding`) of `t` for a batch like `sample`.
+    fn time_embedding(&self, sample: &Tensor, t: f64, added: Option<&AddedCond>) -> Result<Tensor> {
+        let cfg = &self.config;
+        let dtype = sample.dtype();
+        let b = sample.dim(0)?;
+        let head = self.head()?;
+        let ts = Tensor::full(t as f32, (b,), sample.device())?;
+        let t_emb = timestep_embedding(
+            &ts,
+            self.blocks[0].channels,
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift as f64,
+        )?;
+        let mut emb = head.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
+        if let (Some(add), Some(cond)) = (&head.add_embedding, added) {
+            let dim = cfg.addition_time_embed_dim.unwrap_or(256);
+            let ids = cond.time_ids.flatten_all()?;
+            let te = timestep_embedding(&ids, dim, cfg.flip_sin_to_cos, cfg.freq_shift as f64)?
+                .reshape((b, ()))?;
+            let add_in = Tensor::cat(&[cond.text_embeds.to_dtype(dtype)?, te.to_dtype(dtype)?], 1)?;
+            emb = (emb + add.forward(&add_in)?)?;
+        }
+        Ok(emb)
     }
 
     /// Runs one stage on `carry`, returning the carry for the next stage (after
@@ -238,25 +306,11 @@ impl UNet {
         match stage {
             Stage::Head => {
                 let cfg = &self.config;
-                let dtype = c.x.dtype();
-                let b = c.x.dim(0)?;
                 let head = self.head()?;
-                let ts = Tensor::full(c.t as f32, (b,), c.x.device())?;
-                let t_emb = timestep_embedding(
-                    &ts,
-                    self.blocks[0].channels,
-                    cfg.flip_sin_to_cos,
-                    cfg.freq_shift as f64,
-                )?;
-                let mut emb = head.time_embedding.forward(&t_emb.to_dtype(dtype)?)?;
-                if let (Some(add), Some(cond)) = (&head.add_embedding, &c.added) {
-                    let dim = cfg.addition_time_embed_dim.unwrap_or(256);
-                    let ids = cond.time_ids.flatten_all()?;
-                    let te = timestep_embedding(&ids, dim, cfg.flip_sin_to_cos, cfg.freq_shift as f64)?
-                        .reshape((b, ()))?;
-                    let add_in = Tensor::cat(&[cond.text_embeds.to_dtype(dtype)?, te.to_dtype(dtype)?], 1)?;
-                    emb = (emb + add.forward(&add_in)?)?;
-                }
+                let emb = match c.emb.take() {
+                    Some(e) => e,
+                    None => self.time_embedding(&c.x, c.t, c.added.as_ref())?,
+                };
                 let x = if cfg.center_input_sample {
                     ((&c.x * 2.0)? - 1.0)?
                 } else {

@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, sys};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
 use candle_core::{DType, Layout, Tensor};
 
@@ -167,7 +167,10 @@ enum Entry {
 struct DevState {
     handle: *mut c_void,
     plans: HashMap<Key, Entry>,
-    workspace: Option<CudaSlice<u8>>,
+    /// Shared with the CUDA graphs captured on it ([`workspace`]): a graph's
+    /// nodes hold its address, so a grown workspace replaces this one without
+    /// freeing it while a graph still holds it.
+    workspace: Option<Arc<CudaSlice<u8>>>,
     /// The handles [`prebuild`]'s threads built on, kept for the plans built on
     /// them and for the next prebuild.
     helpers: Vec<*mut c_void>,
@@ -191,6 +194,27 @@ pub fn plans_built() -> usize {
                 .count()
         })
         .sum()
+}
+
+/// The workspace `dev`'s cuDNN plans run in now, for a CUDA graph captured with
+/// them to hold: the graph's nodes keep its address, so it must outlive the graph
+/// even where a later, larger plan replaces it.
+pub fn workspace(dev: &CudaDevice) -> Option<Arc<CudaSlice<u8>>> {
+    let states = STATES.lock().unwrap_or_else(|p| p.into_inner());
+    states.get(&dev.id()).and_then(|s| s.workspace.clone())
+}
+
+/// Whether this thread's cuDNN ops only collect plan keys now ([`discover`]): a
+/// model call made then computes zeros and is no warm-up for a CUDA graph.
+pub fn discovering() -> bool {
+    COLLECT.with(|c| c.borrow().is_some())
+}
+
+fn capturing(stream: &candle_core::cuda_backend::cudarc::driver::CudaStream) -> bool {
+    matches!(
+        stream.capture_status(),
+        Ok(s) if s != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE
+    )
 }
 
 fn message(buf: &[c_char]) -> String {
@@ -606,17 +630,29 @@ fn execute(dev: &CudaDevice, op: &'static str, key: &Key, ptrs: &[*mut c_void; 5
             });
         }
     };
+    let stream = dev.cuda_stream();
     if need > 0 && state.workspace.as_ref().is_none_or(|w| w.len() < need) {
-        // Stream-ordered: the old workspace is freed after the work queued on it.
+        // Memory allocated while a CUDA graph is being captured belongs to the graph:
+        // a workspace that outlives the call cannot be made there (the capture's
+        // eager warm-up call grows it first).
+        if capturing(&stream) {
+            return Err(Error::Backend {
+                op,
+                message: format!(
+                    "the cuDNN workspace would grow to {need} bytes during a CUDA graph capture"
+                ),
+            });
+        }
+        // Stream-ordered: the old workspace is freed after the work queued on it
+        // (or later, by the last graph that holds it).
         state.workspace = None;
         // SAFETY: the workspace is scratch memory cuDNN writes before it reads.
-        state.workspace = Some(unsafe { dev.alloc::<u8>(need) }?);
+        state.workspace = Some(Arc::new(unsafe { dev.alloc::<u8>(need) }?));
     }
-    let stream = dev.cuda_stream();
     let mut err = [0 as c_char; 1024];
-    let rc = match state.workspace.as_mut() {
+    let rc = match state.workspace.as_ref() {
         Some(ws) if need > 0 => {
-            let (wp, _guard) = ws.device_ptr_mut(&stream);
+            let (wp, _guard) = ws.device_ptr(&stream);
             // SAFETY: the plan was built on this handle (on this stream); every pointer is a live device
             // buffer of the size the plan's shapes imply (checked by the callers).
             unsafe {
