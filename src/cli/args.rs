@@ -33,17 +33,20 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 /// `SHOAL_CUDNN_PREBUILD`: threads that build a new batch shape's cuDNN plans
-/// ahead of its first call (`LoadOptions::plan_threads`): unset or `0` off
-/// (each plan built on its first use), a number from 1 to 64, or `auto` (the
-/// cores, at most 16). `var` reads the environment.
+/// ahead of its first call (`LoadOptions::plan_threads`): `0` off (each plan
+/// built on its first use), a number from 1 to 64, or `auto` (the cores, at
+/// most 16: the default, also when unset or empty). `var` reads the environment.
 pub fn plan_threads(var: impl Fn(&str) -> Option<String>) -> Result<usize> {
     const VAR: &str = "SHOAL_CUDNN_PREBUILD";
-    let Some(v) = var(VAR) else { return Ok(0) };
-    match v.trim() {
-        "" | "0" => Ok(0),
-        "auto" => Ok(std::thread::available_parallelism()
+    let auto = || {
+        std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(16)),
+            .min(16)
+    };
+    let Some(v) = var(VAR) else { return Ok(auto()) };
+    match v.trim() {
+        "0" => Ok(0),
+        "" | "auto" => Ok(auto()),
         n => match n.parse::<usize>() {
             Ok(k) if (1..=64).contains(&k) => Ok(k),
             _ => Err(UsageError(format!(
@@ -73,7 +76,9 @@ mod tests {
     #[test]
     fn plan_threads_from_the_environment() {
         let env = |v: Option<&'static str>| move |_: &str| v.map(String::from);
-        assert_eq!(plan_threads(env(None)).unwrap(), 0);
+        let auto = plan_threads(env(Some("auto"))).unwrap();
+        assert_eq!(plan_threads(env(None)).unwrap(), auto);
+        assert_eq!(plan_threads(env(Some(""))).unwrap(), auto);
         assert_eq!(plan_threads(env(Some("0"))).unwrap(), 0);
         assert_eq!(plan_threads(env(Some(" 8 "))).unwrap(), 8);
         assert!((1..=16).contains(&plan_threads(env(Some("auto"))).unwrap()));

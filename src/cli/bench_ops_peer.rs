@@ -39,6 +39,9 @@ pub struct Ran {
     pub name: String,
     pub shape: String,
     pub fast_s: f64,
+    /// Whether the models run this variant (channels-last on CUDA); an NCHW
+    /// row is set against PyTorch's NCHW op and kept out of the summary.
+    pub in_models: bool,
 }
 
 /// What the peer printed.
@@ -102,8 +105,15 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     ];
     let mut logs = Vec::new();
     let mut under = Vec::new();
+    let mut nchw = Vec::new();
     for ((_, r), t) in ran.iter().zip(&peer.times) {
-        let best = t.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+        // Like for like: an NCHW row against PyTorch's NCHW variant where it ran.
+        let same_layout: Vec<&(String, f64)> = t.iter().filter(|v| v.0 == "nchw").collect();
+        let best = if !r.in_models && !same_layout.is_empty() {
+            same_layout.into_iter().min_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            t.iter().min_by(|a, b| a.1.total_cmp(&b.1))
+        };
         let Some((variant, s)) = best else {
             out.push(format!(
                 "| {} | {} | {:.3} | no variant ran | | |",
@@ -114,12 +124,21 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
             continue;
         };
         let ratio = s / r.fast_s;
-        logs.push(ratio.ln());
-        if ratio < 0.8 {
-            under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+        if r.in_models {
+            logs.push(ratio.ln());
+            if ratio < 0.8 {
+                under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+            }
+        } else {
+            nchw.push(ratio.ln());
         }
+        let note = if r.in_models {
+            ""
+        } else {
+            " (NCHW: not run by the models on CUDA)"
+        };
         out.push(format!(
-            "| {} | {} | {:.3} | {:.3} | {variant} | {ratio:.2}× |",
+            "| {} | {} | {:.3} | {:.3} | {variant}{note} | {ratio:.2}× |",
             r.name,
             r.shape,
             r.fast_s * 1e3,
@@ -138,6 +157,13 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
             } else {
                 format!(": {}", under.join(", "))
             }
+        ));
+    }
+    if !nchw.is_empty() {
+        let geo = (nchw.iter().sum::<f64>() / nchw.len() as f64).exp();
+        out.push(format!(
+            "{} NCHW rows (kernels' NCHW variants, not run by the models on CUDA) against PyTorch's NCHW op: geometric mean {geo:.2}×",
+            nchw.len()
         ));
     }
     Ok(out)
@@ -175,6 +201,7 @@ mod tests {
                 name: name.into(),
                 shape: "2×320×64² → 320, 3×3/1".into(),
                 fast_s: fast_ms / 1e3,
+                in_models: !name.ends_with(" nchw"),
             },
         )
     }
@@ -235,5 +262,22 @@ a warning\n\
             times: vec![vec![]],
         };
         assert!(table(&[ran("a", 1.0)], &none).unwrap()[2].contains("no variant ran"));
+    }
+
+    #[test]
+    fn an_nchw_row_is_set_against_torch_nchw_and_kept_out_of_the_summary() {
+        let r = parse(OUT, 2).unwrap();
+        // Op 1 as an NCHW row: against torch's nchw 0.5 ms, not its channels_last 0.25.
+        let t = table(&[ran("a", 1.0), ran("b nchw", 0.5)], &r).unwrap();
+        assert_eq!(
+            t[3],
+            "| b nchw | 2×320×64² → 320, 3×3/1 | 0.500 | 0.500 | nchw (NCHW: not run by the models on CUDA) | 1.00× |"
+        );
+        assert!(
+            t[5].starts_with("1 ops against PyTorch: geometric mean 2.00×; 0 under 0.8×"),
+            "{}",
+            t[5]
+        );
+        assert!(t[6].starts_with("1 NCHW rows"), "{}", t[6]);
     }
 }

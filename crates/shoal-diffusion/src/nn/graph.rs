@@ -127,12 +127,17 @@ impl Graphs {
             if shoal_kernels::cudnn::discovering() {
                 return f(&owned());
             }
+            use candle_core::backend::BackendDevice;
             let key = key_of(inputs);
             let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_none_or(|s| s.key != key) {
                 // A new shape: the old graph goes (after its last replay has run).
-                if slot.take().is_some_and(|s| matches!(s.state, State::Ready(_))) {
+                if let Some(old) = slot.take()
+                    && matches!(old.state, State::Ready(_))
+                {
                     dev.synchronize()?;
+                    drop(old);
+                    cuda::trim(dev);
                 }
                 let _cache = dev.enable_cuda_graph_htod_cache();
                 let y = f(&owned())?;
@@ -184,6 +189,7 @@ impl Graphs {
 
 #[cfg(feature = "cuda")]
 mod cuda {
+    use candle_core::backend::BackendDevice;
     use candle_core::cuda_backend::CudaDevice;
     use candle_core::cuda_backend::cudarc::driver::{CudaGraph, sys};
     use candle_core::{DType, Device, Tensor};
@@ -205,6 +211,18 @@ mod cuda {
     // threads use it at once (CUDA's rule for graph objects); a `Captured` is only
     // reached through its slot's mutex.
     unsafe impl Send for Captured {}
+
+    /// Gives the memory of graphs destroyed so far back to the driver (a graph's
+    /// intermediates live in a pool of their own, kept until trimmed).
+    pub(super) fn trim(dev: &CudaDevice) {
+        let d = dev.cuda_stream().context().cu_device();
+        // SAFETY: a plain driver call on a valid device; nothing is in flight on the
+        // destroyed graphs (the stream was synchronized before they were dropped).
+        let r = unsafe { sys::cuDeviceGraphMemTrim(d) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            tracing::debug!("cuDeviceGraphMemTrim: {r:?}");
+        }
+    }
 
     fn capturing(dev: &CudaDevice) -> bool {
         matches!(

@@ -15,6 +15,7 @@ mod conv;
 mod elementwise;
 pub mod graph;
 mod linear;
+pub mod memory;
 mod norm;
 pub mod profile;
 

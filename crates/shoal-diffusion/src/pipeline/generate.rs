@@ -299,6 +299,7 @@ impl Pipeline {
         let cfg = p.guidance > 1.0;
         let half = partner.map(|pt| pt.half());
         let (halves, prompt_tokens) = self.conditioning(items, p, half)?;
+        crate::nn::memory::phase_done("text encoders", &devs.unet);
         // One UNet call over both halves, except where the halves are split:
         // between two processes, or on a batch-invariant pipeline (the CPU), where
         // each half is its own call so that a split job computes the same bits.
@@ -360,7 +361,10 @@ impl Pipeline {
         // A new batch shape: its cuDNN plans built ahead, side by side (the
         // first step's UNet call and one item's decode, run to collect them).
         let shape_key = (b, p.height, p.width, joint.is_some());
+        // Not under sequential offload, whose point is memory: the threads' cuDNN
+        // handles cost 0.12 GiB there (0.78 against 0.66 GiB, docs/PERFORMANCE.md).
         let fresh = self.plan_threads > 0
+            && !self.offloads_sequentially()
             && n > 0
             && self
                 .planned
@@ -423,6 +427,7 @@ impl Pipeline {
             on_step(i + 1, n);
         }
         drop(unet);
+        crate::nn::memory::phase_done("denoising", &devs.unet);
         Ok(Denoised {
             latents: x,
             prompt_tokens,
@@ -623,6 +628,7 @@ impl Pipeline {
             .to_dtype(self.vae_dtype)?;
         let img = crate::nn::profile::scope("VAE decode (whole)", z.device(), || vae.decode(&z))?
             .to_dtype(DType::F32)?;
+        crate::nn::memory::phase_done("VAE decode", z.device());
         Ok(((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
     }
 }

@@ -573,6 +573,11 @@ impl Pipeline {
         self.reload()
     }
 
+    /// Whether the pipeline runs under sequential CPU offload.
+    pub(crate) fn offloads_sequentially(&self) -> bool {
+        matches!(self.placement, Placement::OffloadSequential(_))
+    }
+
     /// Model CPU offload onto `device`; an error while a device map is active.
     pub fn enable_model_cpu_offload(&mut self, device: &Device) -> Result<()> {
         if matches!(self.placement, Placement::Map(_)) {

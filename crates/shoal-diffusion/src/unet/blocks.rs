@@ -42,6 +42,20 @@ pub(super) struct Tail {
 }
 
 /// Builds the UNet's parts from a `VarBuilder` (state-dict paths), one at a time.
+/// Where one down or up level's layers come from ([`Builder::down_spec`]).
+pub(super) struct LevelSpec<'b> {
+    vb: VarBuilder<'b>,
+    pub(super) block: &'b BlockSpec,
+    /// Each ResNet's input width (one ResNet, and attention if any, per entry).
+    pub(super) rins: Vec<usize>,
+    /// The resampler's module name and stride (`None`: the level has none).
+    pub(super) sampler: (&'static str, Option<usize>),
+}
+
+fn no_layer(what: &str, j: usize) -> candle_core::Error {
+    candle_core::Error::Msg(format!("this UNet level has no {what}.{j}"))
+}
+
 pub(super) struct Builder<'a> {
     pub(super) vb: VarBuilder<'a>,
     pub(super) c: &'a UNetConfig,
@@ -72,97 +86,27 @@ impl Builder<'_> {
         })
     }
 
-    /// One level of `block`: a ResNet (with its attention, if any) for each
-    /// input width in `rins`, and the resampler named `sampler` if `stride` is given.
-    pub(super) fn level(
-        &self,
-        vbi: VarBuilder,
-        block: &BlockSpec,
-        rins: impl IntoIterator<Item = usize>,
-        sampler: (&str, Option<usize>),
-    ) -> CResult<Level> {
-        let mut resnets = Vec::new();
-        let mut attns = Vec::new();
-        for (j, rin) in rins.into_iter().enumerate() {
-            resnets.push(Resnet::new(
-                vbi.pp("resnets").pp(j),
-                rin,
-                block.channels,
-                self.temb(),
-                self.c,
-                1.0,
-                self.layout,
-            )?);
-            if block.cross_attn {
-                let vba = vbi.pp("attentions").pp(j);
-                attns.push(Transformer2D::new(
-                    vba,
-                    block.channels,
-                    block,
-                    block.transformer_layers,
-                    self.c,
-                    self.layout,
-                )?);
-            }
-        }
-        let resample = match sampler {
-            (name, Some(stride)) => Some(conv(
-                vbi.pp(name).pp(0).pp("conv"),
-                block.channels,
-                block.channels,
-                3,
-                stride,
-                self.layout,
-            )?),
-            (_, None) => None,
-        };
-        Ok(Level {
-            resnets,
-            attns,
-            resample,
-        })
-    }
-
-    pub(super) fn down(&self, i: usize) -> CResult<Level> {
+    /// The layers of `down_blocks.{i}`: where their weights are, the block, each
+    /// ResNet's input width and the downsampler's stride.
+    pub(super) fn down_spec(&self, i: usize) -> LevelSpec<'_> {
         let (b, n) = (&self.blocks[i], self.blocks.len());
         let cin = if i == 0 {
             self.blocks[0].channels
         } else {
             self.blocks[i - 1].channels
         };
-        let rins = (0..b.layers).map(|j| if j == 0 { cin } else { b.channels });
-        let stride = (i + 1 < n).then_some(2);
-        self.level(self.vb.pp("down_blocks").pp(i), b, rins, ("downsamplers", stride))
+        LevelSpec {
+            vb: self.vb.pp("down_blocks").pp(i),
+            block: b,
+            rins: (0..b.layers)
+                .map(|j| if j == 0 { cin } else { b.channels })
+                .collect(),
+            sampler: ("downsamplers", (i + 1 < n).then_some(2)),
+        }
     }
 
-    pub(super) fn mid(&self) -> CResult<Mid> {
-        let (c, last) = (self.c, &self.blocks[self.blocks.len() - 1]);
-        let mid = self.vb.pp("mid_block");
-        let r = |j: usize| {
-            Resnet::new(
-                mid.pp("resnets").pp(j),
-                last.channels,
-                last.channels,
-                self.temb(),
-                c,
-                c.mid_block_scale_factor,
-                self.layout,
-            )
-        };
-        Ok(Mid {
-            resnets: [r(0)?, r(1)?],
-            attn: Transformer2D::new(
-                mid.pp("attentions").pp(0),
-                last.channels,
-                last,
-                last.transformer_layers,
-                c,
-                self.layout,
-            )?,
-        })
-    }
-
-    pub(super) fn up(&self, i: usize) -> CResult<Level> {
+    /// The layers of `up_blocks.{i}` (see [`Builder::down_spec`]).
+    pub(super) fn up_spec(&self, i: usize) -> LevelSpec<'_> {
         let n = self.blocks.len();
         let b = &self.blocks[n - 1 - i];
         let prev = if i == 0 {
@@ -172,12 +116,127 @@ impl Builder<'_> {
         };
         let skip_in = self.blocks[(n - 1 - i).saturating_sub(1)].channels;
         // Each ResNet takes the previous output and one skip connection.
-        let rins = (0..=b.layers).map(|j| {
-            let skip = if j == b.layers { skip_in } else { b.channels };
-            (if j == 0 { prev } else { b.channels }) + skip
-        });
-        let stride = (i + 1 < n).then_some(1);
-        self.level(self.vb.pp("up_blocks").pp(i), b, rins, ("upsamplers", stride))
+        let rins = (0..=b.layers)
+            .map(|j| {
+                let skip = if j == b.layers { skip_in } else { b.channels };
+                (if j == 0 { prev } else { b.channels }) + skip
+            })
+            .collect();
+        LevelSpec {
+            vb: self.vb.pp("up_blocks").pp(i),
+            block: b,
+            rins,
+            sampler: ("upsamplers", (i + 1 < n).then_some(1)),
+        }
+    }
+
+    /// ResNet `j` of a level.
+    pub(super) fn level_resnet(&self, s: &LevelSpec, j: usize) -> CResult<Resnet> {
+        let rin = s.rins.get(j).copied().ok_or_else(|| no_layer("resnets", j))?;
+        Resnet::new(
+            s.vb.pp("resnets").pp(j),
+            rin,
+            s.block.channels,
+            self.temb(),
+            self.c,
+            1.0,
+            self.layout,
+        )
+    }
+
+    /// Attention `j` of a level (`None` in a level without cross-attention).
+    pub(super) fn level_attn(&self, s: &LevelSpec, j: usize) -> CResult<Option<Transformer2D>> {
+        if !s.block.cross_attn {
+            return Ok(None);
+        }
+        if j >= s.rins.len() {
+            return Err(no_layer("attentions", j));
+        }
+        Transformer2D::new(
+            s.vb.pp("attentions").pp(j),
+            s.block.channels,
+            s.block,
+            s.block.transformer_layers,
+            self.c,
+            self.layout,
+        )
+        .map(Some)
+    }
+
+    /// The level's resampler, if it has one.
+    pub(super) fn level_resample(&self, s: &LevelSpec) -> CResult<Option<Conv2d>> {
+        match s.sampler {
+            (name, Some(stride)) => Some(conv(
+                s.vb.pp(name).pp(0).pp("conv"),
+                s.block.channels,
+                s.block.channels,
+                3,
+                stride,
+                self.layout,
+            ))
+            .transpose(),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// A whole level, every layer built.
+    fn level(&self, s: &LevelSpec) -> CResult<Level> {
+        let mut resnets = Vec::new();
+        let mut attns = Vec::new();
+        for j in 0..s.rins.len() {
+            resnets.push(self.level_resnet(s, j)?);
+            attns.extend(self.level_attn(s, j)?);
+        }
+        Ok(Level {
+            resnets,
+            attns,
+            resample: self.level_resample(s)?,
+        })
+    }
+
+    pub(super) fn down(&self, i: usize) -> CResult<Level> {
+        self.level(&self.down_spec(i))
+    }
+
+    /// Mid-block ResNet `j` (0 or 1).
+    pub(super) fn mid_resnet(&self, j: usize) -> CResult<Resnet> {
+        let (c, last) = (self.c, &self.blocks[self.blocks.len() - 1]);
+        if j > 1 {
+            return Err(no_layer("mid_block.resnets", j));
+        }
+        Resnet::new(
+            self.vb.pp("mid_block").pp("resnets").pp(j),
+            last.channels,
+            last.channels,
+            self.temb(),
+            c,
+            c.mid_block_scale_factor,
+            self.layout,
+        )
+    }
+
+    /// The mid block's attention.
+    pub(super) fn mid_attn(&self) -> CResult<Transformer2D> {
+        let last = &self.blocks[self.blocks.len() - 1];
+        Transformer2D::new(
+            self.vb.pp("mid_block").pp("attentions").pp(0),
+            last.channels,
+            last,
+            last.transformer_layers,
+            self.c,
+            self.layout,
+        )
+    }
+
+    pub(super) fn mid(&self) -> CResult<Mid> {
+        Ok(Mid {
+            resnets: [self.mid_resnet(0)?, self.mid_resnet(1)?],
+            attn: self.mid_attn()?,
+        })
+    }
+
+    pub(super) fn up(&self, i: usize) -> CResult<Level> {
+        self.level(&self.up_spec(i))
     }
 
     pub(super) fn tail(&self) -> CResult<Tail> {

@@ -31,6 +31,8 @@ use crate::nn::{self, Conv2d, Kernels, Layout};
 use crate::weights::Part;
 
 use blocks::{Builder, Head, Level, Mid, Tail};
+use resnet::Resnet;
+use transformer_2d::Transformer2D;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -215,16 +217,84 @@ impl UNet {
         self.part(|r| r.head.as_ref(), |b| b.head())
     }
 
-    fn down(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(|r| r.down.get(i).and_then(Option::as_ref), |b| b.down(i))
+    /// The block spec of a level.
+    fn level_block(&self, side: Side, i: usize) -> &BlockSpec {
+        match side {
+            Side::Down => &self.blocks[i],
+            Side::Up => &self.blocks[self.blocks.len() - 1 - i],
+        }
     }
 
-    fn mid(&self) -> CResult<Part<'_, Mid>> {
-        self.part(|r| r.mid.as_ref(), |b| b.mid())
+    /// How many ResNets a level has (a down level one per layer, an up level one more).
+    fn level_len(&self, side: Side, i: usize) -> usize {
+        let layers = self.level_block(side, i).layers;
+        match side {
+            Side::Down => layers,
+            Side::Up => layers + 1,
+        }
     }
 
-    fn up(&self, i: usize) -> CResult<Part<'_, Level>> {
-        self.part(|r| r.up.get(i).and_then(Option::as_ref), |b| b.up(i))
+    fn held_level(r: &Resident, side: Side, i: usize) -> Option<&Level> {
+        match side {
+            Side::Down => r.down.get(i).and_then(Option::as_ref),
+            Side::Up => r.up.get(i).and_then(Option::as_ref),
+        }
+    }
+
+    fn spec<'b>(b: &'b Builder<'_>, side: Side, i: usize) -> blocks::LevelSpec<'b> {
+        match side {
+            Side::Down => b.down_spec(i),
+            Side::Up => b.up_spec(i),
+        }
+    }
+
+    /// ResNet `j` of a level: borrowed when resident, built alone when streamed.
+    fn resnet(&self, side: Side, i: usize, j: usize) -> CResult<Part<'_, Resnet>> {
+        self.part(
+            |r| Self::held_level(r, side, i).and_then(|l| l.resnets.get(j)),
+            |b| b.level_resnet(&Self::spec(b, side, i), j),
+        )
+    }
+
+    /// Attention `j` of a level, if the level has attention.
+    fn attn(&self, side: Side, i: usize, j: usize) -> CResult<Option<Part<'_, Transformer2D>>> {
+        if !self.level_block(side, i).cross_attn {
+            return Ok(None);
+        }
+        self.part(
+            |r| Self::held_level(r, side, i).and_then(|l| l.attns.get(j)),
+            |b| {
+                b.level_attn(&Self::spec(b, side, i), j)?
+                    .ok_or_else(|| candle_core::Error::Msg(format!("level {i} has no attention")))
+            },
+        )
+        .map(Some)
+    }
+
+    /// A level's resampler, if it has one.
+    fn resample(&self, side: Side, i: usize) -> CResult<Option<Part<'_, Conv2d>>> {
+        if i + 1 >= self.blocks.len() {
+            return Ok(None);
+        }
+        self.part(
+            |r| Self::held_level(r, side, i).and_then(|l| l.resample.as_ref()),
+            |b| {
+                b.level_resample(&Self::spec(b, side, i))?
+                    .ok_or_else(|| candle_core::Error::Msg(format!("level {i} has no resampler")))
+            },
+        )
+        .map(Some)
+    }
+
+    fn mid_resnet(&self, j: usize) -> CResult<Part<'_, Resnet>> {
+        self.part(
+            |r| r.mid.as_ref().and_then(|m| m.resnets.get(j)),
+            |b| b.mid_resnet(j),
+        )
+    }
+
+    fn mid_attn(&self) -> CResult<Part<'_, Transformer2D>> {
+        self.part(|r| r.mid.as_ref().map(|m| &m.attn), |b| b.mid_attn())
     }
 
     fn tail(&self) -> CResult<Part<'_, Tail>> {
@@ -322,30 +392,28 @@ impl UNet {
             }
             Stage::Down(i) if i < n => {
                 let emb = c.emb()?;
-                let lvl = self.down(i)?;
-                for (j, r) in lvl.resnets.iter().enumerate() {
-                    c.x = r.forward(&c.x, &emb)?;
-                    if let Some(a) = lvl.attns.get(j) {
+                // One layer at a time: a streamed UNet holds one layer's weights.
+                for j in 0..self.level_len(Side::Down, i) {
+                    c.x = self.resnet(Side::Down, i, j)?.forward(&c.x, &emb)?;
+                    if let Some(a) = self.attn(Side::Down, i, j)? {
                         c.x = a.forward(&c.x, &c.ctx)?;
                     }
                     c.skips.push(c.x.clone());
                 }
-                if let Some(d) = &lvl.resample {
+                if let Some(d) = self.resample(Side::Down, i)? {
                     c.x = d.forward(&c.x)?;
                     c.skips.push(c.x.clone());
                 }
             }
             Stage::Mid => {
                 let emb = c.emb()?;
-                let mid = self.mid()?;
-                c.x = mid.resnets[0].forward(&c.x, &emb)?;
-                c.x = mid.attn.forward(&c.x, &c.ctx)?;
-                c.x = mid.resnets[1].forward(&c.x, &emb)?;
+                c.x = self.mid_resnet(0)?.forward(&c.x, &emb)?;
+                c.x = self.mid_attn()?.forward(&c.x, &c.ctx)?;
+                c.x = self.mid_resnet(1)?.forward(&c.x, &emb)?;
             }
             Stage::Up(i) if i < n => {
                 let emb = c.emb()?;
-                let lvl = self.up(i)?;
-                for (j, r) in lvl.resnets.iter().enumerate() {
+                for j in 0..self.level_len(Side::Up, i) {
                     let skip = c
                         .skips
                         .pop()
@@ -353,12 +421,12 @@ impl UNet {
                     let cat = nn::profile::scope("skip concat", skip.device(), || {
                         nn::cat_channels(&c.x, &skip, self.layout, self.kernels)
                     })?;
-                    c.x = r.forward(&cat, &emb)?;
-                    if let Some(a) = lvl.attns.get(j) {
+                    c.x = self.resnet(Side::Up, i, j)?.forward(&cat, &emb)?;
+                    if let Some(a) = self.attn(Side::Up, i, j)? {
                         c.x = a.forward(&c.x, &c.ctx)?;
                     }
                 }
-                if let Some(u) = &lvl.resample {
+                if let Some(u) = self.resample(Side::Up, i)? {
                     // Upsample to the next skip's size (diffusers' `upsample_size`), which
                     // also covers latents whose sides are not multiples of 2^levels.
                     let (_, _, h, w) = self.layout.dims(&c.x)?;
@@ -391,6 +459,13 @@ impl UNet {
         }
         Ok(c)
     }
+}
+
+/// A down or an up level.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Down,
+    Up,
 }
 
 /// One stage of the UNet's forward pass, named like the diffusers modules it runs.
@@ -531,6 +606,43 @@ mod tests {
                     "{preset} {h}x{w}: max |Δ| {d} (max |x| {scale})"
                 );
             }
+        }
+    }
+
+    /// The streamed UNet (sequential offload: each ResNet, attention and
+    /// resampler built from the weights just before it runs) computes the
+    /// resident one's bits, for each preset's layout of levels.
+    #[test]
+    fn streamed_unet_equals_the_resident_one() {
+        for preset in ["tiny", "tiny-sd2", "tiny-sdxl"] {
+            let p = crate::presets::preset(preset).unwrap();
+            let cfg: UNetConfig = serde_json::from_value(p.unet.clone()).unwrap();
+            let blocks = cfg.blocks(std::path::Path::new("config.json")).unwrap();
+            let (vb, _) = crate::random::var_builder(7, DType::F32);
+            let held = UNet::new_in(vb.clone(), &cfg, &blocks, Layout::Nchw).unwrap();
+            let streamed = UNet::streamed(vb, &cfg, &blocks).unwrap();
+            assert_eq!(
+                format!("{streamed:?}"),
+                format!("UNet({} blocks, streamed)", blocks.len())
+            );
+            let dev = Device::Cpu;
+            let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, 8, 6), &dev).unwrap();
+            let ctx = Tensor::randn(0f32, 1., (2, 77, held.blocks[0].cross_attention_dim), &dev).unwrap();
+            let added = held.needs_added_cond().then(|| AddedCond {
+                text_embeds: Tensor::randn(0f32, 1., (2, pooled(&cfg)), &dev).unwrap(),
+                time_ids: Tensor::new(
+                    &[[48f32, 64., 0., 0., 48., 64.], [48., 64., 0., 0., 48., 64.]],
+                    &dev,
+                )
+                .unwrap(),
+            });
+            let a = held.forward(&x, 321.0, &ctx, added.as_ref()).unwrap();
+            let b = streamed.forward(&x, 321.0, &ctx, added.as_ref()).unwrap();
+            assert!(
+                crate::test_util::max_abs(&a) > 0.0,
+                "{preset}: a zero prediction proves nothing"
+            );
+            assert_eq!(crate::test_util::max_abs_diff(&a, &b), 0.0, "{preset}");
         }
     }
 
