@@ -121,20 +121,20 @@ __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint
 }
 
 // GroupNorm on contiguous NHWC (n, hw, c): grid (chunks, n), each block sums one chunk of
-// `chunk_px` pixels of one image, all channels, into per-group accumulators in shared memory
-// (2 * groups floats). Lanes own 16-byte channel vectors, rows of lanes walk the pixels.
+// `chunk_px` pixels of one image, all channels. Lanes own 16-byte channel vectors, rows of
+// lanes walk the pixels; each (row, channel) sum goes to its own slot of shared memory
+// (rows * c * 2 floats), then one thread per group adds its slots in a fixed order, so the
+// result has the same bits on every call (no atomics).
 // partial has the NCHW layout: partial[((b * groups + g) * chunks + chunk) * 2 + {0,1}].
-// The host guarantees c % N == 0 and 16-byte alignment.
+// The host guarantees c % N == 0, 16-byte alignment and the shared memory size.
 template <typename T>
 __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
                                 uint64_t chunk_px) {
     constexpr int N = V<T>::N;
-    extern __shared__ float acc[];
+    extern __shared__ float red[];
     uint64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
     const T *xb = x + b * hw * c;
     uint64_t cpg = c / groups;
-    for (uint64_t i = threadIdx.x; i < 2 * groups; i += blockDim.x) acc[i] = 0.0f;
-    __syncthreads();
     uint64_t p0 = chunk * chunk_px;
     uint64_t p1 = p0 + chunk_px < hw ? p0 + chunk_px : hw;
     uint64_t nv = c / N;
@@ -160,30 +160,25 @@ __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_
                     s2[k] += f * f;
                 }
             }
-            // Channels of one group are consecutive: add runs of equal group once.
-            uint64_t g0 = (v * N) / cpg;
-            float a1 = 0.0f, a2 = 0.0f;
 #pragma unroll
             for (int k = 0; k < N; ++k) {
-                uint64_t g = (v * N + k) / cpg;
-                if (g != g0) {
-                    atomicAdd(&acc[2 * g0], a1);
-                    atomicAdd(&acc[2 * g0 + 1], a2);
-                    g0 = g;
-                    a1 = 0.0f;
-                    a2 = 0.0f;
-                }
-                a1 += s1[k];
-                a2 += s2[k];
+                uint64_t slot = (row * c + v * N + k) * 2;
+                red[slot] = s1[k];
+                red[slot + 1] = s2[k];
             }
-            atomicAdd(&acc[2 * g0], a1);
-            atomicAdd(&acc[2 * g0 + 1], a2);
         }
     }
     __syncthreads();
     for (uint64_t g = threadIdx.x; g < groups; g += blockDim.x) {
-        partial[((b * groups + g) * chunks + chunk) * 2] = acc[2 * g];
-        partial[((b * groups + g) * chunks + chunk) * 2 + 1] = acc[2 * g + 1];
+        float a1 = 0.0f, a2 = 0.0f;
+        for (uint64_t r = 0; r < rows; ++r) {
+            for (uint64_t ch = g * cpg; ch < (g + 1) * cpg; ++ch) {
+                a1 += red[(r * c + ch) * 2];
+                a2 += red[(r * c + ch) * 2 + 1];
+            }
+        }
+        partial[((b * groups + g) * chunks + chunk) * 2] = a1;
+        partial[((b * groups + g) * chunks + chunk) * 2 + 1] = a2;
     }
 }
 

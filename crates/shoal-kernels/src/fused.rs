@@ -147,6 +147,14 @@ fn group_norm_in(
             why: format!("channels-last with {c} channels (needs a multiple of {vector})"),
         });
     }
+    if nhwc && nhwc_partial_shared_bytes(c, x.dtype().size_in_bytes()) > 48 * 1024 {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: format!(
+                "channels-last with {c} channels (the per-channel sums need over 48 KiB of shared memory)"
+            ),
+        });
+    }
     if dims[0] * groups > 65_535 {
         return Err(Error::Unsupported {
             op: OP,
@@ -247,7 +255,7 @@ impl GroupNormOp {
             let cfg = LaunchConfig {
                 grid_dim: (chunks as u32, n as u32, 1),
                 block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: (2 * self.groups * 4) as u32,
+                shared_mem_bytes: nhwc_partial_shared_bytes(c, std::mem::size_of::<T>()) as u32,
             };
             // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
             unsafe { b.launch(cfg) }.w()?;
@@ -437,8 +445,9 @@ pub fn add_bc_(y: &Tensor, t: &Tensor) -> Result<()> {
     inplace_add("add_bc", y, t, Add::PerImageChannel(c), dims[0] * c)
 }
 
-/// `x · wᵀ + b` for `x` `(..., k)`, `w` `(n, k)`, `b` `(n,)`: one GEMM over all rows,
-/// then the bias added in place.
+/// `x · wᵀ + b` for `x` `(..., k)`, `w` `(n, k)`, `b` `(n,)`: in f16 and bf16 one
+/// cuBLASLt GEMM over all rows with the bias in its epilogue; in f32 (where cuBLASLt
+/// would run TF32) and without a bias, candle's GEMM, then the bias added in place.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
     check_cuda(OP, x)?;
@@ -452,16 +461,97 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         });
     }
     let rows = x.elem_count() / k.max(1);
-    let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
-    if let Some(b) = b {
-        add_row_bias_(&y, b)?;
-    }
     let mut out = dims;
     if let Some(last) = out.last_mut() {
         *last = n;
     }
+    let x2 = x.contiguous()?.reshape((rows, k))?;
+    if let Some(b) = b
+        && matches!(x.dtype(), DType::F16 | DType::BF16)
+        && rows > 0
+        && b.elem_count() == n
+        && w.dtype() == x.dtype()
+        && b.dtype() == x.dtype()
+    {
+        let op = LinearBias {
+            bias: b.contiguous()?,
+            rows,
+            k,
+            n,
+        };
+        return Ok(x2.apply_op2_no_bwd(&w.contiguous()?, &op)?.reshape(out)?);
+    }
+    let y = x2.matmul(&w.t()?)?;
+    if let Some(b) = b {
+        add_row_bias_(&y, b)?;
+    }
     Ok(y.reshape(out)?)
 }
+
+/// `x · wᵀ + b` as one cuBLASLt GEMM with the bias epilogue, into a new buffer.
+struct LinearBias {
+    bias: Tensor,
+    rows: usize,
+    k: usize,
+    n: usize,
+}
+
+impl LinearBias {
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        _sfx: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)>
+    where
+        candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT:
+            candle_core::cuda_backend::cudarc::cublaslt::Matmul<T>,
+    {
+        use candle_core::cuda_backend::cudarc::cublaslt::{Matmul, MatmulConfig};
+        let dev = xs.device.clone();
+        let x = slice::<T>(xs, xl, "input")?;
+        let w = slice::<T>(ws, wl, "weight")?;
+        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
+        let candle_core::Storage::Cuda(bs) = &*bias_storage else {
+            candle_core::bail!("linear: the bias is not on the GPU")
+        };
+        let bias = slice::<T>(bs, bias_layout, "bias")?;
+        // SAFETY: beta = 0, so cuBLASLt writes every element of y without reading it.
+        let mut y = unsafe { dev.alloc::<T>(self.rows * self.n) }?;
+        // Column-major view of the row-major product: yᵀ (n × rows) = w (k × n)ᵀ · xᵀ (k × rows).
+        let cfg = MatmulConfig {
+            transa: true,
+            transb: false,
+            transc: false,
+            m: self.n as u64,
+            n: self.rows as u64,
+            k: self.k as u64,
+            alpha: 1.0,
+            lda: self.k as i64,
+            ldb: self.k as i64,
+            beta: 0.0,
+            ldc: self.n as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
+        };
+        let lt = blas_lt(&dev)?;
+        // SAFETY: the dimensions and leading dimensions above describe the buffers: w (n, k),
+        // x (rows, k) and y (rows, n) row-major, bias (n,); all on this device's stream.
+        unsafe { lt.matmul(cfg, &w, &x, &mut y, Some(&bias), None) }
+            .map_err(|e| candle_core::Error::Msg(format!("cuBLASLt matmul: {e:?}")))?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev),
+            Shape::from((self.rows, self.n)),
+        ))
+    }
+}
+
+cuda_only!(CustomOp2 for LinearBias, "shoal-linear-bias", "fused linear + bias");
 
 /// GEGLU on a projection without its bias: `h` `(..., 2·inner)`, `bias` `(2·inner,)`;
 /// `(h₁ + b₁) · gelu_erf(h₂ + b₂)`, `(..., inner)`.
@@ -650,6 +740,14 @@ impl LayerNormOp {
 }
 
 cuda_only!(CustomOp3 for LayerNormOp, "shoal-layer-norm", "fused LayerNorm");
+
+/// Shared memory of the channels-last GroupNorm's partial sums: a slot pair per
+/// (row of lanes, channel), rows = threads ÷ lanes, lanes = min(16-byte vectors per pixel, threads).
+fn nhwc_partial_shared_bytes(c: usize, elem: usize) -> usize {
+    let nv = (c / (16 / elem.max(1)).max(1)).max(1);
+    let rows = THREADS as usize / nv.min(THREADS as usize);
+    rows * c * 2 * std::mem::size_of::<f32>()
+}
 
 /// A 1-D launch over `total` items, 256 threads a block, grid-stride beyond 2^20 blocks.
 fn flat_grid(total: usize) -> LaunchConfig {
