@@ -650,40 +650,46 @@ fn r11_a_new_job_on_a_known_model_hashes_nothing() {
     assert!(resumed.contains("model identity: hashed 1 file(s)"), "{resumed}");
 }
 
-/// Issue 11 (first image after start): `SHOAL_CUDNN_PREBUILD` is read and
-/// checked before any weight is read (a bad value is a usage error naming it);
-/// on a machine without the cuDNN kernels it changes nothing, so the image is
-/// the same bytes as without it.
+/// Issue 11 (first image after start, CUDA graphs): `SHOAL_CUDNN_PREBUILD` and
+/// `SHOAL_CUDA_GRAPHS` are read and checked before any weight is read (a bad
+/// value is a usage error naming it); on a machine without the GPU kernels they
+/// change nothing, so the image is the same bytes either way.
 #[test]
 fn r11_plan_prebuild_setting_is_checked_and_changes_no_image() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |out: &str, v: Option<&str>| {
+    let run = |out: &str, var: &str, v: Option<&str>| {
         let mut cmd = shoal();
         cmd.args([
             "generate", "-p", "a", "--steps", "2", "--height", "32", "--width", "32", "--quiet", "--out",
         ])
         .arg(tmp.path().join(out));
         if let Some(v) = v {
-            cmd.env("SHOAL_CUDNN_PREBUILD", v);
+            cmd.env(var, v);
         }
         let (o, _) = run_timed(&mut cmd, Duration::from_secs(120));
         o
     };
-    let bad = run("bad", Some("lots"));
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    assert!(
-        text(&bad).contains("SHOAL_CUDNN_PREBUILD=\"lots\""),
-        "{}",
-        text(&bad)
-    );
-    assert!(!tmp.path().join("bad").exists(), "nothing is written");
-    let a = run("a", None);
-    let b = run("b", Some("auto"));
-    assert!(
-        a.status.success() && b.status.success(),
-        "{} {}",
-        text(&a),
-        text(&b)
-    );
+    // Both GPU settings are read and checked wherever the job runs: a bad value is a
+    // usage error naming the variable, and nothing is written.
+    for (var, bad_value, out) in [
+        ("SHOAL_CUDNN_PREBUILD", "lots", "bad"),
+        ("SHOAL_CUDA_GRAPHS", "yes", "bad-graphs"),
+    ] {
+        let bad = run(out, var, Some(bad_value));
+        assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+        assert!(
+            text(&bad).contains(&format!("{var}=\"{bad_value}\"")),
+            "{}",
+            text(&bad)
+        );
+        assert!(!tmp.path().join(out).exists(), "nothing is written");
+    }
+    let a = run("a", "SHOAL_CUDNN_PREBUILD", None);
+    let b = run("b", "SHOAL_CUDNN_PREBUILD", Some("0"));
+    let c = run("c", "SHOAL_CUDA_GRAPHS", Some("0"));
+    for o in [&a, &b, &c] {
+        assert!(o.status.success(), "{}", text(o));
+    }
     assert_eq!(pngs(&tmp.path().join("a")), pngs(&tmp.path().join("b")));
+    assert_eq!(pngs(&tmp.path().join("a")), pngs(&tmp.path().join("c")));
 }
