@@ -509,46 +509,71 @@ impl LinearBias {
         candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT:
             candle_core::cuda_backend::cudarc::cublaslt::Matmul<T>,
     {
-        use candle_core::cuda_backend::cudarc::cublaslt::{Matmul, MatmulConfig};
         let dev = xs.device.clone();
-        let x = slice::<T>(xs, xl, "input")?;
-        let w = slice::<T>(ws, wl, "weight")?;
-        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
-        let candle_core::Storage::Cuda(bs) = &*bias_storage else {
-            candle_core::bail!("linear: the bias is not on the GPU")
-        };
-        let bias = slice::<T>(bs, bias_layout, "bias")?;
         // SAFETY: beta = 0, so cuBLASLt writes every element of y without reading it.
         let mut y = unsafe { dev.alloc::<T>(self.rows * self.n) }?;
-        // Column-major view of the row-major product: yᵀ (n × rows) = w (k × n)ᵀ · xᵀ (k × rows).
-        let cfg = MatmulConfig {
-            transa: true,
-            transb: false,
-            transc: false,
-            m: self.n as u64,
-            n: self.rows as u64,
-            k: self.k as u64,
-            alpha: 1.0,
-            lda: self.k as i64,
-            ldb: self.k as i64,
-            beta: 0.0,
-            ldc: self.n as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
-            stride_bias: None,
-            batch_size: None,
-        };
-        let lt = blas_lt(&dev)?;
-        // SAFETY: the dimensions and leading dimensions above describe the buffers: w (n, k),
-        // x (rows, k) and y (rows, n) row-major, bias (n,); all on this device's stream.
-        unsafe { lt.matmul(cfg, &w, &x, &mut y, Some(&bias), None) }
-            .map_err(|e| candle_core::Error::Msg(format!("cuBLASLt matmul: {e:?}")))?;
+        lt_linear(
+            &dev,
+            (self.rows, self.k, self.n),
+            &slice::<T>(xs, xl, "input")?,
+            &slice::<T>(ws, wl, "weight")?,
+            &self.bias,
+            &mut y,
+            0.0,
+        )?;
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev),
             Shape::from((self.rows, self.n)),
         ))
     }
+}
+
+/// `y ← x·wᵀ + bias + beta·y` for row-major `x` (rows, k), `w` (n, k), `y` (rows, n)
+/// and `bias` (n,): one cuBLASLt GEMM with the bias in its epilogue, on `dev`'s stream
+/// (`beta` 0: `y` is only written; 1: the product accumulates into it).
+fn lt_linear<T: CudaDType + DeviceRepr>(
+    dev: &CudaDevice,
+    (rows, k, n): (usize, usize, usize),
+    x: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+    w: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+    bias: &Tensor,
+    y: &mut impl candle_core::cuda_backend::cudarc::driver::DevicePtrMut<T>,
+    beta: f32,
+) -> candle_core::Result<()>
+where
+    candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT:
+        candle_core::cuda_backend::cudarc::cublaslt::Matmul<T>,
+{
+    use candle_core::cuda_backend::cudarc::cublaslt::{Matmul, MatmulConfig};
+    let (bias_storage, bias_layout) = bias.storage_and_layout();
+    let candle_core::Storage::Cuda(bs) = &*bias_storage else {
+        candle_core::bail!("linear: the bias is not on the GPU")
+    };
+    let bias = slice::<T>(bs, bias_layout, "bias")?;
+    // Column-major view of the row-major product: yᵀ (n × rows) = w (k × n)ᵀ · xᵀ (k × rows).
+    let cfg = MatmulConfig {
+        transa: true,
+        transb: false,
+        transc: false,
+        m: n as u64,
+        n: rows as u64,
+        k: k as u64,
+        alpha: 1.0,
+        lda: k as i64,
+        ldb: k as i64,
+        beta,
+        ldc: n as i64,
+        stride_a: None,
+        stride_b: None,
+        stride_c: None,
+        stride_bias: None,
+        batch_size: None,
+    };
+    let lt = blas_lt(dev)?;
+    // SAFETY: the dimensions and leading dimensions above describe the buffers: w (n, k),
+    // x (rows, k) and y (rows, n) row-major, bias (n,); all on this device's stream.
+    unsafe { lt.matmul(cfg, w, x, y, Some(&bias), None) }
+        .map_err(|e| candle_core::Error::Msg(format!("cuBLASLt matmul: {e:?}")))
 }
 
 cuda_only!(CustomOp2 for LinearBias, "shoal-linear-bias", "fused linear + bias");
@@ -986,44 +1011,20 @@ impl LinearAdd {
         candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT:
             candle_core::cuda_backend::cudarc::cublaslt::Matmul<T>,
     {
-        use candle_core::cuda_backend::cudarc::cublaslt::{Matmul, MatmulConfig};
         let dev = ys.device.clone();
-        let x = slice::<T>(xs, xl, "input")?;
-        let w = slice::<T>(ws, wl, "weight")?;
-        let (bias_storage, bias_layout) = self.bias.storage_and_layout();
-        let candle_core::Storage::Cuda(bs) = &*bias_storage else {
-            candle_core::bail!("linear_add: the bias is not on the GPU")
-        };
-        let bias = slice::<T>(bs, bias_layout, "bias")?;
         let (a, b) = yl
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("linear_add: residual not contiguous".into()))?;
         let mut y = ys.as_cuda_slice_mut::<T>()?.slice_mut(a..b);
-        // Column-major view of the row-major product: yᵀ (n × rows) = w (k × n)ᵀ · xᵀ (k × rows).
-        let cfg = MatmulConfig {
-            transa: true,
-            transb: false,
-            transc: false,
-            m: self.n as u64,
-            n: self.rows as u64,
-            k: self.k as u64,
-            alpha: 1.0,
-            lda: self.k as i64,
-            ldb: self.k as i64,
-            beta: 1.0,
-            ldc: self.n as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
-            stride_bias: None,
-            batch_size: None,
-        };
-        let lt = blas_lt(&dev)?;
-        // SAFETY: the dimensions and leading dimensions above describe the buffers: w (n, k),
-        // x (rows, k) and y (rows, n) row-major, bias (n,); all on this device's stream.
-        unsafe { lt.matmul(cfg, &w, &x, &mut y, Some(&bias), None) }
-            .map_err(|e| candle_core::Error::Msg(format!("cuBLASLt matmul: {e:?}")))?;
-        Ok(())
+        lt_linear(
+            &dev,
+            (self.rows, self.k, self.n),
+            &slice::<T>(xs, xl, "input")?,
+            &slice::<T>(ws, wl, "weight")?,
+            &self.bias,
+            &mut y,
+            1.0,
+        )
     }
 }
 
