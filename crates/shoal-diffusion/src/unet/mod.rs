@@ -582,19 +582,8 @@ mod tests {
             let (nchw, cfg) = tiny_in(preset, Layout::Nchw);
             let (nhwc, _) = tiny_in(preset, Layout::Nhwc);
             assert_eq!(nhwc.layout(), Layout::Nhwc);
-            let dev = Device::Cpu;
             for (h, w) in [(8, 8), (9, 6)] {
-                let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, h, w), &dev).unwrap();
-                let width = nchw.blocks[0].cross_attention_dim;
-                let ctx = Tensor::randn(0f32, 1., (2, 77, width), &dev).unwrap();
-                let added = nchw.needs_added_cond().then(|| AddedCond {
-                    text_embeds: Tensor::randn(0f32, 1., (2, pooled(&cfg)), &dev).unwrap(),
-                    time_ids: Tensor::new(
-                        &[[64f32, 64., 0., 0., 64., 64.], [64., 64., 0., 0., 64., 64.]],
-                        &dev,
-                    )
-                    .unwrap(),
-                });
+                let (x, ctx, added) = inputs(&nchw, &cfg, h, w);
                 let a = nchw.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
                 let b = nhwc.forward(&x, 500.0, &ctx, added.as_ref()).unwrap();
                 assert_eq!(a.dims(), b.dims(), "{preset} {h}x{w}");
@@ -625,17 +614,7 @@ mod tests {
                 format!("{streamed:?}"),
                 format!("UNet({} blocks, streamed)", blocks.len())
             );
-            let dev = Device::Cpu;
-            let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, 8, 6), &dev).unwrap();
-            let ctx = Tensor::randn(0f32, 1., (2, 77, held.blocks[0].cross_attention_dim), &dev).unwrap();
-            let added = held.needs_added_cond().then(|| AddedCond {
-                text_embeds: Tensor::randn(0f32, 1., (2, pooled(&cfg)), &dev).unwrap(),
-                time_ids: Tensor::new(
-                    &[[48f32, 64., 0., 0., 48., 64.], [48., 64., 0., 0., 48., 64.]],
-                    &dev,
-                )
-                .unwrap(),
-            });
+            let (x, ctx, added) = inputs(&held, &cfg, 8, 6);
             let a = held.forward(&x, 321.0, &ctx, added.as_ref()).unwrap();
             let b = streamed.forward(&x, 321.0, &ctx, added.as_ref()).unwrap();
             assert!(
@@ -644,6 +623,23 @@ mod tests {
             );
             assert_eq!(crate::test_util::max_abs_diff(&a, &b), 0.0, "{preset}");
         }
+    }
+
+    /// Random inputs for a batch of 2 at latent size `h`×`w`: the sample, the text
+    /// context and (SDXL) the added conditioning.
+    fn inputs(u: &UNet, cfg: &UNetConfig, h: usize, w: usize) -> (Tensor, Tensor, Option<AddedCond>) {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, cfg.in_channels, h, w), &dev).unwrap();
+        let ctx = Tensor::randn(0f32, 1., (2, 77, u.blocks[0].cross_attention_dim), &dev).unwrap();
+        let added = u.needs_added_cond().then(|| AddedCond {
+            text_embeds: Tensor::randn(0f32, 1., (2, pooled(cfg)), &dev).unwrap(),
+            time_ids: Tensor::new(
+                &[[64f32, 64., 0., 0., 64., 64.], [64., 64., 0., 0., 64., 64.]],
+                &dev,
+            )
+            .unwrap(),
+        });
+        (x, ctx, added)
     }
 
     fn pooled(c: &UNetConfig) -> usize {
