@@ -40,13 +40,15 @@ def rnd(*shape, scale=1.0):
     return torch.randn(*shape, device=dev, dtype=dt) * scale
 
 
-def conv(n, c, s, k, r, st, residual=False):
-    x, w, b = rnd(n, c, s, s), rnd(k, c, r, r, scale=(c * r * r) ** -0.5), rnd(k)
+def conv(n, c, s, k, r, st, residual=False, cl=False, bias=True):
+    x, w, b = rnd(n, c, s, s), rnd(k, c, r, r, scale=(c * r * r) ** -0.5), rnd(k) if bias else None
     o = (s + 2 * (r // 2) - r) // st + 1
     res = rnd(n, k, o, o)
     xc, wc, rc = x.to(memory_format=CL), w.to(memory_format=CL), res.to(memory_format=CL)
     if residual:
         return [("channels_last + add", lambda: F.conv2d(xc, wc, b, st, r // 2) + rc)]
+    if cl:
+        return [("channels_last" if bias else "channels_last, no bias", lambda: F.conv2d(xc, wc, b, st, r // 2))]
     return [("nchw", lambda: F.conv2d(x, w, b, st, r // 2)), ("channels_last", lambda: F.conv2d(xc, wc, b, st, r // 2))]
 
 
@@ -107,6 +109,8 @@ def cat_channels(n, s, c, c2):
 OPS = {
     "conv": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st),      # batch, in channels, side, out channels, kernel, stride
     "conv_res": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st, residual=True),
+    "conv_cl": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st, cl=True),
+    "conv_cl_nobias": lambda n, c, s, k, r, st: conv(n, c, s, k, r, st, cl=True, bias=False),
     "attn": attn,                                                  # batch, query tokens, key tokens, width, heads
     "group_norm_silu": group_norm_silu,                            # batch, channels, side (32 groups)
     "layer_norm": layer_norm,                                      # batch, tokens, features

@@ -61,16 +61,16 @@ impl Ctx<'_> {
                 name: name.to_string(),
                 shape: shape.to_string(),
                 fast_s,
-                in_models: peer.1,
+                unused: peer.1,
             },
         ));
     }
 }
 
-/// PyTorch's counterpart of a row (`Spec`: kind and sizes, as ops_peer.py reads them).
-/// The flag: whether the row's layout is the one the models run on CUDA
-/// (channels-last); NCHW rows are set against PyTorch's NCHW op alone.
-struct Peer(Spec, bool);
+/// PyTorch's counterpart of a row (`Spec`: kind and sizes, as ops_peer.py reads them),
+/// and why the models do not run the row's variant (`None`: they do); NCHW rows are
+/// set against PyTorch's NCHW op alone.
+struct Peer(Spec, Option<&'static str>);
 
 impl Peer {
     fn new(kind: &'static str, dims: &[usize]) -> Peer {
@@ -79,57 +79,79 @@ impl Peer {
                 kind,
                 dims: dims.to_vec(),
             },
-            true,
+            None,
         )
+    }
+
+    /// A row the models run where `run`, summarized apart otherwise.
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code, reason = "rows of the cuDNN build"))]
+    fn run_if(kind: &'static str, dims: &[usize], run: bool) -> Peer {
+        let why = (!run).then_some(super::bench_ops_peer::NOT_IN_MODELS);
+        Peer(Peer::new(kind, dims).0, why)
     }
 
     /// A row of the NCHW variant of a kernel, which the models do not run on
     /// CUDA (their activations are channels-last there).
     fn nchw(kind: &'static str, dims: &[usize]) -> Peer {
-        Peer(Peer::new(kind, dims).0, false)
+        Peer(Peer::new(kind, dims).0, Some(super::bench_ops_peer::NCHW))
     }
 }
 
-/// A convolution: name, input channels, side, output channels, kernel, stride.
-struct Conv(&'static str, usize, usize, usize, usize, usize);
+/// A convolution: name, input channels, side, output channels, kernel, stride, and
+/// what the models add in it at this shape.
+struct Conv(&'static str, usize, usize, usize, usize, usize, Adds);
+
+/// What the models' convolutions of a shape add to their output in the kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Adds {
+    /// The bias alone (a ResNet's conv1, a shortcut, a resampler, `conv_in`).
+    Bias,
+    /// The bias alone at some layers, also the residual at others (a ResNet's
+    /// conv2, the transformer's output projection).
+    Either,
+    /// The bias and a zero residual (fewer than 8 output channels: `conv_out`,
+    /// where cuDNN's conv + bias engine is the slower one); PyTorch's counterpart
+    /// is its convolution with the bias alone, what diffusers runs there.
+    ZeroResidual,
+}
 
 /// The SD 1.5 UNet's distinct convolutions at 512² (64² latents).
 const UNET_CONVS: &[Conv] = &[
-    Conv("conv_in", 4, 64, 320, 3, 1),
-    Conv("l0 resnet", 320, 64, 320, 3, 1),
-    Conv("l0 proj 1x1", 320, 64, 320, 1, 1),
-    Conv("l0 down", 320, 64, 320, 3, 2),
-    Conv("l1 resnet in", 320, 32, 640, 3, 1),
-    Conv("l1 resnet", 640, 32, 640, 3, 1),
-    Conv("l1 shortcut 1x1", 320, 32, 640, 1, 1),
-    Conv("l1 down", 640, 32, 640, 3, 2),
-    Conv("l2 resnet in", 640, 16, 1280, 3, 1),
-    Conv("l2 resnet", 1280, 16, 1280, 3, 1),
-    Conv("l2 down", 1280, 16, 1280, 3, 2),
-    Conv("l3/mid resnet", 1280, 8, 1280, 3, 1),
-    Conv("up0 resnet in", 2560, 8, 1280, 3, 1),
-    Conv("up0 shortcut 1x1", 2560, 8, 1280, 1, 1),
-    Conv("up1 upsample", 1280, 16, 1280, 3, 1),
-    Conv("up1 resnet in", 1920, 16, 1280, 3, 1),
-    Conv("up2 resnet in", 1920, 32, 640, 3, 1),
-    Conv("up2 resnet in b", 960, 32, 640, 3, 1),
-    Conv("up3 resnet in", 960, 64, 320, 3, 1),
-    Conv("up3 resnet in b", 640, 64, 320, 3, 1),
-    Conv("conv_out", 320, 64, 4, 3, 1),
+    Conv("conv_in", 4, 64, 320, 3, 1, Adds::Bias),
+    Conv("l0 resnet", 320, 64, 320, 3, 1, Adds::Either),
+    Conv("l0 proj 1x1", 320, 64, 320, 1, 1, Adds::Either),
+    Conv("l0 down", 320, 64, 320, 3, 2, Adds::Bias),
+    Conv("l1 resnet in", 320, 32, 640, 3, 1, Adds::Bias),
+    Conv("l1 resnet", 640, 32, 640, 3, 1, Adds::Either),
+    Conv("l1 shortcut 1x1", 320, 32, 640, 1, 1, Adds::Bias),
+    Conv("l1 down", 640, 32, 640, 3, 2, Adds::Bias),
+    Conv("l2 resnet in", 640, 16, 1280, 3, 1, Adds::Bias),
+    Conv("l2 resnet", 1280, 16, 1280, 3, 1, Adds::Either),
+    Conv("l2 down", 1280, 16, 1280, 3, 2, Adds::Bias),
+    Conv("l3/mid resnet", 1280, 8, 1280, 3, 1, Adds::Either),
+    Conv("up0 resnet in", 2560, 8, 1280, 3, 1, Adds::Bias),
+    Conv("up0 shortcut 1x1", 2560, 8, 1280, 1, 1, Adds::Bias),
+    Conv("up1 upsample", 1280, 16, 1280, 3, 1, Adds::Bias),
+    Conv("up1 resnet in", 1920, 16, 1280, 3, 1, Adds::Bias),
+    Conv("up2 resnet in", 1920, 32, 640, 3, 1, Adds::Bias),
+    Conv("up2 resnet in b", 960, 32, 640, 3, 1, Adds::Bias),
+    Conv("up3 resnet in", 960, 64, 320, 3, 1, Adds::Bias),
+    Conv("up3 resnet in b", 640, 64, 320, 3, 1, Adds::Bias),
+    Conv("conv_out", 320, 64, 4, 3, 1, Adds::ZeroResidual),
 ];
 
 /// The SD 1.5 VAE decoder's convolutions for one 512² image.
 const VAE_CONVS: &[Conv] = &[
-    Conv("vae conv_in", 4, 64, 512, 3, 1),
-    Conv("vae 512@64", 512, 64, 512, 3, 1),
-    Conv("vae 512@128", 512, 128, 512, 3, 1),
-    Conv("vae 512@256", 512, 256, 512, 3, 1),
-    Conv("vae 512→256@256", 512, 256, 256, 3, 1),
-    Conv("vae 256@256", 256, 256, 256, 3, 1),
-    Conv("vae 256@512", 256, 512, 256, 3, 1),
-    Conv("vae 256→128@512", 256, 512, 128, 3, 1),
-    Conv("vae 128@512", 128, 512, 128, 3, 1),
-    Conv("vae conv_out", 128, 512, 3, 3, 1),
+    Conv("vae conv_in", 4, 64, 512, 3, 1, Adds::Bias),
+    Conv("vae 512@64", 512, 64, 512, 3, 1, Adds::Either),
+    Conv("vae 512@128", 512, 128, 512, 3, 1, Adds::Either),
+    Conv("vae 512@256", 512, 256, 512, 3, 1, Adds::Bias),
+    Conv("vae 512→256@256", 512, 256, 256, 3, 1, Adds::Bias),
+    Conv("vae 256@256", 256, 256, 256, 3, 1, Adds::Either),
+    Conv("vae 256@512", 256, 512, 256, 3, 1, Adds::Bias),
+    Conv("vae 256→128@512", 256, 512, 128, 3, 1, Adds::Bias),
+    Conv("vae 128@512", 128, 512, 128, 3, 1, Adds::Either),
+    Conv("vae conv_out", 128, 512, 3, 3, 1, Adds::ZeroResidual),
 ];
 
 /// An attention: name, query tokens, key tokens, width, heads.
@@ -362,7 +384,7 @@ fn row(
 
 fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
     let (device, dtype) = (ctx.device, ctx.dtype);
-    let &Conv(name, cin, side, cout, k, stride) = c;
+    let &Conv(name, cin, side, cout, k, stride, adds) = c;
     let pad = k / 2;
     let x = Tensor::randn(0f32, 1., (n, cin, side, side), device)?;
     let w = (Tensor::randn(0f32, 1., (cout, cin, k, k), device)? / ((cin * k * k) as f64).sqrt())?;
@@ -397,19 +419,54 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
         let (xn, wn, rn) = (last(&xl)?, last(&wl)?, last(&rl)?);
         fails += compare(
             ctx,
-            Peer::new("conv_res", &[n, cin, side, cout, k, stride]),
+            match adds {
+                Adds::ZeroResidual => Peer::new("conv_cl", &[n, cin, side, cout, k, stride]),
+                _ => Peer::run_if("conv_res", &[n, cin, side, cout, k, stride], adds == Adds::Either),
+            },
             &format!("{name} nhwc+res"),
             &shape,
             flops,
             false,
             &reference_r,
             &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
-            &mut || Ok(conv2d_ex(&xn, &wn, &bl, Some(&rn), pad, stride, true)?.permute((0, 3, 1, 2))?),
+            &mut || Ok(conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?.permute((0, 3, 1, 2))?),
+        )?;
+        // Channels-last with the bias alone (the ResNet's conv1), and with no bias at all
+        // (a convolution graph cuDNN can serve with engines that fuse nothing).
+        fails += compare(
+            ctx,
+            Peer::run_if(
+                "conv_cl",
+                &[n, cin, side, cout, k, stride],
+                adds != Adds::ZeroResidual,
+            ),
+            &format!("{name} nhwc"),
+            &shape,
+            flops,
+            false,
+            &reference,
+            &mut || plain(&xl, &wl, &bl),
+            &mut || Ok(conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)?.permute((0, 3, 1, 2))?),
+        )?;
+        let zero = bias.zeros_like()?;
+        let reference_0 = plain(&x, &w, &zero)?;
+        let zl = zero.to_dtype(dtype)?;
+        fails += compare(
+            ctx,
+            Peer::run_if("conv_cl_nobias", &[n, cin, side, cout, k, stride], false),
+            &format!("{name} nhwc no bias"),
+            &shape,
+            flops,
+            false,
+            &reference_0,
+            &mut || plain(&xl, &wl, &zl),
+            &mut || Ok(conv2d_ex(&xn, &wn, None, None, pad, stride, true)?.permute((0, 3, 1, 2))?),
         )?;
         Ok(fails)
     }
     #[cfg(not(feature = "cudnn"))]
     {
+        let _ = adds;
         compare(
             ctx,
             Peer::new("conv", &[n, cin, side, cout, k, stride]),

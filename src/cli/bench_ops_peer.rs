@@ -39,10 +39,17 @@ pub struct Ran {
     pub name: String,
     pub shape: String,
     pub fast_s: f64,
-    /// Whether the models run this variant (channels-last on CUDA); an NCHW
-    /// row is set against PyTorch's NCHW op and kept out of the summary.
-    pub in_models: bool,
+    /// `None` where the models run this variant; otherwise why they do not
+    /// ([`NCHW`], [`NOT_IN_MODELS`]): such rows are summarized apart, and an
+    /// NCHW row is set against PyTorch's NCHW op.
+    pub unused: Option<&'static str>,
 }
+
+/// The reason of an NCHW row: the models' activations are channels-last on CUDA.
+pub const NCHW: &str = "NCHW: not run by the models on CUDA";
+/// The reason of a channels-last variant no layer of the models runs at that shape
+/// (a convolution the models run with its bias alone, timed with the residual too).
+pub const NOT_IN_MODELS: &str = "variant not run by the models at this shape";
 
 /// What the peer printed.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,11 +112,11 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     ];
     let mut logs = Vec::new();
     let mut under = Vec::new();
-    let mut nchw = Vec::new();
+    let mut apart: Vec<(&'static str, Vec<f64>)> = Vec::new();
     for ((_, r), t) in ran.iter().zip(&peer.times) {
         // Like for like: an NCHW row against PyTorch's NCHW variant where it ran.
         let same_layout: Vec<&(String, f64)> = t.iter().filter(|v| v.0 == "nchw").collect();
-        let best = if !r.in_models && !same_layout.is_empty() {
+        let best = if r.unused == Some(NCHW) && !same_layout.is_empty() {
             same_layout.into_iter().min_by(|a, b| a.1.total_cmp(&b.1))
         } else {
             t.iter().min_by(|a, b| a.1.total_cmp(&b.1))
@@ -124,19 +131,19 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
             continue;
         };
         let ratio = s / r.fast_s;
-        if r.in_models {
-            logs.push(ratio.ln());
-            if ratio < 0.8 {
-                under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+        match r.unused {
+            None => {
+                logs.push(ratio.ln());
+                if ratio < 0.8 {
+                    under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+                }
             }
-        } else {
-            nchw.push(ratio.ln());
+            Some(why) => match apart.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, l)) => l.push(ratio.ln()),
+                None => apart.push((why, vec![ratio.ln()])),
+            },
         }
-        let note = if r.in_models {
-            ""
-        } else {
-            " (NCHW: not run by the models on CUDA)"
-        };
+        let note = r.unused.map_or(String::new(), |why| format!(" ({why})"));
         out.push(format!(
             "| {} | {} | {:.3} | {:.3} | {variant}{note} | {ratio:.2}× |",
             r.name,
@@ -159,11 +166,16 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
             }
         ));
     }
-    if !nchw.is_empty() {
-        let geo = (nchw.iter().sum::<f64>() / nchw.len() as f64).exp();
+    for (why, l) in apart {
+        let geo = (l.iter().sum::<f64>() / l.len() as f64).exp();
+        let against = if why == NCHW {
+            "PyTorch's NCHW op"
+        } else {
+            "PyTorch"
+        };
         out.push(format!(
-            "{} NCHW rows (kernels' NCHW variants, not run by the models on CUDA) against PyTorch's NCHW op: geometric mean {geo:.2}×",
-            nchw.len()
+            "{} rows apart ({why}) against {against}: geometric mean {geo:.2}×",
+            l.len()
         ));
     }
     Ok(out)
@@ -201,7 +213,13 @@ mod tests {
                 name: name.into(),
                 shape: "2×320×64² → 320, 3×3/1".into(),
                 fast_s: fast_ms / 1e3,
-                in_models: !name.ends_with(" nchw"),
+                unused: if name.ends_with(" nchw") {
+                    Some(NCHW)
+                } else if name.ends_with(" unused") {
+                    Some(NOT_IN_MODELS)
+                } else {
+                    None
+                },
             },
         )
     }
@@ -278,6 +296,29 @@ a warning\n\
             "{}",
             t[5]
         );
-        assert!(t[6].starts_with("1 NCHW rows"), "{}", t[6]);
+        assert!(t[6].starts_with("1 rows apart (NCHW: "), "{}", t[6]);
+    }
+
+    #[test]
+    fn a_variant_the_models_do_not_run_is_summarized_apart_against_torch_best() {
+        let r = parse(OUT, 2).unwrap();
+        // Op 1 as a variant the models do not run: against torch's best (0.25 ms), apart.
+        let t = table(&[ran("a", 1.0), ran("b unused", 0.5)], &r).unwrap();
+        assert!(
+            t[3].contains("| 0.250 | channels_last (variant not run by the models"),
+            "{}",
+            t[3]
+        );
+        assert!(
+            t[5].starts_with("1 ops against PyTorch: geometric mean 2.00×; 0 under 0.8×"),
+            "{}",
+            t[5]
+        );
+        assert!(t[6].starts_with("1 rows apart (variant not run"), "{}", t[6]);
+        assert!(
+            t[6].ends_with("against PyTorch: geometric mean 0.50×"),
+            "{}",
+            t[6]
+        );
     }
 }

@@ -46,10 +46,22 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        self.forward_owned(x.clone())
+    }
+
+    /// [`Resnet::forward`] taking the input: where the shortcut convolution
+    /// replaces it, the input is freed before the second half (a decode's largest
+    /// tensors are its last ResNets' inputs, 128 MiB at 512² in f16). Same ops,
+    /// same order, same bits.
+    fn forward_owned(&self, x: Tensor) -> CResult<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward_silu(&x)?)?;
         let skip = match &self.shortcut {
-            Some(s) => s.forward(x)?,
-            None => x.clone(),
+            Some(s) => {
+                let skip = s.forward(&x)?;
+                drop(x);
+                skip
+            }
+            None => x,
         };
         self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &skip)
     }
@@ -485,17 +497,16 @@ impl Decoder {
         let mut x = self.head(z)?;
         for i in 0..self.levels() {
             for j in 0..=self.config.layers_per_block {
-                x = self.up_resnet(i, j)?.forward(&x)?;
+                x = self.up_resnet(i, j)?.forward_owned(x)?;
+                crate::nn::memory::mark(|| format!("VAE decode: up {i} resnet {j}"), x.device());
             }
             if let Some(u) = self.upsample(i)? {
                 let (_, _, h, w) = self.layout.dims(&x)?;
-                x = u.forward(&nn::upsample_nearest(
-                    &x,
-                    h * 2,
-                    w * 2,
-                    self.layout,
-                    self.kernels,
-                )?)?;
+                // The input is freed before the convolution runs on its upsampled copy.
+                let up = nn::upsample_nearest(&x, h * 2, w * 2, self.layout, self.kernels)?;
+                drop(x);
+                x = u.forward(&up)?;
+                crate::nn::memory::mark(|| format!("VAE decode: up {i} upsample"), x.device());
             }
         }
         let norm = self.part(|l| &l.norm_out, |b| b.norm_out())?;

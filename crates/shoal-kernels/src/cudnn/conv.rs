@@ -15,16 +15,16 @@ use crate::shape::ConvShape;
 /// zero padding `pad` on every side, one `stride`. f16 and bf16 with f32
 /// accumulation; f32 too (cuDNN may use TF32 for it).
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, pad: usize, stride: usize) -> Result<Tensor> {
-    conv2d_ex(x, w, b, None, pad, stride, false)
+    conv2d_ex(x, w, Some(b), None, pad, stride, false)
 }
 
-/// [`conv2d`] with an optional `residual` added in the same kernel (`y = conv(x, w) + b + r`,
-/// one rounding), in NCHW or, with `nhwc`, channels-last: `x` `(n, h, w, c)`, `w`
-/// `(k, r, s, c)`, `residual` and the result `(n, ho, wo, k)`.
+/// [`conv2d`] with the bias optional and an optional `residual` added in the same kernel
+/// (`y = conv(x, w) + b + r`, one rounding), in NCHW or, with `nhwc`, channels-last: `x`
+/// `(n, h, w, c)`, `w` `(k, r, s, c)`, `residual` and the result `(n, ho, wo, k)`.
 pub fn conv2d_ex(
     x: &Tensor,
     w: &Tensor,
-    b: &Tensor,
+    b: Option<&Tensor>,
     residual: Option<&Tensor>,
     pad: usize,
     stride: usize,
@@ -45,17 +45,17 @@ pub fn conv2d_ex(
     } else {
         w.dims4()?
     };
-    if c2 != c || b.dims1()? != k || w.dtype() != x.dtype() || b.dtype() != x.dtype() {
+    let bias_ok = b.is_none_or(|b| b.dims() == [k] && b.dtype() == x.dtype());
+    if c2 != c || !bias_ok || w.dtype() != x.dtype() {
         return Err(Error::Unsupported {
             op: OP,
             why: format!(
-                "input {:?} {:?}, weight {:?} {:?}, bias {:?} {:?}",
+                "input {:?} {:?}, weight {:?} {:?}, bias {:?}",
                 x.dims(),
                 x.dtype(),
                 w.dims(),
                 w.dtype(),
-                b.dims(),
-                b.dtype()
+                b.map(|b| (b.dims().to_vec(), b.dtype())),
             ),
         });
     }
@@ -88,7 +88,7 @@ pub fn conv2d_ex(
     let key = Key::Conv {
         dtype,
         shape,
-        bias: true,
+        bias: b.is_some(),
         nhwc,
         residual: residual.is_some(),
     };
@@ -97,23 +97,49 @@ pub fn conv2d_ex(
         return Ok(Tensor::zeros(&out, x.dtype(), x.device())?);
     }
     prepare(&dev, OP, &key)?;
-    let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
     let residual = residual.map(Tensor::contiguous).transpose()?;
-    Ok(x.apply_op3_no_bwd(&w, &b, &ConvOp { key, dev, residual })?)
+    let bias = b.map(Tensor::contiguous).transpose()?;
+    Ok(x.apply_op2_no_bwd(
+        &w,
+        &ConvOp {
+            key,
+            dev,
+            bias,
+            residual,
+        },
+    )?)
 }
 
 struct ConvOp {
     key: Key,
     dev: CudaDevice,
-    /// Added to the output in the kernel; read through its storage at launch.
+    /// The per-channel bias and the residual added to the output in the kernel; read
+    /// through their storage at launch.
+    bias: Option<Tensor>,
     residual: Option<Tensor>,
 }
 
+/// The device buffer of `t` (on the GPU, contiguous), as a slice of `len` elements.
+fn operand<'a, T: CudaDType>(
+    st: &'a Storage,
+    l: &Layout,
+    len: usize,
+    what: &str,
+) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+    match st {
+        Storage::Cuda(cs) => {
+            let z = contiguous_slice::<T>(cs, l)?;
+            if z.len() != len {
+                candle_core::bail!("conv2d: {what} has {} elements, not {len}", z.len())
+            }
+            Ok(z)
+        }
+        _ => candle_core::bail!("conv2d: {what} not on the GPU"),
+    }
+}
+
 impl ConvOp {
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the storage and layout of each input, as candle's op traits pass them"
-    )]
     fn typed<T: CudaDType + DeviceRepr>(
         &self,
         _sfx: &str,
@@ -121,8 +147,6 @@ impl ConvOp {
         xl: &Layout,
         ws: &CudaStorage,
         wl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let Key::Conv { shape, nhwc, .. } = &self.key else {
             candle_core::bail!("conv op with a non-conv key")
@@ -130,38 +154,28 @@ impl ConvOp {
         let (n, k, ho, wo) = shape
             .out_dims()
             .ok_or_else(|| candle_core::Error::Msg("conv2d: bad shape".into()))?;
-        let (x, w, b) = (
-            contiguous_slice::<T>(xs, xl)?,
-            contiguous_slice::<T>(ws, wl)?,
-            contiguous_slice::<T>(bs, bl)?,
-        );
-        if x.len() != shape.n * shape.c * shape.h * shape.w
-            || w.len() != k * shape.c * shape.r * shape.s
-            || b.len() != k
-        {
+        let (x, w) = (contiguous_slice::<T>(xs, xl)?, contiguous_slice::<T>(ws, wl)?);
+        if x.len() != shape.n * shape.c * shape.h * shape.w || w.len() != k * shape.c * shape.r * shape.s {
             candle_core::bail!("conv2d: buffer sizes do not match the prepared shape {shape:?}")
         }
         let stream = self.dev.cuda_stream();
         // SAFETY: every element is written by the convolution before it is read.
         let mut y = unsafe { self.dev.alloc::<T>(n * k * ho * wo) }?;
-        let guard = self.residual.as_ref().map(|r| r.storage_and_layout());
-        let z = match &guard {
-            Some((st, l)) => match &**st {
-                Storage::Cuda(cs) => {
-                    let z = contiguous_slice::<T>(cs, l)?;
-                    if z.len() != y.len() {
-                        candle_core::bail!("conv2d: residual size does not match the output")
-                    }
-                    Some(z)
-                }
-                _ => candle_core::bail!("conv2d: residual not on the GPU"),
-            },
+        let rguard = self.residual.as_ref().map(|r| r.storage_and_layout());
+        let z = match &rguard {
+            Some((st, l)) => Some(operand::<T>(st, l, y.len(), "the residual")?),
+            None => None,
+        };
+        let bguard = self.bias.as_ref().map(|b| b.storage_and_layout());
+        let b = match &bguard {
+            Some((st, l)) => Some(operand::<T>(st, l, k, "the bias")?),
             None => None,
         };
         {
             let (px, _gx) = x.device_ptr(&stream);
             let (pw, _gw) = w.device_ptr(&stream);
-            let (pb, _gb) = b.device_ptr(&stream);
+            let bp = b.as_ref().map(|b| b.device_ptr(&stream));
+            let pb = bp.as_ref().map_or(0, |(p, _)| *p);
             let (py, _gy) = y.device_ptr_mut(&stream);
             let zp = z.as_ref().map(|z| z.device_ptr(&stream));
             let pz = zp.as_ref().map_or(0, |(p, _)| *p);
@@ -177,4 +191,4 @@ impl ConvOp {
     }
 }
 
-cuda_only!(CustomOp3 for ConvOp, "shoal-cudnn-conv2d", "cuDNN convolution");
+cuda_only!(CustomOp2 for ConvOp, "shoal-cudnn-conv2d", "cuDNN convolution");
