@@ -343,7 +343,9 @@ impl UNet {
         }
     }
 
-    /// `time_embedding` (and SDXL's `add_embedding`) of `t` for a batch like `sample`.
+    /// `time_embedding` (and SDXL's `add_embedding`) of `t` for a batch like
+    /// `sample`, after the SiLU that every ResNet applies before its
+    /// `time_emb_proj` (done once here instead of once per ResNet: same values).
     fn time_embedding(&self, sample: &Tensor, t: f64, added: Option<&AddedCond>) -> Result<Tensor> {
         let cfg = &self.config;
         let dtype = sample.dtype();
@@ -365,7 +367,7 @@ impl UNet {
             let add_in = Tensor::cat(&[cond.text_embeds.to_dtype(dtype)?, te.to_dtype(dtype)?], 1)?;
             emb = (emb + add.forward(&add_in)?)?;
         }
-        Ok(emb)
+        Ok(emb.silu()?)
     }
 
     /// Runs one stage on `carry`, returning the carry for the next stage (after
@@ -520,7 +522,7 @@ pub struct Carry {
     pub x: Tensor,
     /// Skip connections, in the order the down blocks pushed them.
     pub skips: Vec<Tensor>,
-    /// The time embedding, from `head` on.
+    /// The time embedding after its SiLU (what the ResNets project), from `head` on.
     pub emb: Option<Tensor>,
     /// The text context `(b, 77, cross_attention_dim)`.
     pub ctx: Tensor,

@@ -50,10 +50,11 @@ impl Resnet {
         })
     }
 
+    /// `temb`: the time embedding after its SiLU (`UNet::time_embedding`).
     pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let t = nn::profile::scope("time embedding projection", temb.device(), || {
-            self.temb.forward(&temb.silu()?)
+            self.temb.forward(temb)
         })?;
         let h = nn::add_per_channel(h, &t, self.kernels, self.layout)?;
         let skip = match &self.shortcut {
