@@ -12,6 +12,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use crate::config::ClipConfig;
 use crate::error::Result;
 use crate::nn::{self, AttentionOpts, Kernels};
+use crate::weights::Part;
 
 #[derive(Debug, Clone, Copy)]
 enum Act {
@@ -110,19 +111,41 @@ pub struct ClipOutput {
 }
 
 /// `CLIPTextModel` / `CLIPTextModelWithProjection`.
-#[derive(Debug)]
 pub struct ClipTextModel {
+    weights: Weights,
+    eos_id: u32,
+}
+
+/// Where the encoder's weights are between calls (as the UNet's and the VAE
+/// decoder's).
+enum Weights {
+    /// Every part built once and kept on its device.
+    Held(Box<Layers>),
+    /// Sequential offload: each part (the embeddings, one layer, the final
+    /// norm, the projection) is built from the memory-mapped files onto the
+    /// device right before it runs and freed right after.
+    Streamed(Build),
+}
+
+struct Layers {
     token_embedding: Embedding,
     position_embedding: Embedding,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
     projection: Option<Linear>,
-    eos_id: u32,
 }
 
-impl ClipTextModel {
-    /// Builds the model from its config; `vb` is rooted at the state dict.
-    pub fn new(vb: VarBuilder, c: &ClipConfig, eos_id: u32) -> Result<Self> {
+/// What builds each part: the weights (at the state dict's root), the
+/// model's own root in them and the config.
+struct Build {
+    vb: VarBuilder<'static>,
+    unprefixed: bool,
+    config: ClipConfig,
+    act: Act,
+}
+
+impl Build {
+    fn new(vb: VarBuilder<'static>, c: &ClipConfig) -> Build {
         let act = if c.hidden_act == "gelu" {
             Act::Gelu
         } else {
@@ -132,35 +155,130 @@ impl ClipTextModel {
         // (`embeddings.*`, `encoder.*`, `final_layer_norm.*`): accept both layouts.
         let unprefixed = !vb.contains_tensor("text_model.embeddings.token_embedding.weight")
             && vb.contains_tensor("embeddings.token_embedding.weight");
-        let tm = if unprefixed {
-            vb.clone()
+        Build {
+            vb,
+            unprefixed,
+            config: c.clone(),
+            act,
+        }
+    }
+
+    fn text_model(&self) -> VarBuilder<'static> {
+        if self.unprefixed {
+            self.vb.clone()
         } else {
-            vb.pp("text_model")
-        };
-        let emb = tm.pp("embeddings");
-        let layers = (0..c.num_hidden_layers)
-            .map(|i| Layer::new(tm.pp("encoder").pp("layers").pp(i), c, act))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let projection = match (c.with_projection(), c.projection_dim) {
+            self.vb.pp("text_model")
+        }
+    }
+
+    fn token_embedding(&self) -> candle_core::Result<Embedding> {
+        let c = &self.config;
+        candle_nn::embedding(
+            c.vocab_size,
+            c.hidden_size,
+            self.text_model().pp("embeddings").pp("token_embedding"),
+        )
+    }
+
+    fn position_embedding(&self) -> candle_core::Result<Embedding> {
+        let c = &self.config;
+        candle_nn::embedding(
+            c.max_position_embeddings,
+            c.hidden_size,
+            self.text_model().pp("embeddings").pp("position_embedding"),
+        )
+    }
+
+    fn layer(&self, i: usize) -> candle_core::Result<Layer> {
+        Layer::new(
+            self.text_model().pp("encoder").pp("layers").pp(i),
+            &self.config,
+            self.act,
+        )
+    }
+
+    fn final_ln(&self) -> candle_core::Result<LayerNorm> {
+        let c = &self.config;
+        candle_nn::layer_norm(
+            c.hidden_size,
+            c.layer_norm_eps,
+            self.text_model().pp("final_layer_norm"),
+        )
+    }
+
+    fn projection(&self) -> candle_core::Result<Option<Linear>> {
+        let c = &self.config;
+        Ok(match (c.with_projection(), c.projection_dim) {
             (true, Some(p)) => Some(candle_nn::linear_no_bias(
                 c.hidden_size,
                 p,
-                vb.pp("text_projection"),
+                self.vb.pp("text_projection"),
             )?),
             _ => None,
+        })
+    }
+}
+
+impl std::fmt::Debug for ClipTextModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.weights {
+            Weights::Held(l) => write!(f, "ClipTextModel({} layers)", l.layers.len()),
+            Weights::Streamed(b) => write!(
+                f,
+                "ClipTextModel({} layers, streamed)",
+                b.config.num_hidden_layers
+            ),
+        }
+    }
+}
+
+impl ClipTextModel {
+    /// Builds the model from its config; `vb` is rooted at the state dict.
+    pub fn new(vb: VarBuilder<'static>, c: &ClipConfig, eos_id: u32) -> Result<Self> {
+        let b = Build::new(vb, c);
+        let layers = Layers {
+            token_embedding: b.token_embedding()?,
+            position_embedding: b.position_embedding()?,
+            layers: (0..c.num_hidden_layers)
+                .map(|i| b.layer(i))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            final_ln: b.final_ln()?,
+            projection: b.projection()?,
         };
         Ok(ClipTextModel {
-            token_embedding: candle_nn::embedding(c.vocab_size, c.hidden_size, emb.pp("token_embedding"))?,
-            position_embedding: candle_nn::embedding(
-                c.max_position_embeddings,
-                c.hidden_size,
-                emb.pp("position_embedding"),
-            )?,
-            layers,
-            final_ln: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, tm.pp("final_layer_norm"))?,
-            projection,
+            weights: Weights::Held(Box::new(layers)),
             eos_id,
         })
+    }
+
+    /// An encoder whose weights stay in `vb` (memory-mapped files) and move to
+    /// `vb`'s device one part at a time, for each call: sequential offload. A
+    /// weight that does not fit the config is reported when its part first runs
+    /// (as the streamed UNet's).
+    pub fn streamed(vb: VarBuilder<'static>, c: &ClipConfig, eos_id: u32) -> Self {
+        ClipTextModel {
+            weights: Weights::Streamed(Build::new(vb, c)),
+            eos_id,
+        }
+    }
+
+    /// A part: `held` of the held parts, or built by `build`.
+    fn part<'a, T>(
+        &'a self,
+        held: impl FnOnce(&'a Layers) -> &'a T,
+        build: impl FnOnce(&Build) -> candle_core::Result<T>,
+    ) -> candle_core::Result<Part<'a, T>> {
+        Ok(match &self.weights {
+            Weights::Held(l) => Part::Borrowed(held(l)),
+            Weights::Streamed(b) => Part::Owned(build(b)?),
+        })
+    }
+
+    fn layers(&self) -> usize {
+        match &self.weights {
+            Weights::Held(l) => l.layers.len(),
+            Weights::Streamed(b) => b.config.num_hidden_layers,
+        }
     }
 
     /// Encodes token ids `(batch, seq)` (given on the host, for the EOS position).
@@ -170,21 +288,24 @@ impl ClipTextModel {
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat, (b, s), device)?;
         let pos = Tensor::arange(0u32, s as u32, device)?.unsqueeze(0)?;
-        let mut x = self
-            .token_embedding
-            .forward(&t)?
-            .broadcast_add(&self.position_embedding.forward(&pos)?)?;
+        let tokens = self
+            .part(|l| &l.token_embedding, Build::token_embedding)?
+            .forward(&t)?;
+        let positions = self
+            .part(|l| &l.position_embedding, Build::position_embedding)?
+            .forward(&pos)?;
+        let mut x = tokens.broadcast_add(&positions)?;
         let mask = causal_mask(s, device)?;
         // hidden_states[-2]: the embeddings when there is a single layer.
         let mut penultimate = x.clone();
-        let n = self.layers.len();
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &mask)?;
+        let n = self.layers();
+        for i in 0..n {
+            x = self.part(|l| &l.layers[i], |b| b.layer(i))?.forward(&x, &mask)?;
             if i + 2 == n {
                 penultimate = x.clone();
             }
         }
-        let last_hidden = self.final_ln.forward(&x)?;
+        let last_hidden = self.part(|l| &l.final_ln, Build::final_ln)?.forward(&x)?;
         let rows = ids
             .iter()
             .enumerate()
@@ -197,7 +318,11 @@ impl ClipTextModel {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut pooled = Tensor::stack(&rows, 0)?;
-        if let Some(p) = &self.projection {
+        let projection = match &self.weights {
+            Weights::Held(l) => l.projection.as_ref().map(Part::Borrowed),
+            Weights::Streamed(b) => b.projection()?.map(Part::Owned),
+        };
+        if let Some(p) = projection {
             pooled = p.forward(&pooled)?;
         }
         Ok(ClipOutput {
@@ -216,4 +341,51 @@ fn causal_mask(s: usize, device: &Device) -> candle_core::Result<Tensor> {
         .unsqueeze(0)?
         .unsqueeze(0)?
         .contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// The streamed encoder computes the held one's bits, for each preset's
+    /// text encoders (SD 1's quick GELU, SD 2's GELU, SDXL's projected second
+    /// encoder).
+    #[test]
+    fn streamed_encoder_equals_the_held_one() {
+        for preset in ["tiny", "tiny-sd2", "tiny-sdxl"] {
+            let p = crate::presets::preset(preset).unwrap();
+            let configs = std::iter::once(&p.text_encoder).chain(p.text_encoder_2.as_ref());
+            for (k, cfg) in configs.enumerate() {
+                let cfg: ClipConfig = serde_json::from_value(cfg.clone()).unwrap();
+                let (vb, _) = crate::random::var_builder(11 + k as u64, candle_core::DType::F32);
+                let held = ClipTextModel::new(vb.clone(), &cfg, 2).unwrap();
+                let streamed = ClipTextModel::streamed(vb, &cfg, 2);
+                let n = cfg.num_hidden_layers;
+                assert_eq!(format!("{held:?}"), format!("ClipTextModel({n} layers)"));
+                assert_eq!(
+                    format!("{streamed:?}"),
+                    format!("ClipTextModel({n} layers, streamed)")
+                );
+                let ids = vec![vec![0, 5, 9, 2, 1, 1, 1], vec![0, 7, 2, 1, 1, 1, 1]];
+                let a = held.forward(&ids, &Device::Cpu).unwrap();
+                let b = streamed.forward(&ids, &Device::Cpu).unwrap();
+                for (what, x, y) in [
+                    ("last", &a.last_hidden, &b.last_hidden),
+                    ("penultimate", &a.penultimate, &b.penultimate),
+                    ("pooled", &a.pooled, &b.pooled),
+                ] {
+                    assert!(
+                        crate::test_util::max_abs(x) > 0.0,
+                        "{preset} {k} {what}: zeros prove nothing"
+                    );
+                    assert_eq!(
+                        crate::test_util::max_abs_diff(x, y),
+                        0.0,
+                        "{preset} encoder {k}: {what}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -211,9 +211,10 @@ pub enum Placement {
     /// it runs (text encoders, then the UNet, then the VAE), from memory-mapped
     /// files, and freed after.
     OffloadModel(Device),
-    /// Sequential CPU offload: as model offload for the text encoders and the
-    /// VAE; the UNet's weights are streamed onto the device one block at a time
-    /// for every step.
+    /// Sequential CPU offload: every component's weights are streamed onto the
+    /// device one layer at a time for every call (the text encoders' embeddings
+    /// and layers, the UNet's ResNets, attention blocks and resamplers, the VAE
+    /// decoder's layers) and freed after it.
     OffloadSequential(Device),
 }
 
@@ -304,18 +305,24 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// The text encoder in `dir`, held on `device` or, `streamed`, moved there one
+/// part at a time for each call (sequential offload).
 fn load_clip(
     dir: &Path,
     dtype: DType,
     device: &Device,
     variant: Option<&str>,
     eos: u32,
+    streamed: bool,
 ) -> Result<ClipTextModel> {
     let cfg_path = dir.join("config.json");
     let cfg: ClipConfig = read_json(&cfg_path)?;
     cfg.validate(&cfg_path)?;
     let files = weights::find_weights(dir, "model", variant)?;
     let vb = weights::load(&files, dtype, device)?;
+    if streamed {
+        return Ok(ClipTextModel::streamed(vb, &cfg, eos));
+    }
     ClipTextModel::new(vb, &cfg, eos).map_err(weights::in_file(&files))
 }
 
@@ -458,14 +465,18 @@ impl Pipeline {
         }
         let d = self.devices();
         self.resident = Some(Resident {
-            encoders: (!self.unet_only).then(|| self.load_encoders(&d)).transpose()?,
+            encoders: (!self.unet_only)
+                .then(|| self.load_encoders(&d, false))
+                .transpose()?,
             unet: self.load_unet(&d.unet)?,
             vae: (!self.unet_only).then(|| self.load_vae(&d.vae)).transpose()?,
         });
         Ok(())
     }
 
-    fn load_encoders(&self, d: &ComponentDevices) -> Result<Encoders> {
+    /// The tokenizers and text encoders, the encoders `streamed` one part at a
+    /// time under sequential offload.
+    fn load_encoders(&self, d: &ComponentDevices, streamed: bool) -> Result<Encoders> {
         let v = self.variant.as_deref();
         let tok = ClipTokenizer::from_dir(&self.dir.join("tokenizer"))?;
         let te = load_clip(
@@ -474,6 +485,7 @@ impl Pipeline {
             &d.text_encoder,
             v,
             tok.eos_id(),
+            streamed,
         )?;
         if !self.xl {
             return Ok(Encoders::Sd { tok, te });
@@ -485,6 +497,7 @@ impl Pipeline {
             &d.text_encoder_2,
             v,
             tok2.eos_id(),
+            streamed,
         )?;
         Ok(Encoders::Xl {
             tok,
@@ -590,7 +603,7 @@ impl Pipeline {
     fn encoders(&self) -> Result<Held<'_, Encoders>> {
         Ok(match &self.resident {
             Some(r) => Held::Borrowed(r.encoders.as_ref().ok_or_else(unet_only)?),
-            None => Held::Owned(self.load_encoders(&self.devices())?),
+            None => Held::Owned(self.load_encoders(&self.devices(), self.offloads_sequentially())?),
         })
     }
 
