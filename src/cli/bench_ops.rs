@@ -669,6 +669,7 @@ fn norm_case(ctx: &Ctx, n: usize, (c, side): (usize, usize)) -> Result<usize> {
     let nhwc = shoal_diffusion::nn::Layout::Nhwc;
     let gn = shoal_diffusion::nn::group_norm_in(32, c, 1e-5, vb, nhwc)?;
     let xn = nhwc.from_nchw(&xl)?;
+    let fails = fails + in_place_norm(&xn, &wl, &bl, &shape)?;
     Ok(fails
         + compare(
             ctx,
@@ -681,6 +682,41 @@ fn norm_case(ctx: &Ctx, n: usize, (c, side): (usize, usize)) -> Result<usize> {
             &mut || plain_of(&xl, &wl, &bl),
             &mut || Ok(gn.forward_silu(&xn)?.permute((0, 3, 1, 2))?),
         )?)
+}
+
+/// The channels-last GroupNorm + SiLU written over its input against the same
+/// kernels writing a new tensor: the same bits, or a failure (a row of its own).
+fn in_place_norm(xn: &Tensor, w: &Tensor, b: &Tensor, shape: &str) -> Result<usize> {
+    #[cfg(feature = "fused")]
+    {
+        use shoal_kernels::fused::{group_norm_nhwc, group_norm_nhwc_};
+        let (out, inplace) = match group_norm_nhwc(xn, w, b, 32, 1e-5, true) {
+            Ok(out) => {
+                let y = xn.copy()?;
+                group_norm_nhwc_(&y, w, b, 32, 1e-5, true)?;
+                (out, y)
+            }
+            // A shape the kernel does not take (its row above says it fell back).
+            Err(shoal_kernels::Error::Unsupported { .. }) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let same = (out.to_dtype(DType::F32)? - inplace.to_dtype(DType::F32)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?
+            == 0.0;
+        println!(
+            "| group_norm+silu nhwc in place | {shape} | same bits as writing a new tensor: {} | | | | | | | {} |",
+            if same { "yes" } else { "no" },
+            if same { "PASS" } else { "FAIL" }
+        );
+        return Ok(usize::from(!same));
+    }
+    #[allow(unreachable_code, reason = "the return above exists only with feature fused")]
+    {
+        let _ = (xn, w, b, shape);
+        Ok(0)
+    }
 }
 
 /// The channels-last 2× upsample and skip concatenation against candle's copies

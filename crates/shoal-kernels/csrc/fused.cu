@@ -466,6 +466,11 @@ __device__ void cat_nhwc(const T *a, const T *b, T *y, uint64_t pixels, uint64_t
                                                  uint64_t n, uint64_t cols, uint64_t c, uint64_t g, int act) {     \
         gn_apply_nhwc<T>(x, st, ga, be, y, n, cols, c, g, act);                                                    \
     }                                                                                                              \
+    extern "C" __global__ void gn_apply_nhwc_inplace_##S(T *x, const float *st, const T *ga, const T *be,         \
+                                                         uint64_t n, uint64_t cols, uint64_t c, uint64_t g,        \
+                                                         int act) {                                                \
+        gn_apply_nhwc<T>(x, st, ga, be, x, n, cols, c, g, act);                                                    \
+    }                                                                                                              \
     extern "C" __global__ void add_bc_##S(T *y, const T *t, uint64_t n, uint64_t cols, uint64_t c) {             \
         add_bc<T>(y, t, n, cols, c);                                                                               \
     }                                                                                                              \

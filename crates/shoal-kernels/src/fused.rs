@@ -107,6 +107,36 @@ pub fn group_norm_nhwc(
     group_norm_in(x, gamma, beta, groups, eps, silu, true)
 }
 
+/// [`group_norm_nhwc`] written over `x` (contiguous): for a tensor nothing else
+/// holds, whose values are not needed after (a layer's input once its other uses
+/// are done). Each element is read before it is written, after the statistics
+/// are taken: the same bits as [`group_norm_nhwc`].
+pub fn group_norm_nhwc_(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<()> {
+    const OP: &str = "group_norm_";
+    check_group_norm(OP, x, gamma, beta, groups, true)?;
+    let (gamma, beta) = (gamma.contiguous()?, beta.contiguous()?);
+    if !x.is_contiguous() || ![x, &gamma, &beta].iter().all(|t| starts_aligned(t)) {
+        return Err(Error::Unsupported {
+            op: OP,
+            why: "in place needs a contiguous input and 16-byte aligned input and affine".into(),
+        });
+    }
+    let op = GroupNormInPlace(GroupNormOp {
+        groups,
+        eps,
+        silu,
+        nhwc: true,
+    });
+    Ok(x.inplace_op3(&gamma, &beta, &op)?)
+}
+
 fn group_norm_in(
     x: &Tensor,
     gamma: &Tensor,
@@ -117,56 +147,7 @@ fn group_norm_in(
     nhwc: bool,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
-    check_cuda(OP, x)?;
-    suffix(OP, x.dtype())?;
-    let dims = x.dims();
-    let c = if nhwc {
-        dims.last().copied().unwrap_or(0)
-    } else {
-        dims.get(1).copied().unwrap_or(0)
-    };
-    if dims.len() < 2 || groups == 0 || !c.is_multiple_of(groups) || x.elem_count() == 0 {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!("input {dims:?} with {groups} groups"),
-        });
-    }
-    let vector = 16 / x.dtype().size_in_bytes();
-    if nhwc && x.elem_count() / dims[0].max(1) >= 1 << 31 {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!(
-                "channels-last image of {} elements (at most 2^31)",
-                x.elem_count() / dims[0].max(1)
-            ),
-        });
-    }
-    if nhwc && !c.is_multiple_of(vector) {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!("channels-last with {c} channels (needs a multiple of {vector})"),
-        });
-    }
-    if nhwc && nhwc_partial_shared_bytes(c, x.dtype().size_in_bytes()) > 48 * 1024 {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!(
-                "channels-last with {c} channels (the per-channel sums need over 48 KiB of shared memory)"
-            ),
-        });
-    }
-    if dims[0] * groups > 65_535 {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!("{} groups in all (at most 65535)", dims[0] * groups),
-        });
-    }
-    if gamma.dims1()? != c || beta.dims1()? != c || gamma.dtype() != x.dtype() || beta.dtype() != x.dtype() {
-        return Err(Error::Unsupported {
-            op: OP,
-            why: format!("affine {:?}/{:?} for {c} channels", gamma.dims(), beta.dims()),
-        });
-    }
+    check_group_norm(OP, x, gamma, beta, groups, nhwc)?;
     let x = x.contiguous()?;
     let (gamma, beta) = (gamma.contiguous()?, beta.contiguous()?);
     if nhwc && ![&x, &gamma, &beta].iter().all(|t| starts_aligned(t)) {
@@ -187,6 +168,69 @@ fn group_norm_in(
     )?)
 }
 
+/// What the fused GroupNorm takes: CUDA, a float dtype, channels a multiple of
+/// the groups (and of the vector width channels-last), sizes the kernels index.
+fn check_group_norm(
+    op: &'static str,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    nhwc: bool,
+) -> Result<()> {
+    check_cuda(op, x)?;
+    suffix(op, x.dtype())?;
+    let dims = x.dims();
+    let c = if nhwc {
+        dims.last().copied().unwrap_or(0)
+    } else {
+        dims.get(1).copied().unwrap_or(0)
+    };
+    if dims.len() < 2 || groups == 0 || !c.is_multiple_of(groups) || x.elem_count() == 0 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("input {dims:?} with {groups} groups"),
+        });
+    }
+    let vector = 16 / x.dtype().size_in_bytes();
+    if nhwc && x.elem_count() / dims[0].max(1) >= 1 << 31 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!(
+                "channels-last image of {} elements (at most 2^31)",
+                x.elem_count() / dims[0].max(1)
+            ),
+        });
+    }
+    if nhwc && !c.is_multiple_of(vector) {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("channels-last with {c} channels (needs a multiple of {vector})"),
+        });
+    }
+    if nhwc && nhwc_partial_shared_bytes(c, x.dtype().size_in_bytes()) > 48 * 1024 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!(
+                "channels-last with {c} channels (the per-channel sums need over 48 KiB of shared memory)"
+            ),
+        });
+    }
+    if dims[0] * groups > 65_535 {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("{} groups in all (at most 65535)", dims[0] * groups),
+        });
+    }
+    if gamma.dims1()? != c || beta.dims1()? != c || gamma.dtype() != x.dtype() || beta.dtype() != x.dtype() {
+        return Err(Error::Unsupported {
+            op,
+            why: format!("affine {:?}/{:?} for {c} channels", gamma.dims(), beta.dims()),
+        });
+    }
+    Ok(())
+}
+
 struct GroupNormOp {
     groups: usize,
     eps: f64,
@@ -194,22 +238,25 @@ struct GroupNormOp {
     nhwc: bool,
 }
 
+/// What the statistics pass leaves for the apply pass.
+struct GroupStats {
+    stats: candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
 impl GroupNormOp {
-    #[allow(clippy::too_many_arguments)]
-    fn typed<T: CudaDType + DeviceRepr>(
+    /// Launches the statistics kernels (partial sums, then mean and 1/σ per group) on `x`.
+    fn stats<T: CudaDType + DeviceRepr>(
         &self,
         sfx: &str,
-        xs: &CudaStorage,
-        xl: &Layout,
-        gs: &CudaStorage,
-        gl: &Layout,
-        bs: &CudaStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        let dev: &CudaDevice = &xs.device;
-        let x = slice::<T>(xs, xl, "input")?;
-        let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
-        let dims = xl.dims();
+        dev: &CudaDevice,
+        x: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        gamma: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        beta: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        dims: &[usize],
+    ) -> candle_core::Result<GroupStats> {
         let n = dims[0];
         let (c, hw) = if self.nhwc {
             let c = dims[dims.len() - 1];
@@ -233,20 +280,19 @@ impl GroupNormOp {
             candle_core::bail!("fused GroupNorm: {chunks} chunks of pixels")
         }
         let stream = dev.cuda_stream();
-        if self.nhwc && (!aligned(&x, &stream) || !aligned(&gamma, &stream) || !aligned(&beta, &stream)) {
+        if self.nhwc && (!aligned(x, &stream) || !aligned(gamma, &stream) || !aligned(beta, &stream)) {
             candle_core::bail!("fused GroupNorm: channels-last buffers not 16-byte aligned")
         }
-        // SAFETY: every partial, statistic and output element is written before it is read.
+        // SAFETY: every partial and statistic is written before it is read.
         let mut partial = unsafe { dev.alloc::<f32>(groups_total * chunks * 2) }?;
         let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
-        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
         let (gl64, gt64, ch64) = (group_len as u64, groups_total as u64, chunks as u64);
         let (hw64, c64, g64, cpg64) = (hw as u64, c as u64, self.groups as u64, cpg as u64);
         if self.nhwc {
             let f = dev.get_or_load_custom_func(&format!("gn_partial_nhwc_{sfx}"), MODULE, PTX)?;
             let mut b = stream.launch_builder(&f);
             let cp64 = chunk_px as u64;
-            b.arg(&x)
+            b.arg(x)
                 .arg(&mut partial)
                 .arg(&hw64)
                 .arg(&c64)
@@ -263,7 +309,7 @@ impl GroupNormOp {
             let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
             let mut b = stream.launch_builder(&f);
             let cl64 = CHUNK as u64;
-            b.arg(&x).arg(&mut partial).arg(&gl64).arg(&cl64);
+            b.arg(x).arg(&mut partial).arg(&gl64).arg(&cl64);
             let cfg = LaunchConfig {
                 grid_dim: (chunks as u32, groups_total as u32, 1),
                 block_dim: (THREADS, 1, 1),
@@ -277,7 +323,7 @@ impl GroupNormOp {
         let eps = self.eps as f32;
         let img = (c * hw) as u64;
         let pivot_stride = if self.nhwc { cpg64 } else { gl64 };
-        b.arg(&x)
+        b.arg(x)
             .arg(&partial)
             .arg(&mut stats)
             .arg(&gt64)
@@ -295,6 +341,29 @@ impl GroupNormOp {
         };
         // SAFETY: as above.
         unsafe { b.launch(cfg) }.w()?;
+        Ok(GroupStats { stats, n, c, hw })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev: &CudaDevice = &xs.device;
+        let x = slice::<T>(xs, xl, "input")?;
+        let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
+        let GroupStats { stats, n, c, hw } = self.stats(sfx, dev, &x, &gamma, &beta, xl.dims())?;
+        let stream = dev.cuda_stream();
+        // SAFETY: the apply kernel writes every output element.
+        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
+        let (hw64, c64, g64, cpg64) = (hw as u64, c as u64, self.groups as u64, (c / self.groups) as u64);
+        let img = (c * hw) as u64;
         let act = i32::from(self.silu);
         let elem = std::mem::size_of::<T>();
         if self.nhwc {
@@ -335,6 +404,54 @@ impl GroupNormOp {
 }
 
 cuda_only!(CustomOp3 for GroupNormOp, "shoal-group-norm", "fused GroupNorm");
+
+/// [`GroupNormOp`] written over its channels-last input.
+struct GroupNormInPlace(GroupNormOp);
+
+impl GroupNormInPlace {
+    #[allow(clippy::too_many_arguments)]
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        xs: &mut CudaStorage,
+        xl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<()> {
+        let dev = xs.device.clone();
+        let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
+        let (a, z) = xl
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("fused kernel: input not contiguous".into()))?;
+        let GroupStats { stats, n, c, hw } = {
+            let x = slice::<T>(xs, xl, "input")?;
+            self.0.stats(sfx, &dev, &x, &gamma, &beta, xl.dims())?
+        };
+        let mut x = xs.as_cuda_slice_mut::<T>()?.slice_mut(a..z);
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("gn_apply_nhwc_inplace_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        let (n64, cols, c64, g64) = (n as u64, (c * hw) as u64, c as u64, self.0.groups as u64);
+        let act = i32::from(self.0.silu);
+        b.arg(&mut x)
+            .arg(&stats)
+            .arg(&gamma)
+            .arg(&beta)
+            .arg(&n64)
+            .arg(&cols)
+            .arg(&c64)
+            .arg(&g64)
+            .arg(&act);
+        // SAFETY: the argument list matches the kernel's signature; each thread reads the
+        // elements it writes before writing them, and the statistics were taken before.
+        unsafe { b.launch(row_grid(n, c * hw, std::mem::size_of::<T>())) }.w()?;
+        Ok(())
+    }
+}
+
+cuda_only!(InplaceOp3 for GroupNormInPlace, "shoal-group-norm-inplace", "fused GroupNorm in place");
 
 /// What an in-place kernel adds.
 #[derive(Clone, Copy)]
