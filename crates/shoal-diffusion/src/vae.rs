@@ -46,23 +46,28 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        self.forward_owned(x.clone())
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &skip)
     }
 
-    /// [`Resnet::forward`] taking the input: where the shortcut convolution
-    /// replaces it, the input is freed before the second half (a decode's largest
-    /// tensors are its last ResNets' inputs, 128 MiB at 512² in f16). Same ops,
-    /// same order, same bits.
+    /// [`Resnet::forward`] taking the input, which must be the only handle on its
+    /// memory: where a shortcut convolution replaces it (the channel count
+    /// changes), the shortcut runs first and the first GroupNorm is written over
+    /// the input, so the block never holds the input and its normalized copy at
+    /// once (a decode's largest step, the last up block's first ResNet: a 128 MiB
+    /// input at 512² in f16). Same ops on the same values, same bits.
     fn forward_owned(&self, x: Tensor) -> CResult<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(&x)?)?;
-        let skip = match &self.shortcut {
-            Some(s) => {
-                let skip = s.forward(&x)?;
-                drop(x);
-                skip
-            }
-            None => x,
+        let Some(s) = &self.shortcut else {
+            return self.forward(&x);
         };
+        let skip = s.forward(&x)?;
+        let a = self.norm1.forward_silu_over(x)?;
+        let h = self.conv1.forward(&a)?;
+        drop(a);
         self.conv2.forward_add(&self.norm2.forward_silu(&h)?, &skip)
     }
 }

@@ -117,6 +117,38 @@ impl GroupNorm {
     pub fn forward_silu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.run(x, true)
     }
+
+    /// [`GroupNorm::forward_silu`] written over `x` where the fast channels-last
+    /// kernel runs (the same bits as a new tensor; `bench ops` checks it), else a
+    /// new tensor. `x`'s memory is overwritten: the caller must hold no other
+    /// handle on it (no clone, no view of the same storage).
+    pub fn forward_silu_over(&self, x: Tensor) -> candle_core::Result<Tensor> {
+        #[cfg(feature = "fused")]
+        if self.kernels == Kernels::Fast && self.layout == Layout::Nhwc {
+            let done = super::profile::scope("group_norm", x.device(), || {
+                match shoal_kernels::fused::group_norm_nhwc_(
+                    &x,
+                    &self.weight,
+                    &self.bias,
+                    self.groups,
+                    self.eps,
+                    true,
+                ) {
+                    Ok(()) => Ok(true),
+                    Err(shoal_kernels::Error::Unsupported { why, .. }) => {
+                        let what = || format!("group_norm in place {:?} {:?}", x.dtype(), x.dims());
+                        super::fell_back(what, &why);
+                        Ok(false)
+                    }
+                    Err(e) => Err(candle_core::Error::Msg(e.to_string())),
+                }
+            })?;
+            if done {
+                return Ok(x);
+            }
+        }
+        self.run(&x, true)
+    }
 }
 
 impl Module for GroupNorm {
