@@ -84,7 +84,6 @@ impl Peer {
     }
 
     /// A row the models run where `run`, summarized apart otherwise.
-    #[cfg_attr(not(feature = "cudnn"), allow(dead_code, reason = "rows of the cuDNN build"))]
     fn run_if(kind: &'static str, dims: &[usize], run: bool) -> Peer {
         let why = (!run).then_some(super::bench_ops_peer::NOT_IN_MODELS);
         Peer(Peer::new(kind, dims).0, why)
@@ -206,17 +205,30 @@ const COPIES: &[(usize, usize, usize)] = &[(8, 1280, 1280), (16, 1280, 640), (32
 /// The transformer blocks' LayerNorms: tokens, features (SD 1.5 levels 0–2).
 const LAYER_NORMS: &[(usize, usize)] = &[(4096, 320), (1024, 640), (256, 1280)];
 
-/// A feed-forward projection: name, tokens, in, out, GEGLU after it.
-struct Lin(&'static str, usize, usize, usize, bool);
+/// A transformer projection: name, tokens, in, out, and what the models do after it.
+struct Lin(&'static str, usize, usize, usize, After);
+
+/// What follows a projection in the models.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// GEGLU (the feed-forward input).
+    Geglu,
+    /// The residual add, in the GEMM (the feed-forward output): the bias-only
+    /// variant is not run at this shape.
+    Residual,
+    /// Nothing (an attention output, whose add sits in the next LayerNorm), or the
+    /// residual (SD 2.x's linear `proj_out` at this shape).
+    Either,
+}
 
 const LINEARS: &[Lin] = &[
-    Lin("ff l0 in+geglu", 4096, 320, 2560, true),
-    Lin("ff l0 out", 4096, 1280, 320, false),
-    Lin("ff l1 in+geglu", 1024, 640, 5120, true),
-    Lin("ff l1 out", 1024, 2560, 640, false),
-    Lin("ff l2 in+geglu", 256, 1280, 10240, true),
-    Lin("ff l2 out", 256, 5120, 1280, false),
-    Lin("attn l0 out", 4096, 320, 320, false),
+    Lin("ff l0 in+geglu", 4096, 320, 2560, After::Geglu),
+    Lin("ff l0 out", 4096, 1280, 320, After::Residual),
+    Lin("ff l1 in+geglu", 1024, 640, 5120, After::Geglu),
+    Lin("ff l1 out", 1024, 2560, 640, After::Residual),
+    Lin("ff l2 in+geglu", 256, 1280, 10240, After::Geglu),
+    Lin("ff l2 out", 256, 5120, 1280, After::Residual),
+    Lin("attn l0 out", 4096, 320, 320, After::Either),
 ];
 
 pub fn run(b: OpsBench) -> Result<()> {
@@ -424,7 +436,7 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
             &mut || plain(&xl, &wl, &bl),
             &mut || Ok(conv2d(&xl, &wl, &bl, pad, stride)?),
         )?;
-        // Channels-last, with a residual added in the kernel (the ResNet's conv2 + skip).
+        // Channels-last with a residual (the ResNet's conv2 + skip), as the models add it.
         let r = Tensor::randn(0f32, 1., reference.dims(), device)?;
         let reference_r = (&reference + &r)?;
         let rl = r.to_dtype(dtype)?;
@@ -442,7 +454,17 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
             false,
             &reference_r,
             &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
-            &mut || Ok(conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?.permute((0, 3, 1, 2))?),
+            &mut || {
+                // As the models run it: in the kernel, or added after it at small 3×3 outputs.
+                let y = if shoal_diffusion::nn::fuses_residual(k, rn.elem_count())
+                    || adds == Adds::ZeroResidual
+                {
+                    conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
+                } else {
+                    (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
+                };
+                Ok(y.permute((0, 3, 1, 2))?)
+            },
         )?;
         // Channels-last with the bias alone (the ResNet's conv1), and with no bias at all
         // (a convolution graph cuDNN can serve with engines that fuse nothing).
@@ -815,7 +837,8 @@ fn layer_norm_case(ctx: &Ctx, n: usize, (tokens, dim): (usize, usize)) -> Result
 fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
     let (device, dtype) = (ctx.device, ctx.dtype);
     use candle_core::Module;
-    let &Lin(name, tokens, cin, cout, geglu) = l;
+    let &Lin(name, tokens, cin, cout, after) = l;
+    let geglu = after == After::Geglu;
     let x = Tensor::randn(0f32, 1., (n, tokens, cin), device)?;
     let w = (Tensor::randn(0f32, 1., (cout, cin), device)? / (cin as f64).sqrt())?;
     let bias = Tensor::randn(0f32, 1., cout, device)?;
@@ -854,9 +877,10 @@ fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
     Ok(fails
         + compare(
             ctx,
-            Peer::new(
+            Peer::run_if(
                 if geglu { "linear_geglu" } else { "linear" },
                 &[n, tokens, cin, cout],
+                after != After::Residual,
             ),
             name,
             &format!("{n}×{tokens} × {cin} → {cout}"),

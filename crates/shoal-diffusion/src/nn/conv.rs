@@ -134,6 +134,21 @@ impl Module for Conv2d {
     }
 }
 
+/// Outputs of at most this many elements take a 3×3 convolution's residual as a
+/// separate add (see [`fuses_residual`]).
+const SMALL_OUT: usize = 1 << 18;
+
+/// Whether a channels-last convolution with a `kernel × kernel` window adds its
+/// residual in the kernel (rounded once, from f32) rather than as an add after it
+/// (rounded twice, as PyTorch's `conv + add`). cuDNN's residual-fusing engine for
+/// a 3×3 window over a small output is slower than its bias-only one plus an
+/// add: `bench ops` (session 9, call c), 2×1280×8² → 1280: 0.046 ms fused, 0.025 ms
+/// with the bias alone; from 2×1280×16² on the fused one is within ±0.01 ms of
+/// bias + add, and 1×1 windows are faster fused at every size measured.
+pub fn fuses_residual(kernel: usize, out_elements: usize) -> bool {
+    kernel == 1 || out_elements > SMALL_OUT
+}
+
 #[cfg(feature = "cudnn")]
 impl Conv2d {
     fn forward_cudnn(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
@@ -145,19 +160,23 @@ impl Conv2d {
         // cuDNN's heuristic serves conv + bias with an engine 1.3–4× slower than the one
         // it picks when a residual is added too (`bench ops`, session 8): such a layer
         // adds a zero residual, which changes no value.
+        // The weight is (cout, k, k, cin) here when channels-last, the only case
+        // that reads `window`.
+        let (k, window, _, _) = self.weight.dims4()?;
         let zeros;
-        let residual = match residual {
-            None if nhwc && self.weight.dim(0)? < 8 => {
+        let (residual, zero) = match residual {
+            None if nhwc && k < 8 => {
                 let (n, h, w, _) = x.dims4()?;
-                let (k, r, _, _) = self.weight.dims4()?;
-                let out = |side: usize| (side + 2 * self.padding).saturating_sub(r) / self.stride + 1;
+                let out = |side: usize| (side + 2 * self.padding).saturating_sub(window) / self.stride + 1;
                 zeros = Tensor::zeros((n, out(h), out(w), k), x.dtype(), x.device())?;
-                Some(&zeros)
+                (Some(&zeros), true)
             }
-            r => r,
+            r => (r, false),
         };
-        // cuDNN fuses the residual only in channels-last (no NCHW engine takes it).
-        let fused = if nhwc { residual } else { None };
+        // cuDNN fuses the residual only in channels-last (no NCHW engine takes it),
+        // and there only where that measures faster (the zero residual always).
+        let fuse = nhwc && residual.is_some_and(|r| zero || fuses_residual(window, r.elem_count()));
+        let fused = if fuse { residual } else { None };
         match shoal_kernels::cudnn::conv2d_ex(
             x,
             &self.weight,
@@ -168,7 +187,7 @@ impl Conv2d {
             nhwc,
         ) {
             Ok(y) => match residual {
-                Some(r) if !nhwc => y + r,
+                Some(r) if !fuse => y + r,
                 _ => Ok(y),
             },
             Err(shoal_kernels::Error::Unsupported { why, .. }) => {
@@ -195,5 +214,22 @@ impl Conv2d {
 impl Conv2d {
     fn forward_cudnn(&self, x: &Tensor, residual: Option<&Tensor>) -> candle_core::Result<Tensor> {
         self.forward_plain(x, residual)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuses_residual;
+
+    #[test]
+    fn the_residual_is_fused_except_at_small_3x3_outputs() {
+        // The shapes `bench ops` measured (session 9, call c), output elements.
+        let out = |n: usize, k: usize, side: usize| n * k * side * side;
+        assert!(!fuses_residual(3, out(2, 1280, 8)));
+        assert!(!fuses_residual(3, out(1, 1280, 8)));
+        assert!(fuses_residual(3, out(2, 1280, 16)));
+        assert!(fuses_residual(3, out(16, 1280, 8)));
+        assert!(fuses_residual(3, out(2, 320, 64)));
+        assert!(fuses_residual(1, out(2, 1280, 8)));
     }
 }

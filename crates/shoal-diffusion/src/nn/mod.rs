@@ -20,7 +20,7 @@ mod norm;
 pub mod profile;
 
 pub use attention::{AttentionOpts, attention};
-pub use conv::{Conv2d, conv2d, conv2d_in};
+pub use conv::{Conv2d, conv2d, conv2d_in, fuses_residual};
 pub use elementwise::{add_per_channel, cat_channels, upsample_nearest};
 pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
 pub use norm::{GroupNorm, LayerNorm, group_norm, group_norm_in, layer_norm};
