@@ -270,7 +270,10 @@ impl ClipTextModel {
     ) -> candle_core::Result<Part<'a, T>> {
         Ok(match &self.weights {
             Weights::Held(l) => Part::Borrowed(held(l)),
-            Weights::Streamed(b) => Part::Owned(build(b)?),
+            Weights::Streamed(b) => {
+                crate::nn::memory::settle(b.vb.device())?;
+                Part::Owned(build(b)?)
+            }
         })
     }
 
@@ -320,7 +323,10 @@ impl ClipTextModel {
         let mut pooled = Tensor::stack(&rows, 0)?;
         let projection = match &self.weights {
             Weights::Held(l) => l.projection.as_ref().map(Part::Borrowed),
-            Weights::Streamed(b) => b.projection()?.map(Part::Owned),
+            Weights::Streamed(b) => {
+                crate::nn::memory::settle(b.vb.device())?;
+                b.projection()?.map(Part::Owned)
+            }
         };
         if let Some(p) = projection {
             pooled = p.forward(&pooled)?;

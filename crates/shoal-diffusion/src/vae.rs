@@ -446,11 +446,14 @@ impl Decoder {
     ) -> CResult<Part<'a, T>> {
         Ok(match &self.weights {
             Weights::Held(l) => Part::Borrowed(held(l)),
-            Weights::Streamed(vb) => Part::Owned(build(&Build {
-                vb: vb.clone(),
-                c: &self.config,
-                layout: self.layout,
-            })?),
+            Weights::Streamed(vb) => {
+                crate::nn::memory::settle(vb.device())?;
+                Part::Owned(build(&Build {
+                    vb: vb.clone(),
+                    c: &self.config,
+                    layout: self.layout,
+                })?)
+            }
         })
     }
 
@@ -462,12 +465,15 @@ impl Decoder {
     ) -> CResult<Option<Part<'a, T>>> {
         Ok(match &self.weights {
             Weights::Held(l) => held(l).map(Part::Borrowed),
-            Weights::Streamed(vb) => build(&Build {
-                vb: vb.clone(),
-                c: &self.config,
-                layout: self.layout,
-            })?
-            .map(Part::Owned),
+            Weights::Streamed(vb) => {
+                crate::nn::memory::settle(vb.device())?;
+                build(&Build {
+                    vb: vb.clone(),
+                    c: &self.config,
+                    layout: self.layout,
+                })?
+                .map(Part::Owned)
+            }
         })
     }
 

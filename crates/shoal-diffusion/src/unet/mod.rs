@@ -201,12 +201,15 @@ impl UNet {
         build: impl FnOnce(&Builder<'_>) -> CResult<T>,
     ) -> CResult<Part<'a, T>> {
         match &self.parts {
-            Parts::Streamed(vb) => Ok(Part::Owned(build(&Builder {
-                vb: vb.clone(),
-                c: &self.config,
-                blocks: &self.blocks,
-                layout: self.layout,
-            })?)),
+            Parts::Streamed(vb) => {
+                crate::nn::memory::settle(vb.device())?;
+                Ok(Part::Owned(build(&Builder {
+                    vb: vb.clone(),
+                    c: &self.config,
+                    blocks: &self.blocks,
+                    layout: self.layout,
+                })?))
+            }
             Parts::Resident(r) => resident(r)
                 .map(Part::Borrowed)
                 .ok_or_else(|| candle_core::Error::Msg("this UNet stage is not held by this process".into())),
