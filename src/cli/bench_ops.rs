@@ -688,7 +688,7 @@ fn norm_case(ctx: &Ctx, n: usize, (c, side): (usize, usize)) -> Result<usize> {
     let gn = shoal_diffusion::nn::group_norm_in(32, c, 1e-5, vb, nhwc)?;
     let xn = nhwc.from_nchw(&xl)?;
     let fails = fails + in_place_norm(&xn, &wl, &bl, &shape)?;
-    Ok(fails
+    let fails = fails
         + compare(
             ctx,
             Peer::new("group_norm_silu", &[n, c, side]),
@@ -699,7 +699,25 @@ fn norm_case(ctx: &Ctx, n: usize, (c, side): (usize, usize)) -> Result<usize> {
             &reference,
             &mut || plain_of(&xl, &wl, &bl),
             &mut || Ok(gn.forward_silu(&xn)?.permute((0, 3, 1, 2))?),
-        )?)
+        )?;
+    // The one-launch channels-last kernel (not in the models yet).
+    #[cfg(feature = "fused")]
+    let fails = fails
+        + compare(
+            ctx,
+            Peer::run_if("group_norm_silu", &[n, c, side], false),
+            "group_norm+silu nhwc one pass",
+            &shape,
+            bytes,
+            true,
+            &reference,
+            &mut || plain_of(&xl, &wl, &bl),
+            &mut || {
+                let y = shoal_kernels::fused::group_norm_nhwc_one_pass(&xn, &wl, &bl, 32, 1e-5, true)?;
+                Ok(y.permute((0, 3, 1, 2))?)
+            },
+        )?;
+    Ok(fails)
 }
 
 /// The channels-last GroupNorm + SiLU written over its input against the same

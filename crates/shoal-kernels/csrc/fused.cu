@@ -182,6 +182,54 @@ __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_
     }
 }
 
+// GroupNorm (+SiLU) on contiguous NHWC in one launch: grid (groups, n), a block per group of
+// one image. The block's threads take the group's cpg * hw elements in order (pixel j / cpg,
+// channel g * cpg + j % cpg): they sum (x - pivot) and its square (pivot = the group's first
+// element), a fixed-order block reduction gives mean and 1 / sqrt(var + eps), and a second
+// pass over the same elements (from L2 for the small groups this is for) writes y with the
+// apply formula of gn_apply_nhwc. No atomics: the same bits on every call.
+template <typename T>
+__device__ void gn_one_pass_nhwc(const T *x, const T *gamma, const T *beta, T *y, uint64_t hw, uint64_t c,
+                                 uint64_t groups, float eps, int act_silu) {
+    __shared__ float st[2];
+    uint32_t g = blockIdx.x;
+    uint64_t b = blockIdx.y;
+    uint32_t cpg = (uint32_t)(c / groups);
+    uint32_t len = cpg * (uint32_t)hw;
+    uint64_t base = b * hw * c + (uint64_t)g * cpg;
+    const T *xb = x + base;
+    T *yb = y + base;
+    float pivot = to_f(xb[0]);
+    float s1 = 0.0f, s2 = 0.0f;
+    for (uint32_t j = threadIdx.x; j < len; j += blockDim.x) {
+        uint32_t p = j / cpg, ch = j - p * cpg;
+        float v = to_f(xb[(uint64_t)p * c + ch]) - pivot;
+        s1 += v;
+        s2 += v * v;
+    }
+    block_sum2(s1, s2);
+    if (threadIdx.x == 0) {
+        double n = (double)len;
+        double m = (double)s1 / n;
+        double var = (double)s2 / n - m * m;
+        if (var < 0.0) var = 0.0;
+        st[0] = (float)(m + (double)pivot);
+        st[1] = (float)(1.0 / sqrt(var + (double)eps));
+    }
+    __syncthreads();
+    float mean = st[0], rstd = st[1];
+    const T *ga = gamma + (uint64_t)g * cpg;
+    const T *be = beta + (uint64_t)g * cpg;
+    for (uint32_t j = threadIdx.x; j < len; j += blockDim.x) {
+        uint32_t p = j / cpg, ch = j - p * cpg;
+        uint64_t at = (uint64_t)p * c + ch;
+        float scale = rstd * to_f(ga[ch]);
+        float v = to_f(xb[at]) * scale + (to_f(be[ch]) - mean * scale);
+        if (act_silu) v = silu(v);
+        yb[at] = from_f<T>(v);
+    }
+}
+
 // GroupNorm apply on NHWC: rows are images of cols = hw * c elements; channel = j % c.
 // 32-bit index arithmetic (the host checks cols < 2^31); the group of each element of a
 // vector is stepped, not divided.
@@ -470,6 +518,10 @@ __device__ void cat_nhwc(const T *a, const T *b, T *y, uint64_t pixels, uint64_t
                                                          uint64_t n, uint64_t cols, uint64_t c, uint64_t g,        \
                                                          int act) {                                                \
         gn_apply_nhwc<T>(x, st, ga, be, x, n, cols, c, g, act);                                                    \
+    }                                                                                                              \
+    extern "C" __global__ void gn_one_pass_nhwc_##S(const T *x, const T *ga, const T *be, T *y, uint64_t hw,      \
+                                                    uint64_t c, uint64_t g, float eps, int act) {                  \
+        gn_one_pass_nhwc<T>(x, ga, be, y, hw, c, g, eps, act);                                                     \
     }                                                                                                              \
     extern "C" __global__ void add_bc_##S(T *y, const T *t, uint64_t n, uint64_t cols, uint64_t c) {             \
         add_bc<T>(y, t, n, cols, c);                                                                               \

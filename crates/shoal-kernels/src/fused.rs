@@ -90,7 +90,7 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_in(x, gamma, beta, groups, eps, silu, false)
+    group_norm_in(x, gamma, beta, groups, eps, silu, false, false)
 }
 
 /// [`group_norm`] on channels-last activations `x` `(n, ..., c)`: the groups
@@ -104,7 +104,24 @@ pub fn group_norm_nhwc(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_in(x, gamma, beta, groups, eps, silu, true)
+    group_norm_in(x, gamma, beta, groups, eps, silu, true, false)
+}
+
+/// [`group_norm_nhwc`] in one launch: a block per group of one image takes the
+/// statistics and writes the result (`gn_one_pass_nhwc`), where the three-launch
+/// op spreads each image over many blocks. Meant for small activations, whose
+/// three launches cost more than their bytes; the statistics are summed in
+/// another order, so the bits may differ from [`group_norm_nhwc`]'s in the last
+/// place. Not called by the models yet (`bench ops` times it beside the other).
+pub fn group_norm_nhwc_one_pass(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
+    group_norm_in(x, gamma, beta, groups, eps, silu, true, true)
 }
 
 /// [`group_norm_nhwc`] written over `x` (contiguous): for a tensor nothing else
@@ -133,10 +150,12 @@ pub fn group_norm_nhwc_(
         eps,
         silu,
         nhwc: true,
+        one_pass: false,
     });
     Ok(x.inplace_op3(&gamma, &beta, &op)?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn group_norm_in(
     x: &Tensor,
     gamma: &Tensor,
@@ -145,6 +164,7 @@ fn group_norm_in(
     eps: f64,
     silu: bool,
     nhwc: bool,
+    one_pass: bool,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
     check_group_norm(OP, x, gamma, beta, groups, nhwc)?;
@@ -164,6 +184,7 @@ fn group_norm_in(
             eps,
             silu,
             nhwc,
+            one_pass,
         },
     )?)
 }
@@ -236,6 +257,8 @@ struct GroupNormOp {
     eps: f64,
     silu: bool,
     nhwc: bool,
+    /// Channels-last in one launch (`gn_one_pass_nhwc`), not three.
+    one_pass: bool,
 }
 
 /// What the statistics pass leaves for the apply pass.
@@ -358,6 +381,9 @@ impl GroupNormOp {
         let dev: &CudaDevice = &xs.device;
         let x = slice::<T>(xs, xl, "input")?;
         let (gamma, beta) = (slice::<T>(gs, gl, "gamma")?, slice::<T>(bs, bl, "beta")?);
+        if self.one_pass {
+            return self.launch_one_pass::<T>(sfx, dev, &x, &gamma, &beta, xl);
+        }
         let GroupStats { stats, n, c, hw } = self.stats(sfx, dev, &x, &gamma, &beta, xl.dims())?;
         let stream = dev.cuda_stream();
         // SAFETY: the apply kernel writes every output element.
@@ -399,6 +425,49 @@ impl GroupNormOp {
             // SAFETY: as above.
             unsafe { b.launch(row_grid(n * c, hw, elem)) }.w()?;
         }
+        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
+    }
+}
+
+impl GroupNormOp {
+    /// The channels-last GroupNorm in one launch: grid (groups, n).
+    fn launch_one_pass<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        dev: &CudaDevice,
+        x: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        gamma: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        beta: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        xl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dims = xl.dims();
+        let (n, c) = (dims[0], dims[dims.len() - 1]);
+        let hw = dims[1..dims.len() - 1].iter().product::<usize>();
+        let stream = dev.cuda_stream();
+        // SAFETY: the kernel writes every output element (each group's block all of its own).
+        let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
+        let f = dev.get_or_load_custom_func(&format!("gn_one_pass_nhwc_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        let (hw64, c64, g64) = (hw as u64, c as u64, self.groups as u64);
+        let eps = self.eps as f32;
+        let act = i32::from(self.silu);
+        b.arg(x)
+            .arg(gamma)
+            .arg(beta)
+            .arg(&mut y)
+            .arg(&hw64)
+            .arg(&c64)
+            .arg(&g64)
+            .arg(&eps)
+            .arg(&act);
+        // check_group_norm bounds n · groups by 65535 and an image by 2^31 elements.
+        let cfg = LaunchConfig {
+            grid_dim: (self.groups as u32, n as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the argument list matches the kernel's signature; `y` has x's length.
+        unsafe { b.launch(cfg) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), xl.shape().clone()))
     }
 }
