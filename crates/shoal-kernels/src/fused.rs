@@ -90,7 +90,7 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_in(x, gamma, beta, groups, eps, silu, false, false)
+    group_norm_in(x, gamma, beta, groups, eps, silu, Form::Nchw)
 }
 
 /// [`group_norm`] on channels-last activations `x` `(n, ..., c)`: the groups
@@ -104,7 +104,7 @@ pub fn group_norm_nhwc(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_in(x, gamma, beta, groups, eps, silu, true, false)
+    group_norm_in(x, gamma, beta, groups, eps, silu, Form::Nhwc)
 }
 
 /// [`group_norm_nhwc`] in one launch: a block per group of one image takes the
@@ -121,7 +121,7 @@ pub fn group_norm_nhwc_one_pass(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    group_norm_in(x, gamma, beta, groups, eps, silu, true, true)
+    group_norm_in(x, gamma, beta, groups, eps, silu, Form::NhwcOnePass)
 }
 
 /// [`group_norm_nhwc`] written over `x` (contiguous): for a tensor nothing else
@@ -155,7 +155,17 @@ pub fn group_norm_nhwc_(
     Ok(x.inplace_op3(&gamma, &beta, &op)?)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The layout a GroupNorm reads and the kernels it runs as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// NCHW, three launches.
+    Nchw,
+    /// Channels-last, three launches.
+    Nhwc,
+    /// Channels-last, one launch (`gn_one_pass_nhwc`).
+    NhwcOnePass,
+}
+
 fn group_norm_in(
     x: &Tensor,
     gamma: &Tensor,
@@ -163,10 +173,10 @@ fn group_norm_in(
     groups: usize,
     eps: f64,
     silu: bool,
-    nhwc: bool,
-    one_pass: bool,
+    form: Form,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
+    let nhwc = form != Form::Nchw;
     check_group_norm(OP, x, gamma, beta, groups, nhwc)?;
     let x = x.contiguous()?;
     let (gamma, beta) = (gamma.contiguous()?, beta.contiguous()?);
@@ -184,7 +194,7 @@ fn group_norm_in(
             eps,
             silu,
             nhwc,
-            one_pass,
+            one_pass: form == Form::NhwcOnePass,
         },
     )?)
 }
