@@ -94,13 +94,13 @@ __device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint6
 // x[b * img_stride + g * pivot_stride] (its first element in either layout). One warp per
 // group: lanes sum strided chunks in f64, then a shuffle reduction (a group may have
 // thousands of chunks; one thread walking them serially was latency-bound).
+// The statistics of one group from its chunks' partial sums, by one whole warp (`lane` its
+// lane): the lanes sum strided chunks in f64, then a butterfly shuffle leaves the sums on
+// every lane, so every lane returns the group's (mean, 1 / sqrt(var + eps)).
 template <typename T>
-__device__ void gn_finalize(const T *x, const float *partial, float *stats, uint64_t groups_total, uint64_t chunks,
-                            uint64_t group_len, float eps, uint64_t groups, uint64_t img_stride,
-                            uint64_t pivot_stride) {
-    uint64_t group = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) / 32;
-    unsigned lane = threadIdx.x & 31;
-    if (group >= groups_total) return;  // whole warps leave together (blockDim % 32 == 0)
+__device__ __forceinline__ float2 gn_group_stats(const T *x, const float *partial, uint64_t group, unsigned lane,
+                                                 uint64_t chunks, uint64_t group_len, float eps, uint64_t groups,
+                                                 uint64_t img_stride, uint64_t pivot_stride) {
     double s1 = 0.0, s2 = 0.0;
     for (uint64_t c = lane; c < chunks; c += 32) {
         s1 += partial[(group * chunks + c) * 2];
@@ -110,22 +110,56 @@ __device__ void gn_finalize(const T *x, const float *partial, float *stats, uint
         s1 += __shfl_xor_sync(0xffffffff, s1, o);
         s2 += __shfl_xor_sync(0xffffffff, s2, o);
     }
-    if (lane != 0) return;
     double n = (double)group_len;
     double m = s1 / n;
     double var = s2 / n - m * m;
     if (var < 0.0) var = 0.0;
     float pivot = to_f(x[(group / groups) * img_stride + (group % groups) * pivot_stride]);
-    stats[group * 2] = (float)(m + (double)pivot);
-    stats[group * 2 + 1] = (float)(1.0 / sqrt(var + (double)eps));
+    return make_float2((float)(m + (double)pivot), (float)(1.0 / sqrt(var + (double)eps)));
+}
+
+// NCHW: stats[group * 2] = mean, stats[group * 2 + 1] = rstd, one warp per group.
+template <typename T>
+__device__ void gn_finalize(const T *x, const float *partial, float *stats, uint64_t groups_total, uint64_t chunks,
+                            uint64_t group_len, float eps, uint64_t groups, uint64_t img_stride,
+                            uint64_t pivot_stride) {
+    uint64_t group = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) / 32;
+    unsigned lane = threadIdx.x & 31;
+    if (group >= groups_total) return;  // whole warps leave together (blockDim % 32 == 0)
+    float2 st = gn_group_stats(x, partial, group, lane, chunks, group_len, eps, groups, img_stride, pivot_stride);
+    if (lane != 0) return;
+    stats[group * 2] = st.x;
+    stats[group * 2 + 1] = st.y;
+}
+
+// Channels-last: one warp per group (b, g) takes its statistics as gn_finalize, then its lanes
+// write the group's channels' scale = rstd * gamma and shift = beta - mean * scale to
+// ss[(b * c + ch) * 2 + {0, 1}]. The apply computes y = x * scale + shift: the same arithmetic
+// (and bits) as forming them per element.
+template <typename T>
+__device__ void gn_finalize_nhwc(const T *x, const float *partial, float *ss, const T *gamma, const T *beta,
+                                 uint64_t groups_total, uint64_t chunks, uint64_t hw, uint64_t c, uint64_t groups,
+                                 float eps) {
+    uint64_t group = (blockIdx.x * (uint64_t)blockDim.x + threadIdx.x) / 32;
+    unsigned lane = threadIdx.x & 31;
+    if (group >= groups_total) return;  // whole warps leave together (blockDim % 32 == 0)
+    uint64_t cpg = c / groups;
+    float2 st = gn_group_stats(x, partial, group, lane, chunks, cpg * hw, eps, groups, hw * c, cpg);
+    uint64_t b = group / groups, g = group % groups;
+    for (uint64_t ch = g * cpg + lane; ch < (g + 1) * cpg; ch += 32) {
+        float scale = st.y * to_f(gamma[ch]);
+        ss[(b * c + ch) * 2] = scale;
+        ss[(b * c + ch) * 2 + 1] = to_f(beta[ch]) - st.x * scale;
+    }
 }
 
 // GroupNorm on contiguous NHWC (n, hw, c): grid (chunks, n), each block sums one chunk of
 // `chunk_px` pixels of one image, all channels. Lanes own 16-byte channel vectors, rows of
 // lanes walk the pixels; each (row, channel) sum goes to its own slot of shared memory
 // (rows * c * 2 floats), then one thread per group adds its slots in a fixed order, so the
-// result has the same bits on every call (no atomics).
+// result has the same bits on every call (the sums take no atomics).
 // partial has the NCHW layout: partial[((b * groups + g) * chunks + chunk) * 2 + {0,1}].
+// gn_finalize_nhwc then turns them into per-channel scale and shift for gn_apply_nhwc.
 // The host guarantees c % N == 0, 16-byte alignment and the shared memory size.
 template <typename T>
 __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
@@ -151,6 +185,7 @@ __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_
                 s1[k] = 0.0f;
                 s2[k] = 0.0f;
             }
+#pragma unroll 4
             for (uint64_t p = p0 + row; p < p1; p += rows) {
                 typename V<T>::U u = V<T>::load(xb + p * c + v * N);
 #pragma unroll
@@ -230,36 +265,34 @@ __device__ void gn_one_pass_nhwc(const T *x, const T *gamma, const T *beta, T *y
     }
 }
 
-// GroupNorm apply on NHWC: rows are images of cols = hw * c elements; channel = j % c.
-// 32-bit index arithmetic (the host checks cols < 2^31); the group of each element of a
-// vector is stepped, not divided.
+// GroupNorm apply on NHWC: rows are images of cols = hw * c elements; channel = j % c;
+// y = x * scale + shift with image b's per-channel ss (gn_finalize_nhwc). 32-bit index
+// arithmetic (the host checks cols < 2^31). N consecutive channels' (scale, shift) pairs are
+// 2 * N floats, 16-byte aligned (c % N == 0).
 template <typename T>
-__device__ void gn_apply_nhwc(const T *x, const float *stats, const T *gamma, const T *beta, T *y, uint64_t n,
-                              uint64_t cols64, uint64_t c64, uint64_t groups, int act_silu) {
+__device__ void gn_apply_nhwc(const T *x, const float *ss, T *y, uint64_t n, uint64_t cols64, uint64_t c64,
+                              int act_silu) {
     constexpr int N = V<T>::N;
-    uint32_t cols = (uint32_t)cols64, c = (uint32_t)c64, cpg = (uint32_t)(c64 / groups);
+    uint32_t cols = (uint32_t)cols64, c = (uint32_t)c64;
     for (uint64_t b = blockIdx.y; b < n; b += gridDim.y) {
-        const float *st = stats + b * groups * 2;
+        const float4 *sb = reinterpret_cast<const float4 *>(ss + b * c64 * 2);
         const T *xr = x + b * cols64;
         T *yr = y + b * cols64;
         for (uint32_t j = (blockIdx.x * blockDim.x + threadIdx.x) * N; j < cols; j += gridDim.x * blockDim.x * N) {
             uint32_t ch = j % c;
-            uint32_t g = ch / cpg, r = ch - g * cpg;
-            typename V<T>::U u = V<T>::load(xr + j), ga = V<T>::load(gamma + ch), be = V<T>::load(beta + ch);
-            float mean = st[2 * g], rstd = st[2 * g + 1];
+            typename V<T>::U u = V<T>::load(xr + j);
+            const float4 *s4 = sb + ch / 2;
 #pragma unroll
-            for (int k = 0; k < N; ++k) {
-                if (r == cpg) {
-                    ++g;
-                    r = 0;
-                    mean = st[2 * g];
-                    rstd = st[2 * g + 1];
+            for (int k = 0; k < N; k += 2) {
+                float4 t = s4[k / 2];
+                float v0 = to_f(u.e[k]) * t.x + t.y;
+                float v1 = to_f(u.e[k + 1]) * t.z + t.w;
+                if (act_silu) {
+                    v0 = silu(v0);
+                    v1 = silu(v1);
                 }
-                ++r;
-                float scale = rstd * to_f(ga.e[k]);
-                float v = to_f(u.e[k]) * scale + (to_f(be.e[k]) - mean * scale);
-                if (act_silu) v = silu(v);
-                u.e[k] = from_f<T>(v);
+                u.e[k] = from_f<T>(v0);
+                u.e[k + 1] = from_f<T>(v1);
             }
             V<T>::store(yr + j, u);
         }
@@ -510,14 +543,18 @@ __device__ void cat_nhwc(const T *a, const T *b, T *y, uint64_t pixels, uint64_t
                                                    uint64_t cp) {                                                  \
         gn_partial_nhwc<T>(x, p, hw, c, g, cp);                                                                    \
     }                                                                                                              \
-    extern "C" __global__ void gn_apply_nhwc_##S(const T *x, const float *st, const T *ga, const T *be, T *y,     \
-                                                 uint64_t n, uint64_t cols, uint64_t c, uint64_t g, int act) {     \
-        gn_apply_nhwc<T>(x, st, ga, be, y, n, cols, c, g, act);                                                    \
+    extern "C" __global__ void gn_finalize_nhwc_##S(const T *x, const float *p, float *ss, const T *ga,           \
+                                                    const T *be, uint64_t gt, uint64_t ch, uint64_t hw,            \
+                                                    uint64_t c, uint64_t g, float eps) {                           \
+        gn_finalize_nhwc<T>(x, p, ss, ga, be, gt, ch, hw, c, g, eps);                                              \
     }                                                                                                              \
-    extern "C" __global__ void gn_apply_nhwc_inplace_##S(T *x, const float *st, const T *ga, const T *be,         \
-                                                         uint64_t n, uint64_t cols, uint64_t c, uint64_t g,        \
-                                                         int act) {                                                \
-        gn_apply_nhwc<T>(x, st, ga, be, x, n, cols, c, g, act);                                                    \
+    extern "C" __global__ void gn_apply_nhwc_##S(const T *x, const float *ss, T *y, uint64_t n, uint64_t cols,    \
+                                                 uint64_t c, int act) {                                            \
+        gn_apply_nhwc<T>(x, ss, y, n, cols, c, act);                                                               \
+    }                                                                                                              \
+    extern "C" __global__ void gn_apply_nhwc_inplace_##S(T *x, const float *ss, uint64_t n, uint64_t cols,        \
+                                                         uint64_t c, int act) {                                    \
+        gn_apply_nhwc<T>(x, ss, x, n, cols, c, act);                                                               \
     }                                                                                                              \
     extern "C" __global__ void gn_one_pass_nhwc_##S(const T *x, const T *ga, const T *be, T *y, uint64_t hw,      \
                                                     uint64_t c, uint64_t g, float eps, int act) {                  \

@@ -112,7 +112,8 @@ pub fn group_norm_nhwc(
 /// op spreads each image over many blocks. Meant for small activations, whose
 /// three launches cost more than their bytes; the statistics are summed in
 /// another order, so the bits may differ from [`group_norm_nhwc`]'s in the last
-/// place. Not called by the models yet (`bench ops` times it beside the other).
+/// place. The models take it where `shoal_diffusion::nn::group_norm_one_pass`
+/// says (`bench ops` times it beside the other form).
 pub fn group_norm_nhwc_one_pass(
     x: &Tensor,
     gamma: &Tensor,
@@ -271,7 +272,8 @@ struct GroupNormOp {
     one_pass: bool,
 }
 
-/// What the statistics pass leaves for the apply pass.
+/// What the statistics pass leaves for the apply pass: NCHW, each group's mean and
+/// 1/σ; channels-last, each image's per-channel scale and shift.
 struct GroupStats {
     stats: candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
     n: usize,
@@ -280,7 +282,8 @@ struct GroupStats {
 }
 
 impl GroupNormOp {
-    /// Launches the statistics kernels (partial sums, then mean and 1/σ per group) on `x`.
+    /// Launches the statistics kernels on `x`: partial sums, then each group's mean and 1/σ
+    /// (NCHW) or each channel's scale and shift (channels-last).
     fn stats<T: CudaDType + DeviceRepr>(
         &self,
         sfx: &str,
@@ -316,12 +319,14 @@ impl GroupNormOp {
         if self.nhwc && (!aligned(x, &stream) || !aligned(gamma, &stream) || !aligned(beta, &stream)) {
             candle_core::bail!("fused GroupNorm: channels-last buffers not 16-byte aligned")
         }
-        // SAFETY: every partial and statistic is written before it is read.
+        // SAFETY: every partial sum is written before it is read.
         let mut partial = unsafe { dev.alloc::<f32>(groups_total * chunks * 2) }?;
-        let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
         let (gl64, gt64, ch64) = (group_len as u64, groups_total as u64, chunks as u64);
-        let (hw64, c64, g64, cpg64) = (hw as u64, c as u64, self.groups as u64, cpg as u64);
+        let (hw64, c64, g64) = (hw as u64, c as u64, self.groups as u64);
+        let eps = self.eps as f32;
         if self.nhwc {
+            // SAFETY: the finalize writes every image's c (scale, shift) pairs before the apply.
+            let mut ss = unsafe { dev.alloc::<f32>(n * c * 2) }?;
             let f = dev.get_or_load_custom_func(&format!("gn_partial_nhwc_{sfx}"), MODULE, PTX)?;
             let mut b = stream.launch_builder(&f);
             let cp64 = chunk_px as u64;
@@ -338,6 +343,28 @@ impl GroupNormOp {
             };
             // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
             unsafe { b.launch(cfg) }.w()?;
+            let f = dev.get_or_load_custom_func(&format!("gn_finalize_nhwc_{sfx}"), MODULE, PTX)?;
+            let mut b = stream.launch_builder(&f);
+            b.arg(x)
+                .arg(&partial)
+                .arg(&mut ss)
+                .arg(gamma)
+                .arg(beta)
+                .arg(&gt64)
+                .arg(&ch64)
+                .arg(&hw64)
+                .arg(&c64)
+                .arg(&g64)
+                .arg(&eps);
+            // One warp per group.
+            let cfg = LaunchConfig {
+                grid_dim: ((groups_total * 32).div_ceil(THREADS as usize) as u32, 1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above.
+            unsafe { b.launch(cfg) }.w()?;
+            return Ok(GroupStats { stats: ss, n, c, hw });
         } else {
             let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
             let mut b = stream.launch_builder(&f);
@@ -351,11 +378,12 @@ impl GroupNormOp {
             // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
             unsafe { b.launch(cfg) }.w()?;
         }
+        // SAFETY: the finalize writes every group's statistics before the apply.
+        let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
         let f = dev.get_or_load_custom_func(&format!("gn_finalize_{sfx}"), MODULE, PTX)?;
         let mut b = stream.launch_builder(&f);
-        let eps = self.eps as f32;
         let img = (c * hw) as u64;
-        let pivot_stride = if self.nhwc { cpg64 } else { gl64 };
+        let pivot_stride = gl64;
         b.arg(x)
             .arg(&partial)
             .arg(&mut stats)
@@ -398,7 +426,7 @@ impl GroupNormOp {
         let stream = dev.cuda_stream();
         // SAFETY: the apply kernel writes every output element.
         let mut y = unsafe { dev.alloc::<T>(x.len()) }?;
-        let (hw64, c64, g64, cpg64) = (hw as u64, c as u64, self.groups as u64, (c / self.groups) as u64);
+        let (hw64, c64, cpg64) = (hw as u64, c as u64, (c / self.groups) as u64);
         let img = (c * hw) as u64;
         let act = i32::from(self.silu);
         let elem = std::mem::size_of::<T>();
@@ -408,13 +436,10 @@ impl GroupNormOp {
             let (n64, cols) = (n as u64, img);
             b.arg(&x)
                 .arg(&stats)
-                .arg(&gamma)
-                .arg(&beta)
                 .arg(&mut y)
                 .arg(&n64)
                 .arg(&cols)
                 .arg(&c64)
-                .arg(&g64)
                 .arg(&act);
             // SAFETY: as above.
             unsafe { b.launch(row_grid(n, c * hw, elem)) }.w()?;
@@ -512,17 +537,9 @@ impl GroupNormInPlace {
         let stream = dev.cuda_stream();
         let f = dev.get_or_load_custom_func(&format!("gn_apply_nhwc_inplace_{sfx}"), MODULE, PTX)?;
         let mut b = stream.launch_builder(&f);
-        let (n64, cols, c64, g64) = (n as u64, (c * hw) as u64, c as u64, self.0.groups as u64);
+        let (n64, cols, c64) = (n as u64, (c * hw) as u64, c as u64);
         let act = i32::from(self.0.silu);
-        b.arg(&mut x)
-            .arg(&stats)
-            .arg(&gamma)
-            .arg(&beta)
-            .arg(&n64)
-            .arg(&cols)
-            .arg(&c64)
-            .arg(&g64)
-            .arg(&act);
+        b.arg(&mut x).arg(&stats).arg(&n64).arg(&cols).arg(&c64).arg(&act);
         // SAFETY: the argument list matches the kernel's signature; each thread reads the
         // elements it writes before writing them, and the statistics were taken before.
         unsafe { b.launch(row_grid(n, c * hw, std::mem::size_of::<T>())) }.w()?;

@@ -23,7 +23,7 @@ pub use attention::{AttentionOpts, attention};
 pub use conv::{Conv2d, conv2d, conv2d_in, fuses_residual};
 pub use elementwise::{add_per_channel, cat_channels, upsample_nearest};
 pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
-pub use norm::{GroupNorm, LayerNorm, group_norm, group_norm_in, layer_norm};
+pub use norm::{GroupNorm, LayerNorm, group_norm, group_norm_in, group_norm_one_pass, layer_norm};
 
 use candle_core::{DType, Device, Tensor};
 

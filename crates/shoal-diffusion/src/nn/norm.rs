@@ -6,7 +6,8 @@ use candle_nn::VarBuilder;
 use super::{Kernels, Layout};
 
 /// A GroupNorm layer: candle-nn's composition on the plain path, one fused
-/// kernel chain (statistics, then normalize + affine + SiLU) on the fast path.
+/// kernel chain (statistics, then normalize + affine + SiLU) on the fast path,
+/// one launch for small channels-last activations ([`group_norm_one_pass`]).
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     plain: candle_nn::GroupNorm,
@@ -50,13 +51,42 @@ pub fn group_norm_in(
     })
 }
 
+/// Elements of one group of one image up to which a channels-last GroupNorm runs
+/// in one launch (see [`group_norm_one_pass`]).
+const ONE_PASS_MAX: usize = 8192;
+
+/// Whether a channels-last GroupNorm of `groups` groups over `channels` channels
+/// and `pixels` pixels per image runs in one launch (a block per group of one
+/// image) rather than three (statistics spread over many blocks, their sum, the
+/// result). `bench ops` (session 10, one H200, f16): 2560 elements per group
+/// (2×1280×8²) 0.009 ms in one launch against 0.024 in three, 5120 (2×2560×8²)
+/// 0.012 against 0.022, the same at batch 16; 10240 (1280×16²) even at batch 2
+/// (0.021 / 0.022) and slower at batch 16 (0.034 / 0.028); from 64² × 16 on one
+/// launch is 1.6–6× slower.
+pub fn group_norm_one_pass(channels: usize, pixels: usize, groups: usize) -> bool {
+    groups > 0 && pixels.saturating_mul(channels / groups) <= ONE_PASS_MAX
+}
+
 impl GroupNorm {
+    /// [`group_norm_one_pass`] for `x`, channels-last `(n, ..., c)`.
+    #[cfg(feature = "fused")]
+    fn takes_one_pass(&self, x: &Tensor) -> bool {
+        let dims = x.dims();
+        match dims {
+            [_, inner @ .., c] if !inner.is_empty() => {
+                group_norm_one_pass(*c, inner.iter().product(), self.groups)
+            }
+            _ => false,
+        }
+    }
+
     fn run(&self, x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
         super::profile::scope("group_norm", x.device(), || {
             if self.kernels == Kernels::Fast {
                 #[cfg(feature = "fused")]
                 let fused = match self.layout {
                     Layout::Nchw => shoal_kernels::fused::group_norm,
+                    Layout::Nhwc if self.takes_one_pass(x) => shoal_kernels::fused::group_norm_nhwc_one_pass,
                     Layout::Nhwc => shoal_kernels::fused::group_norm_nhwc,
                 };
                 #[cfg(feature = "fused")]
@@ -234,5 +264,25 @@ impl Module for LayerNorm {
             let _ = (self.eps, self.kernels);
             self.plain.forward(x)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_norm_one_pass;
+
+    #[test]
+    fn one_launch_only_for_small_groups() {
+        // The UNet's 8² level at 512² (1280 and 2560 channels, 32 groups).
+        assert!(group_norm_one_pass(1280, 64, 32));
+        assert!(group_norm_one_pass(2560, 64, 32));
+        assert!(group_norm_one_pass(8192, 1, 1));
+        // 16² and above, and the VAE's activations, take three launches.
+        assert!(!group_norm_one_pass(1280, 256, 32));
+        assert!(!group_norm_one_pass(320, 64 * 64, 32));
+        assert!(!group_norm_one_pass(512, 512 * 512, 32));
+        assert!(!group_norm_one_pass(8193, 1, 1));
+        assert!(!group_norm_one_pass(1280, 64, 0));
+        assert!(!group_norm_one_pass(usize::MAX, usize::MAX, 1));
     }
 }
