@@ -5,6 +5,8 @@
 # GroupNorm where nn::group_norm_one_pass says (the UNet's 8² level) against the binary before it
 # (.gpu/shoal-6f87edf.gz), alternated at batches 1 and 8, the image of each, the tiny presets on
 # the GPU against the CPU, and the GroupNorm rows of bench ops in f16 and bf16.
+# (It ran with the loops of common.sh's `alternate` and `images` written inline: the same commands;
+# its log labels the image comparisons by what they compare.)
 #   bash scripts/gpu/session10c.sh
 set -u
 source scripts/gpu/common.sh
@@ -14,18 +16,8 @@ $S make-model --preset sd15 --dtype f16 --out /tmp/sd15 > /dev/null 2>&1
 echo "== GroupNorm (channels-last, f16) kernel by kernel"
 .gpu/gn_nhwc 200
 echo "== A/B: old = 6f87edf, new = one launch at 8²"
-for r in 1 2; do
-  for b in old new; do
-    bin=$S; [ $b = old ] && bin=/tmp/shoal-old
-    echo "-- $b, run $r"
-    $bin bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8 --reps 3 2>&1 | grep -E "^\| [0-9]"
-  done
-done
-for b in old new; do
-  bin=$S; [ $b = old ] && bin=/tmp/shoal-old
-  $bin generate "$P" --model /tmp/sd15 --steps 30 --seed 3 --device cuda --dtype f16 --out /tmp/img-$b --quiet > /dev/null 2>&1 || echo "$b: rc $?"
-done
-echo "new vs old, sd15 30 steps: $($S image-diff /tmp/img-old/*.png /tmp/img-new/*.png 2>&1)"
+alternate /tmp/shoal-old
+images /tmp/shoal-old img --steps 30 --dtype f16
 echo "== tiny presets, GPU against CPU"
 bash scripts/gpu/tiny.sh 2>&1
 for d in f16 bf16; do

@@ -54,6 +54,15 @@ fn row_grid(rows: usize, cols: usize, elem: usize) -> LaunchConfig {
     }
 }
 
+/// One warp per group of `groups_total` (the GroupNorm finalize kernels).
+fn warp_per_group(groups_total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((groups_total * 32).div_ceil(THREADS as usize) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn slice<'a, T: CudaDType>(
     s: &'a CudaStorage,
     l: &Layout,
@@ -356,14 +365,8 @@ impl GroupNormOp {
                 .arg(&c64)
                 .arg(&g64)
                 .arg(&eps);
-            // One warp per group.
-            let cfg = LaunchConfig {
-                grid_dim: ((groups_total * 32).div_ceil(THREADS as usize) as u32, 1, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
             // SAFETY: as above.
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(warp_per_group(groups_total)) }.w()?;
             return Ok(GroupStats { stats: ss, n, c, hw });
         } else {
             let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
@@ -394,14 +397,8 @@ impl GroupNormOp {
             .arg(&g64)
             .arg(&img)
             .arg(&pivot_stride);
-        // One warp per group.
-        let cfg = LaunchConfig {
-            grid_dim: ((groups_total * 32).div_ceil(THREADS as usize) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: as above.
-        unsafe { b.launch(cfg) }.w()?;
+        unsafe { b.launch(warp_per_group(groups_total)) }.w()?;
         Ok(GroupStats { stats, n, c, hw })
     }
 

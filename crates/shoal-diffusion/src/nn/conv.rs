@@ -80,6 +80,19 @@ impl Conv2d {
         self.stride
     }
 
+    /// The bias `(cout,)`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The same layer with `bias` `(cout,)` in place of its own (the weight shared).
+    pub fn with_bias(&self, bias: Tensor) -> Conv2d {
+        Conv2d {
+            bias: Some(bias),
+            ..self.clone()
+        }
+    }
+
     /// Whether the stored weight is KRSC (the fast channels-last path).
     fn krsc(&self) -> bool {
         self.kernels == Kernels::Fast && self.layout == Layout::Nhwc && cfg!(feature = "cudnn")

@@ -20,6 +20,8 @@ pub(super) struct Resnet {
     pub(super) scale: f64,
     pub(super) kernels: Kernels,
     pub(super) layout: Layout,
+    /// The time embedding's projection goes into `conv1`'s bias (see [`Resnet::forward`]).
+    pub(super) temb_in_bias: bool,
 }
 
 impl Resnet {
@@ -33,6 +35,7 @@ impl Resnet {
         layout: Layout,
     ) -> CResult<Self> {
         let g = c.norm_num_groups;
+        let kernels = Kernels::for_weights(vb.device(), vb.dtype());
         Ok(Resnet {
             norm1: nn::group_norm_in(g, cin, c.norm_eps, vb.pp("norm1"), layout)?,
             conv1: conv(vb.pp("conv1"), cin, cout, 3, 1, layout)?,
@@ -45,18 +48,38 @@ impl Resnet {
                 None
             },
             scale,
-            kernels: Kernels::for_weights(vb.device(), vb.dtype()),
+            kernels,
             layout,
+            temb_in_bias: kernels == Kernels::Fast && c.addition_embed_type.is_none(),
         })
     }
 
     /// `temb`: the time embedding after its SiLU (`UNet::time_embedding`).
+    ///
+    /// Without an added embedding (SD 1.x, 2.x) every image of a call has the same
+    /// time embedding (the UNet takes one timestep), so on the fast path its
+    /// projection is added to `conv1`'s bias, `cout` values, rather than to every
+    /// pixel of `conv1`'s output: one pass over the activation less, and the sum
+    /// rounded once (diffusers rounds the convolution's output, then the sum).
     pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let t = nn::profile::scope("time embedding projection", temb.device(), || {
-            self.temb.forward(temb)
-        })?;
-        let h = nn::add_per_channel(h, &t, self.kernels, self.layout)?;
+        let xn = self.norm1.forward_silu(x)?;
+        let project = |t: &Tensor| {
+            nn::profile::scope("time embedding projection", temb.device(), || {
+                self.temb.forward(t)
+            })
+        };
+        let h = match self.conv1.bias() {
+            Some(b) if self.temb_in_bias => {
+                let t = project(&temb.narrow(0, 0, 1)?)?.squeeze(0)?;
+                self.conv1.with_bias((b + t)?).forward(&xn)?
+            }
+            _ => nn::add_per_channel(
+                self.conv1.forward(&xn)?,
+                &project(temb)?,
+                self.kernels,
+                self.layout,
+            )?,
+        };
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
