@@ -87,13 +87,12 @@ int main(int argc, char **argv) {
         for (auto &v : hg) v = __float2half(1.0f + 0.2f * rnd());
         for (auto &v : hb) v = __float2half(0.2f * rnd());
         __half *x, *g, *b, *y;
-        float *partial, *stats;
+        float *partial;
         CK(cudaMalloc(&x, elems * 2));
         CK(cudaMalloc(&y, elems * 2));
         CK(cudaMalloc(&g, p.c * 2));
         CK(cudaMalloc(&b, p.c * 2));
         CK(cudaMalloc(&partial, p.n * p.groups * p.chunks * 2 * sizeof(float)));
-        CK(cudaMalloc(&stats, p.n * p.groups * 2 * sizeof(float)));
         CK(cudaMemcpy(x, hx.data(), elems * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(g, hg.data(), p.c * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(b, hb.data(), p.c * 2, cudaMemcpyHostToDevice));
@@ -152,7 +151,6 @@ int main(int argc, char **argv) {
         CK(cudaFree(g));
         CK(cudaFree(b));
         CK(cudaFree(partial));
-        CK(cudaFree(stats));
     }
     return 0;
 }

@@ -90,13 +90,11 @@ __device__ void gn_partial(const T *x, float *partial, uint64_t group_len, uint6
     }
 }
 
-// stats[group * 2] = mean, stats[group * 2 + 1] = rstd. The pivot of group (b * G + g) is
-// x[b * img_stride + g * pivot_stride] (its first element in either layout). One warp per
-// group: lanes sum strided chunks in f64, then a shuffle reduction (a group may have
-// thousands of chunks; one thread walking them serially was latency-bound).
 // The statistics of one group from its chunks' partial sums, by one whole warp (`lane` its
-// lane): the lanes sum strided chunks in f64, then a butterfly shuffle leaves the sums on
-// every lane, so every lane returns the group's (mean, 1 / sqrt(var + eps)).
+// lane): the lanes sum strided chunks in f64 (a group may have thousands of chunks; one thread
+// walking them serially was latency-bound), then a butterfly shuffle leaves the sums on every
+// lane, so every lane returns the group's (mean, 1 / sqrt(var + eps)). The pivot of group
+// (b * G + g) is x[b * img_stride + g * pivot_stride] (its first element in either layout).
 template <typename T>
 __device__ __forceinline__ float2 gn_group_stats(const T *x, const float *partial, uint64_t group, unsigned lane,
                                                  uint64_t chunks, uint64_t group_len, float eps, uint64_t groups,

@@ -368,19 +368,18 @@ impl GroupNormOp {
             // SAFETY: as above.
             unsafe { b.launch(warp_per_group(groups_total)) }.w()?;
             return Ok(GroupStats { stats: ss, n, c, hw });
-        } else {
-            let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
-            let mut b = stream.launch_builder(&f);
-            let cl64 = CHUNK as u64;
-            b.arg(x).arg(&mut partial).arg(&gl64).arg(&cl64);
-            let cfg = LaunchConfig {
-                grid_dim: (chunks as u32, groups_total as u32, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
-            unsafe { b.launch(cfg) }.w()?;
         }
+        let f = dev.get_or_load_custom_func(&format!("gn_partial_{sfx}"), MODULE, PTX)?;
+        let mut b = stream.launch_builder(&f);
+        let cl64 = CHUNK as u64;
+        b.arg(x).arg(&mut partial).arg(&gl64).arg(&cl64);
+        let cfg = LaunchConfig {
+            grid_dim: (chunks as u32, groups_total as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the argument list matches the kernel's signature; buffers are sized above.
+        unsafe { b.launch(cfg) }.w()?;
         // SAFETY: the finalize writes every group's statistics before the apply.
         let mut stats = unsafe { dev.alloc::<f32>(groups_total * 2) }?;
         let f = dev.get_or_load_custom_func(&format!("gn_finalize_{sfx}"), MODULE, PTX)?;
