@@ -232,7 +232,47 @@ impl Conv2d {
 
 #[cfg(test)]
 mod tests {
-    use super::fuses_residual;
+    use super::{conv2d_in, fuses_residual};
+    use crate::nn::Layout;
+    use candle_core::{DType, Device, Module, Tensor};
+
+    /// `with_bias(b + t)` is the convolution with its own bias, plus `t` per channel:
+    /// what the UNet's ResNets rely on when the time embedding goes into conv1's bias.
+    #[test]
+    fn a_bias_in_place_of_the_layers_adds_per_channel() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let vb = candle_nn::VarBuilder::from_tensors(
+                [
+                    (
+                        "weight".to_string(),
+                        Tensor::randn(0f32, 0.2, (6, 4, 3, 3), &dev)?,
+                    ),
+                    ("bias".to_string(), Tensor::randn(0f32, 1.0, 6, &dev)?),
+                ]
+                .into_iter()
+                .collect(),
+                DType::F32,
+                &dev,
+            );
+            let conv = conv2d_in(vb, 4, 6, 3, 1, 1, layout)?;
+            let x = layout.from_nchw(&Tensor::randn(0f32, 1.0, (2, 4, 5, 7), &dev)?)?;
+            let t = Tensor::randn(0f32, 1.0, 6, &dev)?;
+            let bias = conv.bias().expect("the layer has a bias");
+            let moved = layout.to_nchw(&conv.with_bias((bias + &t)?).forward(&x)?)?;
+            let added = layout
+                .to_nchw(&conv.forward(&x)?)?
+                .broadcast_add(&t.reshape((1, 6, 1, 1))?)?;
+            let err = (moved - added)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-5, "{layout:?}: {err}");
+            // The layer itself keeps its bias.
+            assert_eq!(
+                conv.bias().expect("bias").to_vec1::<f32>()?,
+                bias.to_vec1::<f32>()?
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn the_residual_is_fused_except_at_small_3x3_outputs() {
