@@ -61,8 +61,9 @@ const ONE_PASS_MAX: usize = 8192;
 /// result). `bench ops` (session 10, one H200, f16): 2560 elements per group
 /// (2×1280×8²) 0.009 ms in one launch against 0.024 in three, 5120 (2×2560×8²)
 /// 0.012 against 0.022, the same at batch 16; 10240 (1280×16²) even at batch 2
-/// (0.021 / 0.022) and slower at batch 16 (0.034 / 0.028); from 64² × 16 on one
-/// launch is 1.6–6× slower.
+/// (0.021 / 0.022) and slower at batch 16 (0.034 / 0.028); from 15360 elements
+/// on (1920 channels at 16², every 32², 64² and VAE shape) one launch is 1.1–36×
+/// slower (docs/KERNELS.md).
 pub fn group_norm_one_pass(channels: usize, pixels: usize, groups: usize) -> bool {
     groups > 0 && pixels.saturating_mul(channels / groups) <= ONE_PASS_MAX
 }
