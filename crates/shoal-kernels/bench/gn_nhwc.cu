@@ -6,7 +6,8 @@
 // includes csrc/fused.cu, so the kernels timed here are the ones the binary loads. Each time is
 // the mean of `iters` launches (or CUDA graph replays, as the UNet's captured call runs them)
 // after a warm-up, by CUDA events: the partial sums, the finalize (per-channel scale and shift),
-// the apply (+SiLU), and the three as one graph.
+// the apply (+SiLU), and the three as one graph; then, as graphs too, two candidates for the
+// partial sums (not in the binary) and their largest difference from the output of the binary's.
 #include "../csrc/fused.cu"
 
 #include <cstdio>
@@ -22,6 +23,72 @@
         }                                                                                        \
     } while (0)
 
+// Candidate (not in the binary): the production partial-sum kernel with the block's per-group
+// reduction of its shared-memory slots done by a warp per group (lanes over the slots, then a
+// shuffle) instead of one thread per group walking them in turn. A fixed order still, but another
+// one: the bits may differ from the production kernel's in the last place.
+template <typename T>
+__global__ void gn_partial_nhwc_warp_reduce(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
+                                            uint64_t chunk_px) {
+    constexpr int N = V<T>::N;
+    extern __shared__ float red[];
+    uint64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+    const T *xb = x + b * hw * c;
+    uint64_t cpg = c / groups;
+    uint64_t p0 = chunk * chunk_px;
+    uint64_t p1 = p0 + chunk_px < hw ? p0 + chunk_px : hw;
+    uint64_t nv = c / N;
+    uint64_t lanes = nv < blockDim.x ? nv : blockDim.x;
+    uint64_t rows = blockDim.x / lanes;
+    uint64_t lane = threadIdx.x % lanes, row = threadIdx.x / lanes;
+    if (row < rows) {
+        for (uint64_t v = lane; v < nv; v += lanes) {
+            float piv[N], s1[N], s2[N];
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                uint64_t ch = v * N + k;
+                piv[k] = to_f(xb[(ch / cpg) * cpg]);
+                s1[k] = 0.0f;
+                s2[k] = 0.0f;
+            }
+#pragma unroll 4
+            for (uint64_t p = p0 + row; p < p1; p += rows) {
+                typename V<T>::U u = V<T>::load(xb + p * c + v * N);
+#pragma unroll
+                for (int k = 0; k < N; ++k) {
+                    float f = to_f(u.e[k]) - piv[k];
+                    s1[k] += f;
+                    s2[k] += f * f;
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                uint64_t slot = (row * c + v * N + k) * 2;
+                red[slot] = s1[k];
+                red[slot + 1] = s2[k];
+            }
+        }
+    }
+    __syncthreads();
+    unsigned warp = threadIdx.x / 32, wl = threadIdx.x % 32, warps = blockDim.x / 32;
+    for (uint64_t g = warp; g < groups; g += warps) {
+        float a1 = 0.0f, a2 = 0.0f;
+        for (uint64_t sl = wl; sl < rows * cpg; sl += 32) {
+            uint64_t r = sl / cpg, ch = g * cpg + sl % cpg;
+            a1 += red[(r * c + ch) * 2];
+            a2 += red[(r * c + ch) * 2 + 1];
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            a1 += __shfl_xor_sync(0xffffffff, a1, o);
+            a2 += __shfl_xor_sync(0xffffffff, a2, o);
+        }
+        if (wl == 0) {
+            partial[((b * groups + g) * chunks + chunk) * 2] = a1;
+            partial[((b * groups + g) * chunks + chunk) * 2 + 1] = a2;
+        }
+    }
+}
+
 struct Shape {
     int n, c, side;
 };
@@ -33,16 +100,17 @@ struct Plan {
     size_t shared;
 };
 
-// The host's launch arithmetic of shoal-kernels' GroupNormOp::stats (fused.rs).
-static Plan plan(const Shape &s) {
+// The host's launch arithmetic of shoal-kernels' GroupNormOp::stats (fused.rs): at least
+// `per_block` elements a block (16384 there), at most `max_chunks` chunks an image (256 there).
+static Plan plan(const Shape &s, uint64_t per_block = 16384, uint64_t max_chunks = 256) {
     Plan p;
     p.n = s.n;
     p.c = s.c;
     p.hw = (uint64_t)s.side * s.side;
     p.groups = 32;
-    uint64_t px = 16384 / p.c;
+    uint64_t px = per_block / p.c;
     if (px < 1) px = 1;
-    uint64_t need = (p.hw + 255) / 256;
+    uint64_t need = (p.hw + max_chunks - 1) / max_chunks;
     if (px < need) px = need;
     p.chunk_px = px;
     p.chunks = (p.hw + px - 1) / px;
@@ -72,10 +140,11 @@ int main(int argc, char **argv) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    printf("| shape | MB in | partial sums µs | finalize µs | apply µs | the three, graph µs | GB/s (3 passes) |\n");
-    printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+    printf("| shape | MB in | partial sums µs | finalize µs | apply µs | the three, graph µs | GB/s (3 passes) | "
+           "warp reduce, graph µs | 8K-element chunks, graph µs | both, graph µs | both: max abs diff |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (const Shape &s : shapes) {
-        Plan p = plan(s);
+        Plan p = plan(s), q = plan(s, 8192, 512);
         size_t elems = p.n * p.hw * p.c;
         std::vector<__half> hx(elems), hg(p.c), hb(p.c);
         uint32_t seed = 12345;
@@ -86,13 +155,15 @@ int main(int argc, char **argv) {
         for (auto &v : hx) v = __float2half(rnd() * 2.0f + 0.5f);
         for (auto &v : hg) v = __float2half(1.0f + 0.2f * rnd());
         for (auto &v : hb) v = __float2half(0.2f * rnd());
-        __half *x, *g, *b, *y;
+        __half *x, *g, *b, *y, *y2;
         float *partial;
         CK(cudaMalloc(&x, elems * 2));
         CK(cudaMalloc(&y, elems * 2));
+        CK(cudaMalloc(&y2, elems * 2));
         CK(cudaMalloc(&g, p.c * 2));
         CK(cudaMalloc(&b, p.c * 2));
-        CK(cudaMalloc(&partial, p.n * p.groups * p.chunks * 2 * sizeof(float)));
+        uint64_t most = p.chunks > q.chunks ? p.chunks : q.chunks;
+        CK(cudaMalloc(&partial, p.n * p.groups * most * 2 * sizeof(float)));
         CK(cudaMemcpy(x, hx.data(), elems * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(g, hg.data(), p.c * 2, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(b, hb.data(), p.c * 2, cudaMemcpyHostToDevice));
@@ -107,14 +178,28 @@ int main(int argc, char **argv) {
         CK(cudaMalloc(&ss, p.n * p.c * 2 * sizeof(float)));
         uint64_t gt = p.n * p.groups;
         dim3 fgrid((unsigned)((gt * 32 + THREADS - 1) / THREADS));
+        dim3 qgrid((unsigned)q.chunks, (unsigned)q.n);
         auto partial_sums = [&]() {
             gn_partial_nhwc_f16<<<pgrid, THREADS, p.shared, st>>>(x, partial, p.hw, p.c, p.groups, p.chunk_px);
         };
-        auto finalize = [&]() {
-            gn_finalize_nhwc_f16<<<fgrid, THREADS, 0, st>>>(x, partial, ss, g, b, gt, p.chunks, p.hw, p.c, p.groups,
+        auto finalize_of = [&](uint64_t chunks) {
+            gn_finalize_nhwc_f16<<<fgrid, THREADS, 0, st>>>(x, partial, ss, g, b, gt, chunks, p.hw, p.c, p.groups,
                                                             eps);
         };
-        auto apply = [&]() { gn_apply_nhwc_f16<<<agrid, THREADS, 0, st>>>(x, ss, y, p.n, img, p.c, act); };
+        auto finalize = [&]() { finalize_of(p.chunks); };
+        auto apply_to = [&](__half *out) {
+            gn_apply_nhwc_f16<<<agrid, THREADS, 0, st>>>(x, ss, out, p.n, img, p.c, act);
+        };
+        auto apply = [&]() { apply_to(y); };
+        // The candidates: the warp-per-group reduction, chunks of 8K elements (at most 512 an
+        // image: twice the blocks, fewer idle SMs in the last wave), and both.
+        auto warp_reduce = [&](const Plan &k, dim3 grid) {
+            gn_partial_nhwc_warp_reduce<__half><<<grid, THREADS, k.shared, st>>>(x, partial, k.hw, k.c, k.groups,
+                                                                                 k.chunk_px);
+        };
+        auto small_chunks = [&]() {
+            gn_partial_nhwc_f16<<<qgrid, THREADS, q.shared, st>>>(x, partial, q.hw, q.c, q.groups, q.chunk_px);
+        };
         auto time = [&](auto f) {
             for (int i = 0; i < 10; ++i) f();
             CK(cudaEventRecord(e0, st));
@@ -142,12 +227,41 @@ int main(int argc, char **argv) {
             finalize();
             apply();
         });
+        float tw = graph_of([&]() {
+            warp_reduce(p, pgrid);
+            finalize();
+            apply();
+        });
+        float tc = graph_of([&]() {
+            small_chunks();
+            finalize_of(q.chunks);
+            apply();
+        });
+        float tb = graph_of([&]() {
+            warp_reduce(q, qgrid);
+            finalize_of(q.chunks);
+            apply();
+        });
+        std::vector<__half> o0(elems), o1(elems);
+        partial_sums();
+        finalize();
+        apply_to(y);
+        warp_reduce(q, qgrid);
+        finalize_of(q.chunks);
+        apply_to(y2);
+        CK(cudaStreamSynchronize(st));
+        CK(cudaGetLastError());
+        CK(cudaMemcpy(o0.data(), y, elems * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(o1.data(), y2, elems * 2, cudaMemcpyDeviceToHost));
+        float diff = 0.0f;
+        for (size_t i = 0; i < elems; ++i) diff = fmaxf(diff, fabsf(__half2float(o0[i]) - __half2float(o1[i])));
         double mb = elems * 2.0 / 1e6;
-        printf("| %d×%d×%d² | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f |\n", s.n, s.c, s.side, mb, tp, tf, ta, t3,
-               3.0 * mb / 1e3 / (t3 * 1e-6));
+        printf("| %d×%d×%d² | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %.1f | %.1f | %.1e |\n", s.n, s.c, s.side,
+               mb, tp, tf, ta, t3, 3.0 * mb / 1e3 / (t3 * 1e-6), tw, tc, tb, diff);
         CK(cudaFree(ss));
         CK(cudaFree(x));
         CK(cudaFree(y));
+        CK(cudaFree(y2));
         CK(cudaFree(g));
         CK(cudaFree(b));
         CK(cudaFree(partial));
