@@ -23,70 +23,11 @@
         }                                                                                        \
     } while (0)
 
-// Candidate (not in the binary): the production partial-sum kernel with the block's per-group
-// reduction of its shared-memory slots done by a warp per group (lanes over the slots, then a
-// shuffle) instead of one thread per group walking them in turn. A fixed order still, but another
-// one: the bits may differ from the production kernel's in the last place.
+// The candidate reduction of the partial sums (fused.cu's gn_partial_nhwc, WARP_REDUCE).
 template <typename T>
 __global__ void gn_partial_nhwc_warp_reduce(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
                                             uint64_t chunk_px) {
-    constexpr int N = V<T>::N;
-    extern __shared__ float red[];
-    uint64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
-    const T *xb = x + b * hw * c;
-    uint64_t cpg = c / groups;
-    uint64_t p0 = chunk * chunk_px;
-    uint64_t p1 = p0 + chunk_px < hw ? p0 + chunk_px : hw;
-    uint64_t nv = c / N;
-    uint64_t lanes = nv < blockDim.x ? nv : blockDim.x;
-    uint64_t rows = blockDim.x / lanes;
-    uint64_t lane = threadIdx.x % lanes, row = threadIdx.x / lanes;
-    if (row < rows) {
-        for (uint64_t v = lane; v < nv; v += lanes) {
-            float piv[N], s1[N], s2[N];
-#pragma unroll
-            for (int k = 0; k < N; ++k) {
-                uint64_t ch = v * N + k;
-                piv[k] = to_f(xb[(ch / cpg) * cpg]);
-                s1[k] = 0.0f;
-                s2[k] = 0.0f;
-            }
-#pragma unroll 4
-            for (uint64_t p = p0 + row; p < p1; p += rows) {
-                typename V<T>::U u = V<T>::load(xb + p * c + v * N);
-#pragma unroll
-                for (int k = 0; k < N; ++k) {
-                    float f = to_f(u.e[k]) - piv[k];
-                    s1[k] += f;
-                    s2[k] += f * f;
-                }
-            }
-#pragma unroll
-            for (int k = 0; k < N; ++k) {
-                uint64_t slot = (row * c + v * N + k) * 2;
-                red[slot] = s1[k];
-                red[slot + 1] = s2[k];
-            }
-        }
-    }
-    __syncthreads();
-    unsigned warp = threadIdx.x / 32, wl = threadIdx.x % 32, warps = blockDim.x / 32;
-    for (uint64_t g = warp; g < groups; g += warps) {
-        float a1 = 0.0f, a2 = 0.0f;
-        for (uint64_t sl = wl; sl < rows * cpg; sl += 32) {
-            uint64_t r = sl / cpg, ch = g * cpg + sl % cpg;
-            a1 += red[(r * c + ch) * 2];
-            a2 += red[(r * c + ch) * 2 + 1];
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            a1 += __shfl_xor_sync(0xffffffff, a1, o);
-            a2 += __shfl_xor_sync(0xffffffff, a2, o);
-        }
-        if (wl == 0) {
-            partial[((b * groups + g) * chunks + chunk) * 2] = a1;
-            partial[((b * groups + g) * chunks + chunk) * 2 + 1] = a2;
-        }
-    }
+    gn_partial_nhwc<T, true>(x, partial, hw, c, groups, chunk_px);
 }
 
 struct Shape {

@@ -159,7 +159,9 @@ __device__ void gn_finalize_nhwc(const T *x, const float *partial, float *ss, co
 // partial has the NCHW layout: partial[((b * groups + g) * chunks + chunk) * 2 + {0,1}].
 // gn_finalize_nhwc then turns them into per-channel scale and shift for gn_apply_nhwc.
 // The host guarantees c % N == 0, 16-byte alignment and the shared memory size.
-template <typename T>
+// WARP_REDUCE (a candidate timed by bench/gn_nhwc.cu, not in the binary): a warp per group adds
+// the slots instead of one thread (another fixed order: the same bits on every call, not these).
+template <typename T, bool WARP_REDUCE = false>
 __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_t c, uint64_t groups,
                                 uint64_t chunk_px) {
     constexpr int N = V<T>::N;
@@ -202,6 +204,26 @@ __device__ void gn_partial_nhwc(const T *x, float *partial, uint64_t hw, uint64_
         }
     }
     __syncthreads();
+    if (WARP_REDUCE) {
+        unsigned warp = threadIdx.x / 32, wl = threadIdx.x % 32, warps = blockDim.x / 32;
+        for (uint64_t g = warp; g < groups; g += warps) {
+            float a1 = 0.0f, a2 = 0.0f;
+            for (uint64_t sl = wl; sl < rows * cpg; sl += 32) {
+                uint64_t r = sl / cpg, ch = g * cpg + sl % cpg;
+                a1 += red[(r * c + ch) * 2];
+                a2 += red[(r * c + ch) * 2 + 1];
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                a1 += __shfl_xor_sync(0xffffffff, a1, o);
+                a2 += __shfl_xor_sync(0xffffffff, a2, o);
+            }
+            if (wl == 0) {
+                partial[((b * groups + g) * chunks + chunk) * 2] = a1;
+                partial[((b * groups + g) * chunks + chunk) * 2 + 1] = a2;
+            }
+        }
+        return;
+    }
     for (uint64_t g = threadIdx.x; g < groups; g += blockDim.x) {
         float a1 = 0.0f, a2 = 0.0f;
         for (uint64_t r = 0; r < rows; ++r) {
