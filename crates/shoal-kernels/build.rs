@@ -17,6 +17,98 @@ fn main() {
     build_ptx();
     #[cfg(feature = "sass")]
     embed_sass();
+    #[cfg(feature = "gemm")]
+    build_gemm();
+}
+
+/// Feature `gemm`: `csrc/geglu_gemm.cu` (CUTLASS, sm_90a) → `$OUT_DIR/libshoal_gemm.a` with
+/// nvcc, linked with the CUDA runtime (static). CUTLASS's headers from `CUTLASS_INCLUDE`
+/// (default where `scripts/gpu/setup-kernels.sh cutlass` unpacks the wheel `nvidia-cutlass`).
+#[cfg(feature = "gemm")]
+fn build_gemm() {
+    use std::path::PathBuf;
+    println!("cargo:rerun-if-changed=csrc/geglu_gemm.cu");
+    println!("cargo:rerun-if-env-changed=CUTLASS_INCLUDE");
+    let home = std::env::var("HOME").unwrap_or_default();
+    let include = std::env::var("CUTLASS_INCLUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(&home).join(".cache/cutlass-pypi/pkg/cutlass_library/source/include")
+        });
+    if !include.join("cutlass/cutlass.h").exists() {
+        eprintln!(
+            "shoal-kernels: CUTLASS headers not found in {} (CUTLASS_INCLUDE); run scripts/gpu/setup-kernels.sh cutlass",
+            include.display()
+        );
+        std::process::exit(1);
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
+    let obj = out.join("geglu_gemm.o");
+    run(
+        &nvcc_path(),
+        &[
+            "-c".as_ref(),
+            "-O3".as_ref(),
+            "-arch=sm_90a".as_ref(),
+            "-std=c++17".as_ref(),
+            "--expt-relaxed-constexpr".as_ref(),
+            "-DNDEBUG".as_ref(),
+            "-Xcompiler".as_ref(),
+            "-fPIC".as_ref(),
+            "-I".as_ref(),
+            include.as_os_str(),
+            "csrc/geglu_gemm.cu".as_ref(),
+            "-o".as_ref(),
+            obj.as_os_str(),
+        ],
+    );
+    let lib = out.join("libshoal_gemm.a");
+    let _ = std::fs::remove_file(&lib);
+    run("ar".as_ref(), &["crs".as_ref(), lib.as_os_str(), obj.as_os_str()]);
+    let cuda = std::env::var("CUDA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| "/usr/local/cuda".into());
+    println!("cargo:rustc-link-search=native={}", out.display());
+    println!("cargo:rustc-link-lib=static=shoal_gemm");
+    for dir in ["lib", "lib64"] {
+        if cuda.join(dir).join("libcudart_static.a").exists() {
+            println!("cargo:rustc-link-search=native={}", cuda.join(dir).display());
+        }
+    }
+    println!("cargo:rustc-link-lib=static=cudart_static");
+    for l in ["stdc++", "dl", "rt", "pthread"] {
+        println!("cargo:rustc-link-lib=dylib={l}");
+    }
+}
+
+/// nvcc: `CUDA_HOME/bin/nvcc`, else `nvcc` on the PATH.
+#[cfg(feature = "fused")]
+fn nvcc_path() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    std::env::var("CUDA_HOME")
+        .map(|h| PathBuf::from(h).join("bin/nvcc"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nvcc"))
+}
+
+/// Runs `prog args`; a failure ends the build with the reason.
+#[cfg(feature = "gemm")]
+fn run(prog: &std::path::Path, args: &[&std::ffi::OsStr]) {
+    match std::process::Command::new(prog).args(args).status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("shoal-kernels: {} failed ({s})", prog.display());
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!(
+                "shoal-kernels: cannot run {} ({e}); source the CUDA toolchain (../shared/gpu/setup-cuda.sh)",
+                prog.display()
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Feature `sass`: `csrc/fused.cu` → `$OUT_DIR/fused.cubin`, and `$OUT_DIR/sass_images.rs`
@@ -87,12 +179,7 @@ fn build_ptx() {
 /// `args`, writing `out`; a failure ends the build with the reason.
 #[cfg(feature = "fused")]
 fn nvcc(args: &[&str], out: &std::path::Path) {
-    use std::path::PathBuf;
-    let nvcc = std::env::var("CUDA_HOME")
-        .map(|h| PathBuf::from(h).join("bin/nvcc"))
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("nvcc"));
+    let nvcc = nvcc_path();
     let status = std::process::Command::new(&nvcc)
         .args(args)
         .arg("csrc/fused.cu")

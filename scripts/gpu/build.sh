@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the stripped release binary with the GPU features into .gpu/ (ignored), ready to
 # travel to a GPU machine. Needs the CUDA 13.0 build toolchain of ../shared/gpu/setup-cuda.sh.
-#   scripts/gpu/build.sh            # features cuda,nccl,cudnn,fused,sass (needs scripts/gpu/setup-kernels.sh)
+#   scripts/gpu/build.sh            # features cuda,nccl,cudnn,fused,gemm,sass (needs scripts/gpu/setup-kernels.sh)
 #   FEATURES=cuda,nccl scripts/gpu/build.sh   # without the fast kernels
 # With `sass` (the default) every kernel module is embedded as SASS for the GPU the PTX
 # targets (CUDA_COMPUTE_CAP, 90 on the H200): candle-core is copied from the registry and
@@ -22,7 +22,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/gpu}
 case "${FEATURES:-cuda,nccl,cudnn,fused}" in
   *cudnn*) [ -n "${CUDNN_FRONTEND_INCLUDE:-}" ] || export CUDNN_FRONTEND_INCLUDE=$(bash scripts/gpu/setup-kernels.sh) ;;
 esac
-FEATURES=${FEATURES:-cuda,nccl,cudnn,fused,sass}
+# The gemm feature compiles csrc/geglu_gemm.cu against CUTLASS's headers (a PyPI wheel).
+case "${FEATURES:-cuda,nccl,cudnn,fused,gemm}" in
+  *gemm*) [ -n "${CUTLASS_INCLUDE:-}" ] || export CUTLASS_INCLUDE=$(bash scripts/gpu/setup-kernels.sh cutlass) ;;
+esac
+FEATURES=${FEATURES:-cuda,nccl,cudnn,fused,gemm,sass}
 case "$FEATURES" in
   *sass*)
     # The candle-core that Cargo.lock names, as cargo downloaded it.

@@ -882,7 +882,8 @@ fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
     let reference = plain_of(&x, &w, &bias)?;
     let (xl, wl, bl) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, bias.to_dtype(dtype)?);
     let vb = var_builder(vec![("weight", wl.clone()), ("bias", bl.clone())], dtype, device);
-    let lin = shoal_diffusion::nn::linear(cin, cout, vb)?;
+    let lin = shoal_diffusion::nn::linear(cin, cout, vb.clone())?;
+    let ff_in = shoal_diffusion::nn::geglu(cin, cout / 2, vb)?;
     let flops = 2.0 * (n * tokens * cin * cout) as f64;
     let mut fails = 0;
     if !geglu {
@@ -919,7 +920,7 @@ fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
             &mut || plain_of(&xl, &wl, &bl),
             &mut || {
                 Ok(if geglu {
-                    lin.forward_geglu(&xl)?
+                    ff_in.forward(&xl)?
                 } else {
                     lin.forward(&xl)?
                 })

@@ -9,6 +9,9 @@
 //! - `fused`: GroupNorm (+SiLU), bias adds and bias + GEGLU as single kernels
 //!   (`csrc/fused.cu`, PTX from nvcc at build time).
 //!
+//! - `gemm`: the GEGLU projection as one CUTLASS GEMM for sm_90a with the GEGLU in its
+//!   epilogue (`csrc/geglu_gemm.cu`, a static library from nvcc at build time; [`gemm`]).
+//!
 //! - `sass`: every kernel module (candle's and the fused ones) embedded as SASS
 //!   compiled at build time, handed to a patched candle-core ([`sass`]).
 //!
@@ -31,6 +34,8 @@ mod shape;
 pub mod cudnn;
 #[cfg(feature = "fused")]
 pub mod fused;
+#[cfg(feature = "gemm")]
+pub mod gemm;
 #[cfg(feature = "sass")]
 pub mod sass;
 

@@ -22,7 +22,10 @@ pub mod profile;
 pub use attention::{AttentionOpts, attention};
 pub use conv::{Conv2d, conv2d, conv2d_in, fuses_residual};
 pub use elementwise::{add_per_channel, cat_channels, upsample_nearest};
-pub use linear::{Linear, linear, linear_no_bias, linear_stack_no_bias};
+pub use linear::{
+    GEGLU_BLOCK, Geglu, Linear, geglu, geglu_interleave, geglu_split, linear, linear_no_bias,
+    linear_stack_no_bias,
+};
 pub use norm::{GroupNorm, LayerNorm, group_norm, group_norm_in, group_norm_one_pass, layer_norm};
 
 use candle_core::{DType, Device, Tensor};

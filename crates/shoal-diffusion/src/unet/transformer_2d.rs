@@ -102,7 +102,7 @@ pub(super) struct TransformerBlock {
     pub(super) norm2: LayerNorm,
     pub(super) attn2: Attention,
     pub(super) norm3: LayerNorm,
-    pub(super) ff_in: Linear,
+    pub(super) ff_in: nn::Geglu,
     pub(super) ff_out: Linear,
 }
 
@@ -115,7 +115,7 @@ impl TransformerBlock {
             norm2: nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, ctx, heads, upcast, false)?,
             norm3: nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: nn::linear(dim, inner * 2, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
+            ff_in: nn::geglu(dim, inner, vb.pp("ff").pp("net").pp(0).pp("proj"))?,
             ff_out: nn::linear(inner, dim, vb.pp("ff").pp("net").pp(2))?,
         })
     }
@@ -128,7 +128,7 @@ impl TransformerBlock {
         let (x, n2) = self.norm2.forward_add(&a1, x)?;
         let a2 = self.attn2.forward(&n2, Some(ctx))?;
         let (x, n3) = self.norm3.forward_add(&a2, &x)?;
-        let h = scope("ff linear + geglu", dev, || self.ff_in.forward_geglu(&n3))?;
+        let h = scope("ff linear + geglu", dev, || self.ff_in.forward(&n3))?;
         // The output projection accumulates into the residual stream (one GEMM on the fast path).
         scope("ff linear + residual", dev, || self.ff_out.forward_add(&h, x))
     }
