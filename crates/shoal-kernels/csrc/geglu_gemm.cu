@@ -3,13 +3,14 @@
 // A CUTLASS 3 GEMM for sm_90a (TMA loads, wgmma, warp-specialized, persistent) whose epilogue takes
 // the place of the separate bias+GEGLU kernel: the projection's 2·inner columns never reach memory.
 // The weight rows (and the bias) are interleaved by blocks of 8 when the layer is built
-// (`shoal_kernels::fused::geglu_interleave`): rows 16q..16q+8 of W' are value rows 8q..8q+8, rows
-// 16q+8..16q+16 the gate rows of the same outputs. A wgmma accumulator gives each thread the
-// columns 8k + 2t + {0, 1} for every k, so the value of output (r, 8q + 2t + e) sits at k = 2q and
-// its gate at k = 2q + 1 of the same thread: the epilogue pairs them in registers, adds the bias
-// in f32, and stores the two outputs 8q + 2t, 8q + 2t + 1 as one 4-byte word. Each sum is the
-// f32 accumulator plus the bias, rounded once at the output (the two-kernel form rounds the GEMM's
-// output to T first).
+// (shoal-diffusion's `nn::geglu_interleave`): rows 16q..16q+8 of W' are value rows 8q..8q+8, rows
+// 16q+8..16q+16 the gate rows of the same outputs. A wgmma accumulator gives each thread (lane t of
+// its quad) the columns 8k + 2t + {0, 1} for every k, so the value of output (r, 8q + 2t + e) sits
+// at k = 2q and its gate at k = 2q + 1 of the same thread: the epilogue pairs them in registers,
+// adds the bias in f32 and packs the two outputs 8q + 2t, +1 into one word; the quad's four lanes
+// then transpose their words of four blocks (two rounds of shuffles), so that each lane stores
+// eight consecutive outputs as one 16-byte write. Each sum is the f32 accumulator plus the bias,
+// rounded once at the output (the two-kernel form rounds the GEMM's output to T first).
 //
 // Host entry points `shoal_geglu_gemm_{f16,bf16}` (C ABI, for shoal-kernels' FFI) launch on the
 // caller's stream through the CUDA runtime (linked statically; it works in the driver context
@@ -264,15 +265,15 @@ int run(const void *x, const void *w, const void *bias, void *out, int64_t m, in
     return 0;
 }
 
-// The configurations the binary runs: 128×256 tiles, two warpgroups on each (cooperative), where
-// they fill the GPU at least 2.5 times over; below that 64×128 tiles, one warpgroup each
-// (ping-pong: one's epilogue runs while the other's GEMM does), for more and smaller tiles.
-// scripts/gpu/geglu-bench.sh times these and others (docs/KERNELS.md).
-template <class T> using Large = Config<T, Shape<_128, _256, _64>, Shape<_1, _1, _1>, Coop>;
+// The configurations the binary runs (scripts/gpu/geglu-bench.sh times them beside others; the
+// table is in docs/KERNELS.md): 256×128 tiles, two warpgroups on each (cooperative), where they fill
+// the GPU at least 2.5 times over; below that 64×128 tiles, one warpgroup each (ping-pong: one's
+// epilogue runs while the other's GEMM does), for more and smaller tiles.
+template <class T> using Large = Config<T, Shape<_256, _128, _64>, Shape<_1, _1, _1>, Coop>;
 template <class T> using Small = Config<T, Shape<_64, _128, _64>, Shape<_1, _1, _1>, Pingpong>;
 
 inline bool use_large(int64_t m, int64_t n) {
-    int64_t tiles = ((m + 127) / 128) * ((n + 255) / 256);
+    int64_t tiles = ((m + 255) / 256) * ((n + 127) / 128);
     return tiles * 2 >= (int64_t)sm_count() * 5;
 }
 
