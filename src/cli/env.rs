@@ -19,6 +19,7 @@ pub fn features() -> Vec<&'static str> {
         (cfg!(feature = "nccl"), "nccl"),
         (cfg!(feature = "cudnn"), "cudnn"),
         (cfg!(feature = "fused"), "fused"),
+        (cfg!(feature = "gemm"), "gemm"),
         (cfg!(feature = "sass"), "sass"),
     ] {
         if on {
