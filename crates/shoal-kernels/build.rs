@@ -93,7 +93,7 @@ fn nvcc_path() -> std::path::PathBuf {
 }
 
 /// Runs `prog args`; a failure ends the build with the reason.
-#[cfg(feature = "gemm")]
+#[cfg(feature = "fused")]
 fn run(prog: &std::path::Path, args: &[&std::ffi::OsStr]) {
     match std::process::Command::new(prog).args(args).status() {
         Ok(s) if s.success() => {}
@@ -180,26 +180,9 @@ fn build_ptx() {
 #[cfg(feature = "fused")]
 fn nvcc(args: &[&str], out: &std::path::Path) {
     let nvcc = nvcc_path();
-    let status = std::process::Command::new(&nvcc)
-        .args(args)
-        .arg("csrc/fused.cu")
-        .arg("-o")
-        .arg(out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            eprintln!("shoal-kernels: {} failed on csrc/fused.cu ({s})", nvcc.display());
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!(
-                "shoal-kernels: cannot run {} ({e}); source the CUDA toolchain (../shared/gpu/setup-cuda.sh)",
-                nvcc.display()
-            );
-            std::process::exit(1);
-        }
-    }
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.extend(["csrc/fused.cu".as_ref(), "-o".as_ref(), out.as_os_str()]);
+    run(&nvcc, &all);
 }
 
 #[cfg(feature = "cudnn")]

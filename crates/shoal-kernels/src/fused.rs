@@ -63,7 +63,7 @@ fn warp_per_group(groups_total: usize) -> LaunchConfig {
     }
 }
 
-fn slice<'a, T: CudaDType>(
+pub(crate) fn slice<'a, T: CudaDType>(
     s: &'a CudaStorage,
     l: &Layout,
     what: &str,

@@ -16,6 +16,7 @@ use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{DType, Device, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
+use crate::fused::slice;
 
 unsafe extern "C" {
     fn shoal_geglu_gemm_f16(
@@ -102,9 +103,9 @@ impl GegluGemmOp {
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         let dev = xs.device().clone();
         let (x, w, b) = (
-            view::<T>(xs, xl, "input")?,
-            view::<T>(ws, wl, "weight")?,
-            view::<T>(bs, bl, "bias")?,
+            slice::<T>(xs, xl, "input")?,
+            slice::<T>(ws, wl, "weight")?,
+            slice::<T>(bs, bl, "bias")?,
         );
         let (n, k) = wl.shape().dims2()?;
         let m = x.len() / k;
@@ -154,17 +155,6 @@ impl GegluGemmOp {
         }
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
     }
-}
-
-fn view<'a, T: CudaDType>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: {what} not contiguous")))?;
-    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
 }
 
 cuda_only!(
