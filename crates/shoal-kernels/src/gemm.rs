@@ -5,8 +5,9 @@
 //! `nvidia-cutlass`, `scripts/gpu/setup-kernels.sh cutlass`) and launched through the CUDA
 //! runtime on candle's stream.
 //!
-//! The weight's rows and the bias are interleaved by blocks of [`crate::GEGLU_BLOCK`] when
-//! the layer is built ([`crate::geglu_interleave`]); the kernel takes that layout.
+//! The weight's rows and the bias are interleaved by blocks of 8 when the layer is built
+//! (shoal-diffusion's `nn::geglu_interleave`): rows `16q..16q+8` the value rows `8q..8q+8`,
+//! rows `16q+8..16q+16` the gate rows of the same outputs; the kernel takes that layout.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 
@@ -60,7 +61,7 @@ pub fn geglu_gemm_covers(device: &Device, dtype: DType, cin: usize, inner: usize
 }
 
 /// `x` `(..., k)` through the interleaved projection `w` `(2·inner, k)`, `b` `(2·inner,)`
-/// ([`crate::geglu_interleave`]) and GEGLU: `(..., inner)`. A shape or dtype the kernel
+/// (the layout above) and GEGLU: `(..., inner)`. A shape or dtype the kernel
 /// does not cover is [`Error::Unsupported`].
 pub fn geglu_gemm(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let unsupported = |why: String| Error::Unsupported { op: OP, why };
