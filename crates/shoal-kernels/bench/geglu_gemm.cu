@@ -10,6 +10,7 @@
 // two-kernel form once more) are timed three times in turn and the least of each is printed.
 #include "../csrc/fused.cu"
 #include "../csrc/geglu_gemm.cu"
+#include "common.cuh"
 
 #include <cublasLt.h>
 
@@ -19,14 +20,6 @@
 #include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                                    \
-    do {                                                                                         \
-        cudaError_t e_ = (x);                                                                    \
-        if (e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
 #define CL(x)                                                                                    \
     do {                                                                                         \
         cublasStatus_t s_ = (x);                                                                 \
@@ -121,12 +114,6 @@ int run_full(const void *x, const void *w, void *out, int64_t m, int64_t n, int6
     if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return 2;
     if (gemm.run(stream) != cutlass::Status::kSuccess) return 2;
     return 0;
-}
-
-static float elapsed(cudaEvent_t a, cudaEvent_t b, int iters) {
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    return ms / iters;
 }
 
 int main(int argc, char **argv) {
@@ -253,7 +240,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < iters; ++i) binary();
         CK(cudaEventRecord(e1, st));
         CK(cudaEventSynchronize(e1));
-        float t0 = elapsed(e0, e1, iters);
+        float t0 = ms_per(e0, e1, iters);
         // The GEMM alone, for the split of the binary's time.
         for (int i = 0; i < 3; ++i)
             CL(cublasLtMatmul(lt, op, &alpha, w, la, x, lb, &beta, h, lc, h, lc, &heur.algo, ws, wsz, st));
@@ -262,7 +249,7 @@ int main(int argc, char **argv) {
             CL(cublasLtMatmul(lt, op, &alpha, w, la, x, lb, &beta, h, lc, h, lc, &heur.algo, ws, wsz, st));
         CK(cudaEventRecord(e1, st));
         CK(cudaEventSynchronize(e1));
-        float tg = elapsed(e0, e1, iters);
+        float tg = ms_per(e0, e1, iters);
         binary();
         float d0 = diff(y0, ref, nullptr, (size_t)m * inner);
         printf("| %s | %d × %d → %d | cuBLASLt + bias_geglu (binary) | %.4f | %.0f | %.2e | — |\n", c.name, m, k, n, t0,
@@ -275,7 +262,7 @@ int main(int argc, char **argv) {
             for (int i = 0; i < iters; ++i) run_full<FullCoop>(x, w, h, m, n, k, st);
             CK(cudaEventRecord(e1, st));
             CK(cudaEventSynchronize(e1));
-            float tf = elapsed(e0, e1, iters);
+            float tf = ms_per(e0, e1, iters);
             printf("| %s | | CUTLASS GEMM alone, coop 128x256, TMA epilogue, 2·inner columns | %.4f | %.0f | | |\n",
                    c.name, tf, flop / tf / 1e9);
         } else {
@@ -306,13 +293,13 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < iters; ++i) variants[v].f(x, wi, bi, y1, m, n, k, st);
                 CK(cudaEventRecord(e1, st));
                 CK(cudaEventSynchronize(e1));
-                best[v] = std::min(best[v], elapsed(e0, e1, iters));
+                best[v] = std::min(best[v], ms_per(e0, e1, iters));
             }
             CK(cudaEventRecord(e0, st));
             for (int i = 0; i < iters; ++i) binary();
             CK(cudaEventRecord(e1, st));
             CK(cudaEventSynchronize(e1));
-            t_two = std::min(t_two, elapsed(e0, e1, iters));
+            t_two = std::min(t_two, ms_per(e0, e1, iters));
         }
         printf("| %s | | cuBLASLt + bias_geglu, the least of its four times | %.4f | %.0f | | |\n", c.name, t_two,
                flop / t_two / 1e9);

@@ -9,19 +9,11 @@
 // the apply (+SiLU), and the three as one graph; then, as graphs too, two candidates for the
 // partial sums (not in the binary) and their largest difference from the output of the binary's.
 #include "../csrc/fused.cu"
+#include "common.cuh"
 
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-#define CK(x)                                                                                    \
-    do {                                                                                         \
-        cudaError_t e_ = (x);                                                                    \
-        if (e_ != cudaSuccess) {                                                                 \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
 
 // The candidate reduction of the partial sums (fused.cu's gn_partial_nhwc, WARP_REDUCE).
 template <typename T>
@@ -60,12 +52,6 @@ static Plan plan(const Shape &s, uint64_t per_block = 16384, uint64_t max_chunks
     uint64_t lanes = nv < (uint64_t)THREADS ? nv : THREADS;
     p.shared = (THREADS / lanes) * p.c * 2 * sizeof(float);
     return p;
-}
-
-static float ms_per(cudaEvent_t a, cudaEvent_t b, int iters) {
-    float ms = 0.0f;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    return ms / iters;
 }
 
 int main(int argc, char **argv) {
