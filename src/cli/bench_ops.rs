@@ -173,6 +173,9 @@ const ATTNS: &[Attn] = &[
     Attn("sd15 mid self d160", 64, 64, 1280, 8),
     Attn("sdxl l1 self d64", 4096, 4096, 640, 10),
     Attn("sdxl l2 self d64", 1024, 1024, 1280, 20),
+    Attn("sd15 l2 cross d160", 256, 77, 1280, 8),
+    Attn("sdxl l1 cross d64", 4096, 77, 640, 10),
+    Attn("sdxl l2 cross d64", 1024, 77, 1280, 20),
 ];
 
 /// GroupNorm(32)+SiLU inputs of the UNet (channels, side) at 512², and of the VAE decoder.
@@ -563,7 +566,33 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         let ok = (!fell || plain_expected) && errs.0 <= bound(dtype, plain_rel);
         row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
         ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
-        Ok(usize::from(!ok))
+        let mut failed = usize::from(!ok);
+        // Where shoal's few-keys kernel took the row, cuDNN's SDPA on the same inputs beside it.
+        #[cfg(feature = "fused")]
+        if skv <= shoal_kernels::fused::FEW_KEYS_MAX
+            && shoal_kernels::fused::FEW_KEYS_DIMS.contains(&d)
+            && dtype != DType::F32
+        {
+            let scale = (d as f64).powf(-0.5) as f32;
+            let mut cudnn =
+                || -> Result<Tensor> { Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?) };
+            let out = cudnn()?;
+            let cudnn_s = time(device, iters, &mut cudnn)?;
+            let errs = errors(&out, &reference)?;
+            let ok = errs.0 <= bound(dtype, plain_rel);
+            row(
+                &format!("{name} cudnn"),
+                &shape,
+                plain_s,
+                cudnn_s,
+                flops,
+                plain_rel,
+                errs,
+                ok,
+            );
+            failed += usize::from(!ok);
+        }
+        Ok(failed)
     }
     #[cfg(not(feature = "cudnn"))]
     {

@@ -604,3 +604,209 @@ LAYER_NORMS(__nv_bfloat16, bf16)
 COPIES(float, f32)
 COPIES(__half, f16)
 COPIES(__nv_bfloat16, bf16)
+
+// ---------------------------------------------------------------------------------------------
+// Attention over few keys (cross-attention over the 77 text tokens), f16 and bf16:
+// softmax(scale · q kᵀ) v per (image, head) with every key and value of the head in shared
+// memory (keys padded with zeros to KP = 16·KT, head width to DP = D rounded up to 16), 16 query
+// rows per warp: the scores as m16n8k16 tensor-core MMAs into f32, the whole row's softmax in
+// registers (no running maximum: every key is in the tile), the probabilities rounded to T and
+// multiplied by V as MMAs (their accumulator fragments are the MMA's A fragments), the sum of the
+// f32 probabilities divided out at the end. q (b, sq, ·), k and v (b, skv, ·) are strided views
+// (element strides per image and per row; head h at columns h·D..): 16-byte aligned rows, D a
+// multiple of 8. o is (b, sq, heads·D), contiguous.
+#define FEW_KEYS_WARPS 4
+
+template <typename T> struct Mma;
+template <> struct Mma<__half> {
+    __device__ __forceinline__ static void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+template <> struct Mma<__nv_bfloat16> {
+    __device__ __forceinline__ static void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
+    uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p) {
+    uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// grid (⌈sq / (64·tiles)⌉, heads, b), block 32·FEW_KEYS_WARPS: each warp takes `tiles` tiles of 16 rows.
+template <typename T, int D, int KT>
+__device__ void attn_few_keys(const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v,
+                              T *__restrict__ o, uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb,
+                              uint64_t q_ss, uint64_t k_sb, uint64_t k_ss, uint64_t v_sb, uint64_t v_ss,
+                              float scale_log2, int tiles) {
+    constexpr int KP = 16 * KT;           // keys, padded
+    constexpr int DP = (D + 15) / 16 * 16; // head width, padded
+    constexpr int LD = DP + 8;            // smem row stride (elements): ldmatrix rows on distinct banks
+    constexpr int KS = DP / 16;           // k-steps of q kᵀ
+    constexpr int NT = KP / 8;            // n-tiles of the scores
+    constexpr int OT = DP / 8;            // n-tiles of the output
+    __shared__ __align__(16) T ks[KP * LD];
+    __shared__ __align__(16) T vs[KP * LD];
+    const uint64_t img = blockIdx.z, h = blockIdx.y;
+    const T *kb = k + img * k_sb + h * D, *vb = v + img * v_sb + h * D;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const T *qb = q + img * q_sb + h * D;
+    const uint64_t hd = heads * D;
+    T *ob = o + img * sq * hd + h * D;
+    // q's A fragments of the 16 rows from r0, straight from global memory (zeros past sq and past D).
+    uint32_t a[KS][4];
+    auto load_q = [&](int64_t r0) {
+#pragma unroll
+        for (int s = 0; s < KS; ++s) {
+            int c = s * 16 + t * 2;
+            auto ld = [&](int64_t r, int col) -> uint32_t {
+                return (r < (int64_t)sq && col < D) ? *reinterpret_cast<const uint32_t *>(qb + r * q_ss + col) : 0u;
+            };
+            a[s][0] = ld(r0 + g, c);
+            a[s][1] = ld(r0 + g + 8, c);
+            a[s][2] = ld(r0 + g, c + 8);
+            a[s][3] = ld(r0 + g + 8, c + 8);
+        }
+    };
+    // The block's rows: `tiles` 16-row tiles per warp, the warps interleaved.
+    auto tile_row = [&](int tile) -> int64_t {
+        return ((int64_t)blockIdx.x * tiles * FEW_KEYS_WARPS + (int64_t)tile * FEW_KEYS_WARPS + warp) * 16;
+    };
+    load_q(tile_row(0)); // in flight while the keys and values are staged
+    // Keys and values into shared memory, 16 bytes at a time; zeros past skv and past D.
+    for (int i = threadIdx.x; i < KP * (DP / 8); i += blockDim.x) {
+        int row = i / (DP / 8), col = (i % (DP / 8)) * 8;
+        uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+        if (row < (int)skv && col < D) {
+            kv = *reinterpret_cast<const uint4 *>(kb + row * k_ss + col);
+            vv = *reinterpret_cast<const uint4 *>(vb + row * v_ss + col);
+        }
+        *reinterpret_cast<uint4 *>(&ks[row * LD + col]) = kv;
+        *reinterpret_cast<uint4 *>(&vs[row * LD + col]) = vv;
+    }
+    __syncthreads();
+    for (int tile = 0; tile < tiles; ++tile) {
+        const int64_t r0 = tile_row(tile);
+        if (r0 >= (int64_t)sq) break;
+        const int64_t ra = r0 + g, rb = r0 + g + 8;
+        float sc[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KT; ++j) {
+#pragma unroll
+            for (int s = 0; s < KS; ++s) {
+                uint32_t b[4];
+                int key = j * 16 + ((lane >> 4) & 1) * 8 + (lane & 7), col = s * 16 + ((lane >> 3) & 1) * 8;
+                ldsm_x4(b, &ks[key * LD + col]);
+                Mma<T>::run(sc[2 * j], a[s], b[0], b[1]);
+                Mma<T>::run(sc[2 * j + 1], a[s], b[2], b[3]);
+            }
+        }
+        // The next tile's q, in flight while this tile's softmax and product run.
+        if (tile + 1 < tiles) load_q(tile_row(tile + 1));
+        // Row maxima (rows g and g + 8), the padded keys masked out.
+        float ma = -INFINITY, mb = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            int key = n * 8 + t * 2;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                bool live = key + e < (int)skv;
+                sc[n][e] = live ? sc[n][e] * scale_log2 : -INFINITY;
+                sc[n][2 + e] = live ? sc[n][2 + e] * scale_log2 : -INFINITY;
+                ma = fmaxf(ma, sc[n][e]);
+                mb = fmaxf(mb, sc[n][2 + e]);
+            }
+        }
+#pragma unroll
+        for (int x = 1; x < 4; x <<= 1) {
+            ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, x));
+            mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, x));
+        }
+        float la = 0.0f, lb = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            sc[n][0] = ex2(sc[n][0] - ma);
+            sc[n][1] = ex2(sc[n][1] - ma);
+            sc[n][2] = ex2(sc[n][2] - mb);
+            sc[n][3] = ex2(sc[n][3] - mb);
+            la += sc[n][0] + sc[n][1];
+            lb += sc[n][2] + sc[n][3];
+        }
+#pragma unroll
+        for (int x = 1; x < 4; x <<= 1) {
+            la += __shfl_xor_sync(0xffffffff, la, x);
+            lb += __shfl_xor_sync(0xffffffff, lb, x);
+        }
+        float acc[OT][4];
+#pragma unroll
+        for (int n = 0; n < OT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < KT; ++j) {
+            uint32_t p[4] = {Mma<T>::pack(sc[2 * j][0], sc[2 * j][1]), Mma<T>::pack(sc[2 * j][2], sc[2 * j][3]),
+                             Mma<T>::pack(sc[2 * j + 1][0], sc[2 * j + 1][1]),
+                             Mma<T>::pack(sc[2 * j + 1][2], sc[2 * j + 1][3])};
+#pragma unroll
+            for (int m = 0; m < DP / 16; ++m) {
+                uint32_t b[4];
+                int key = j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), col = m * 16 + ((lane >> 4) & 1) * 8;
+                ldsm_x4_t(b, &vs[key * LD + col]);
+                Mma<T>::run(acc[2 * m], p, b[0], b[1]);
+                Mma<T>::run(acc[2 * m + 1], p, b[2], b[3]);
+            }
+        }
+        const float ia = 1.0f / la, ib = 1.0f / lb;
+#pragma unroll
+        for (int n = 0; n < OT; ++n) {
+            int c = n * 8 + t * 2;
+            if (c >= D) continue;
+            if (ra < (int64_t)sq)
+                *reinterpret_cast<uint32_t *>(ob + ra * hd + c) = Mma<T>::pack(acc[n][0] * ia, acc[n][1] * ia);
+            if (rb < (int64_t)sq)
+                *reinterpret_cast<uint32_t *>(ob + rb * hd + c) = Mma<T>::pack(acc[n][2] * ib, acc[n][3] * ib);
+        }
+    }
+}
+
+#define FEW_KEYS(T, S, D)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(32 * FEW_KEYS_WARPS, 4)                                          \
+        attn_few_keys_d##D##_##S(const T *q, const T *k, const T *v, T *o, uint64_t sq, uint64_t skv,            \
+                                 uint64_t heads, uint64_t q_sb, uint64_t q_ss, uint64_t k_sb, uint64_t k_ss,     \
+                                 uint64_t v_sb, uint64_t v_ss, float scale_log2, int tiles) {                    \
+        attn_few_keys<T, D, 5>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2, tiles); \
+    }
+FEW_KEYS(__half, f16, 40)
+FEW_KEYS(__half, f16, 64)
+FEW_KEYS(__half, f16, 80)
+FEW_KEYS(__nv_bfloat16, bf16, 40)
+FEW_KEYS(__nv_bfloat16, bf16, 64)
+FEW_KEYS(__nv_bfloat16, bf16, 80)

@@ -1238,3 +1238,177 @@ impl LinearAdd {
 }
 
 cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "fused linear + add");
+
+/// The head widths [`attention_few_keys`] is built for, and the most keys it takes.
+pub const FEW_KEYS_DIMS: [usize; 3] = [40, 64, 80];
+/// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
+pub const FEW_KEYS_MAX: usize = 80;
+/// Query rows per block of the few-keys kernel per tile of each warp (`FEW_KEYS_WARPS` · 16).
+const FEW_KEYS_ROWS: usize = 64;
+
+/// Tiles of 16 rows per warp of the few-keys kernel: the most of 1, 2, 4, 8 that
+/// leaves at least 1024 blocks (about 8 per SM of an H200), so that each block's
+/// staging of the head's keys and values serves as many rows as the grid allows.
+fn few_keys_tiles(b: usize, heads: usize, sq: usize) -> usize {
+    [8, 4, 2]
+        .into_iter()
+        .find(|&t| sq.div_ceil(FEW_KEYS_ROWS * t) * heads * b >= 1024)
+        .unwrap_or(1)
+}
+
+/// Attention `softmax(scale · q kᵀ) v` per head over at most [`FEW_KEYS_MAX`] keys
+/// (the cross-attention over the text tokens), f16 and bf16, in one launch: every
+/// key and value of a head in shared memory, the scores as tensor-core MMAs into
+/// f32, the row's softmax in f32 registers, the probabilities rounded to the dtype
+/// for the product with `v`. `q` `(b, sq, heads·d)`, `k`, `v` `(b, skv, heads·d)`
+/// with a dense last dimension and other strides free (views into a fused
+/// projection need no copy); the result `(b, sq, heads·d)`, contiguous.
+/// `Unsupported` for another head width (see [`FEW_KEYS_DIMS`]), more keys, f32,
+/// or rows not on 16-byte boundaries.
+pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
+    const OP: &str = "attention_few_keys";
+    check_cuda(OP, q)?;
+    let unsupported = |why: String| Error::Unsupported { op: OP, why };
+    if !matches!(q.dtype(), DType::F16 | DType::BF16) {
+        return Err(unsupported(format!("dtype {:?}", q.dtype())));
+    }
+    let (b, sq, hd) = q.dims3()?;
+    let (bk, skv, hdk) = k.dims3()?;
+    if heads == 0
+        || !hd.is_multiple_of(heads)
+        || bk != b
+        || hdk != hd
+        || v.dims3()? != (b, skv, hd)
+        || k.dtype() != q.dtype()
+        || v.dtype() != q.dtype()
+    {
+        return Err(unsupported(format!(
+            "q {:?}, k {:?}, v {:?} {:?}, {heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            q.dtype()
+        )));
+    }
+    let d = hd / heads;
+    if !FEW_KEYS_DIMS.contains(&d) || skv == 0 || skv > FEW_KEYS_MAX || sq == 0 {
+        return Err(unsupported(format!(
+            "head dim {d} with {skv} keys (built for {FEW_KEYS_DIMS:?}, 1 to {FEW_KEYS_MAX} keys)"
+        )));
+    }
+    // Rows on 16-byte boundaries: strides and offsets multiples of 8 elements.
+    let fix = |t: &Tensor| -> Result<Tensor> {
+        let l = t.layout();
+        let ok = l.stride()[2] == 1
+            && l.stride()[..2]
+                .iter()
+                .chain([&l.start_offset()])
+                .all(|s| s % 8 == 0);
+        Ok(if ok { t.clone() } else { t.contiguous()? })
+    };
+    let (q, k, v) = (fix(q)?, fix(k)?, fix(v)?);
+    if !(starts_aligned(&q) && starts_aligned(&k) && starts_aligned(&v)) {
+        return Err(unsupported("rows not on 16-byte boundaries".into()));
+    }
+    let op = FewKeysOp {
+        heads,
+        d,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+    };
+    Ok(q.apply_op3_no_bwd(&k, &v, &op)?)
+}
+
+struct FewKeysOp {
+    heads: usize,
+    d: usize,
+    scale_log2: f32,
+}
+
+/// A strided `(b, s, ·)` view's buffer from its first element, after checking that the
+/// furthest element its strides reach lies inside the buffer; and its two outer strides.
+fn strided<'a, T: CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<(
+    candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>,
+    [u64; 2],
+)> {
+    let buf = s.as_cuda_slice::<T>()?;
+    let reach = l
+        .dims()
+        .iter()
+        .zip(l.stride())
+        .map(|(n, st)| n.saturating_sub(1) * st)
+        .sum::<usize>()
+        + 1;
+    if l.start_offset() + reach > buf.len() || l.stride().len() != 3 {
+        candle_core::bail!("attention_few_keys: {what} view outside its buffer")
+    }
+    let st = l.stride();
+    Ok((buf.slice(l.start_offset()..), [st[0] as u64, st[1] as u64]))
+}
+
+impl FewKeysOp {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the storage and layout of each input, as candle's op traits pass them"
+    )]
+    fn typed<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        qs: &CudaStorage,
+        ql: &Layout,
+        ks: &CudaStorage,
+        kl: &Layout,
+        vs: &CudaStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = &qs.device;
+        let (b, sq, hd) = ql.shape().dims3()?;
+        let skv = kl.dims()[1];
+        let (q, [q_sb, q_ss]) = strided::<T>(qs, ql, "q")?;
+        let (k, [k_sb, k_ss]) = strided::<T>(ks, kl, "k")?;
+        let (v, [v_sb, v_ss]) = strided::<T>(vs, vl, "v")?;
+        // SAFETY: every output element is written by the kernel (each block writes its rows' D columns of each head).
+        let mut out = unsafe { dev.alloc::<T>(b * sq * hd) }?;
+        let stream = dev.cuda_stream();
+        let f = dev.get_or_load_custom_func(&format!("attn_few_keys_d{}_{sfx}", self.d), MODULE, PTX)?;
+        let mut l = stream.launch_builder(&f);
+        let (sq64, skv64, h64) = (sq as u64, skv as u64, self.heads as u64);
+        l.arg(&q).arg(&k).arg(&v).arg(&mut out);
+        l.arg(&sq64).arg(&skv64).arg(&h64);
+        l.arg(&q_sb)
+            .arg(&q_ss)
+            .arg(&k_sb)
+            .arg(&k_ss)
+            .arg(&v_sb)
+            .arg(&v_ss);
+        let tiles = few_keys_tiles(b, self.heads, sq);
+        let tiles_i32 = tiles as i32;
+        l.arg(&self.scale_log2).arg(&tiles_i32);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                sq.div_ceil(FEW_KEYS_ROWS * tiles).clamp(1, i32::MAX as usize) as u32,
+                self.heads.clamp(1, 65_535) as u32,
+                b.clamp(1, 65_535) as u32,
+            ),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        if self.heads > 65_535 || b > 65_535 {
+            candle_core::bail!(
+                "attention_few_keys: {b} images × {} heads past the grid's limits",
+                self.heads
+            )
+        }
+        // SAFETY: the argument list matches the kernel's signature; the views were bounds-checked.
+        unsafe { l.launch(cfg) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((b, sq, hd)),
+        ))
+    }
+}
+
+cuda_only!(CustomOp3 for FewKeysOp, "shoal-attention-few-keys", "few-keys attention", [F16 => half::f16, "f16"; BF16 => half::bf16, "bf16"]);

@@ -119,6 +119,16 @@ fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::R
     } else {
         let d = q.dim(2)? / o.heads.max(1);
         let scale = (d as f64).powf(-0.5) as f32;
+        // Few keys (cross-attention over the text tokens): shoal's own kernel, which
+        // neither pads the keys to cuDNN's tile nor the width to 64; else cuDNN's.
+        #[cfg(feature = "fused")]
+        if !o.causal && k.dim(1)? <= shoal_kernels::fused::FEW_KEYS_MAX {
+            match shoal_kernels::fused::attention_few_keys(q, k, v, o.heads, scale) {
+                Ok(y) => return Ok(y),
+                Err(shoal_kernels::Error::Unsupported { .. }) => {}
+                Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
+            }
+        }
         match shoal_kernels::cudnn::sdpa(q, k, v, o.heads, scale, o.causal) {
             Ok(y) => return Ok(y),
             Err(shoal_kernels::Error::Unsupported { why, .. }) => Some(why),
