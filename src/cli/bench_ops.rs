@@ -569,10 +569,7 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         let mut failed = usize::from(!ok);
         // Where shoal's few-keys kernel took the row, cuDNN's SDPA on the same inputs beside it.
         #[cfg(feature = "fused")]
-        if skv <= shoal_kernels::fused::FEW_KEYS_MAX
-            && shoal_kernels::fused::FEW_KEYS_DIMS.contains(&d)
-            && dtype != DType::F32
-        {
+        if shoal_diffusion::nn::few_keys_kernel(d, skv, n * heads * sq) && dtype != DType::F32 {
             let scale = (d as f64).powf(-0.5) as f32;
             let mut cudnn =
                 || -> Result<Tensor> { Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?) };

@@ -805,8 +805,6 @@ __device__ void attn_few_keys(const T *__restrict__ q, const T *__restrict__ k, 
         attn_few_keys<T, D, 5>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2, tiles); \
     }
 FEW_KEYS(__half, f16, 40)
-FEW_KEYS(__half, f16, 64)
 FEW_KEYS(__half, f16, 80)
 FEW_KEYS(__nv_bfloat16, bf16, 40)
-FEW_KEYS(__nv_bfloat16, bf16, 64)
 FEW_KEYS(__nv_bfloat16, bf16, 80)

@@ -1239,8 +1239,9 @@ impl LinearAdd {
 
 cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "fused linear + add");
 
-/// The head widths [`attention_few_keys`] is built for, and the most keys it takes.
-pub const FEW_KEYS_DIMS: [usize; 3] = [40, 64, 80];
+/// The head widths [`attention_few_keys`] is built for (64 measured level with or slower than
+/// cuDNN's SDPA in session 12, so not built).
+pub const FEW_KEYS_DIMS: [usize; 2] = [40, 80];
 /// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
 pub const FEW_KEYS_MAX: usize = 80;
 /// Query rows per block of the few-keys kernel per tile of each warp (`FEW_KEYS_WARPS` · 16).

@@ -108,6 +108,18 @@ fn plain_rows(
     w.matmul(v)?.transpose(1, 2)?.reshape(out)
 }
 
+/// Whether shoal's few-keys kernel (`shoal_kernels::fused::attention_few_keys`)
+/// takes an attention of head width `d` over `keys` keys with `rows` query rows
+/// in all (images · heads · queries), by session 12's measurements beside cuDNN's
+/// SDPA on one H200 (docs/KERNELS.md, "Attention over few keys"): at most 80 keys;
+/// width 40 at every size (it does not pad the width to 64 as cuDNN does: 0.065
+/// against 0.084 ms at 16×8 heads × 4096 queries); width 80 up to 32768 rows
+/// (0.010 against 0.014 ms at 16 384 rows, 0.034 against 0.031 at 131 072);
+/// never width 64, where cuDNN was level or faster.
+pub fn few_keys_kernel(d: usize, keys: usize, rows: usize) -> bool {
+    (1..=80).contains(&keys) && (d == 40 || (d == 80 && rows <= 32_768))
+}
+
 #[cfg(feature = "cudnn")]
 fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::Result<Tensor> {
     if q.dtype() == candle_core::DType::F32 {
@@ -119,10 +131,10 @@ fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::R
     } else {
         let d = q.dim(2)? / o.heads.max(1);
         let scale = (d as f64).powf(-0.5) as f32;
-        // Few keys (cross-attention over the text tokens): shoal's own kernel, which
-        // neither pads the keys to cuDNN's tile nor the width to 64; else cuDNN's.
+        // Few keys (cross-attention over the text tokens): shoal's own kernel where
+        // it measured faster than cuDNN's; else cuDNN's.
         #[cfg(feature = "fused")]
-        if !o.causal && k.dim(1)? <= shoal_kernels::fused::FEW_KEYS_MAX {
+        if !o.causal && few_keys_kernel(d, k.dim(1)?, q.dim(0)? * o.heads * q.dim(1)?) {
             match shoal_kernels::fused::attention_few_keys(q, k, v, o.heads, scale) {
                 Ok(y) => return Ok(y),
                 Err(shoal_kernels::Error::Unsupported { .. }) => {}
@@ -161,6 +173,18 @@ fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::R
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The few-keys kernel's rule: widths 40 and (small) 80, at most 80 keys.
+    #[test]
+    fn few_keys_kernel_takes_what_it_measured_faster_on() {
+        assert!(few_keys_kernel(40, 77, 16 * 8 * 4096));
+        assert!(few_keys_kernel(80, 77, 2 * 8 * 1024));
+        assert!(!few_keys_kernel(80, 77, 16 * 8 * 1024));
+        assert!(!few_keys_kernel(64, 77, 2 * 10 * 1024));
+        assert!(!few_keys_kernel(40, 81, 1));
+        assert!(!few_keys_kernel(40, 0, 1));
+        assert!(!few_keys_kernel(160, 77, 1));
+    }
 
     /// The unified path equals the per-head loop written out by hand.
     #[test]
