@@ -1325,8 +1325,8 @@ struct FewKeysOp {
     scale_log2: f32,
 }
 
-/// A strided `(b, s, ·)` view's buffer from its first element, after checking that the
-/// furthest element its strides reach lies inside the buffer; and its two outer strides.
+/// A strided `(b, s, ·)` view's buffer from its first element, after checking that its
+/// elements lie inside the buffer (`op::view_fits`); and its two outer strides.
 fn strided<'a, T: CudaDType>(
     s: &'a CudaStorage,
     l: &Layout,
@@ -1336,14 +1336,7 @@ fn strided<'a, T: CudaDType>(
     [u64; 2],
 )> {
     let buf = s.as_cuda_slice::<T>()?;
-    let reach = l
-        .dims()
-        .iter()
-        .zip(l.stride())
-        .map(|(n, st)| n.saturating_sub(1) * st)
-        .sum::<usize>()
-        + 1;
-    if l.start_offset() + reach > buf.len() || l.stride().len() != 3 {
+    if !crate::op::view_fits(l, buf.len()) || l.stride().len() != 3 {
         candle_core::bail!("attention_few_keys: {what} view outside its buffer")
     }
     let st = l.stride();

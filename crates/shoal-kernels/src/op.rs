@@ -163,3 +163,16 @@ macro_rules! cuda_only {
         );
     };
 }
+
+/// Whether a strided view's elements, from its first to the furthest its strides
+/// reach, lie inside a buffer of `len` elements (the kernels that read views
+/// through their strides check this before they launch).
+pub(crate) fn view_fits(l: &candle_core::Layout, len: usize) -> bool {
+    let reach = l
+        .dims()
+        .iter()
+        .zip(l.stride())
+        .map(|(n, s)| n.saturating_sub(1).saturating_mul(*s))
+        .fold(1usize, usize::saturating_add);
+    l.start_offset().saturating_add(reach) <= len
+}

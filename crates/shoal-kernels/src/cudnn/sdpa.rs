@@ -106,15 +106,7 @@ impl SdpaOp {
         let view = |s: &'_ CudaStorage, l: &Layout| -> candle_core::Result<usize> {
             let (_, off) = bshd_strides(l, self.d)
                 .ok_or_else(|| candle_core::Error::Msg("sdpa: layout changed after prepare".into()))?;
-            // The furthest element the strides reach must lie inside the buffer.
-            let reach = l
-                .dims()
-                .iter()
-                .zip(l.stride())
-                .map(|(n, s)| n.saturating_sub(1) * s)
-                .sum::<usize>()
-                + 1;
-            if off + reach > s.as_cuda_slice::<T>()?.len() {
+            if !crate::op::view_fits(l, s.as_cuda_slice::<T>()?.len()) {
                 candle_core::bail!("sdpa: view outside its buffer")
             }
             Ok(off)
