@@ -121,10 +121,7 @@ fn embed_sass() {
     println!("cargo:rerun-if-env-changed=SHOAL_SASS_DIR");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    nvcc(
-        &["-cubin", "-O3", &format!("-arch=sm_{cap}")],
-        &out.join("fused.cubin"),
-    );
+    nvcc(&["-cubin", "-O3", &fused_arch(&cap)], &out.join("fused.cubin"));
     let mut rows = String::new();
     if let Ok(dir) = std::env::var("SHOAL_SASS_DIR") {
         println!("cargo:rerun-if-changed={dir}");
@@ -172,7 +169,18 @@ fn build_ptx() {
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("fused.ptx");
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    nvcc(&["-ptx", "-O3", &format!("-arch=sm_{cap}")], &out);
+    nvcc(&["-ptx", "-O3", &fused_arch(&cap)], &out);
+}
+
+/// nvcc's target for `csrc/fused.cu` on compute capability `cap`: Hopper's own (`sm_90a`,
+/// whose warpgroup MMAs the flash attention kernel uses) for 90, else `sm_{cap}`.
+#[cfg(feature = "fused")]
+fn fused_arch(cap: &str) -> String {
+    if cap == "90" {
+        "-arch=sm_90a".into()
+    } else {
+        format!("-arch=sm_{cap}")
+    }
 }
 
 /// Runs nvcc (`CUDA_HOME/bin/nvcc`, else `nvcc` on the PATH) on `csrc/fused.cu` with

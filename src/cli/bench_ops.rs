@@ -567,27 +567,39 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
         ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
         let mut failed = usize::from(!ok);
-        // Where shoal's few-keys kernel took the row, cuDNN's SDPA on the same inputs beside it.
+        // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it;
+        // over many keys, the flash kernel (measured, not taken: docs/KERNELS.md) where built for the width.
         #[cfg(feature = "fused")]
-        if shoal_diffusion::nn::few_keys_kernel(d, skv, n * heads * sq) && dtype != DType::F32 {
+        if dtype != DType::F32 {
             let scale = (d as f64).powf(-0.5) as f32;
-            let mut cudnn =
-                || -> Result<Tensor> { Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?) };
-            let out = cudnn()?;
-            let cudnn_s = time(device, iters, &mut cudnn)?;
-            let errs = errors(&out, &reference)?;
-            let ok = errs.0 <= bound(dtype, plain_rel);
-            row(
-                &format!("{name} cudnn"),
-                &shape,
-                plain_s,
-                cudnn_s,
-                flops,
-                plain_rel,
-                errs,
-                ok,
-            );
-            failed += usize::from(!ok);
+            let rows = n * heads * sq;
+            let own = shoal_diffusion::nn::few_keys_kernel(d, skv, rows);
+            type Alt<'a> = Box<dyn FnMut() -> Result<Tensor> + 'a>;
+            let mut alts: Vec<(String, Alt)> = Vec::new();
+            if own {
+                alts.push((
+                    format!("{name} cudnn"),
+                    Box::new(|| Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?)),
+                ));
+            }
+            if skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::FLASH_DIMS.contains(&d) {
+                alts.push((
+                    format!("{name} flash"),
+                    Box::new(|| {
+                        Ok(shoal_kernels::fused::attention_flash(
+                            &ql, &kl, &vl, heads, scale,
+                        )?)
+                    }),
+                ));
+            }
+            for (label, mut alt) in alts {
+                let out = alt()?;
+                let alt_s = time(device, iters, &mut *alt)?;
+                let errs = errors(&out, &reference)?;
+                let ok = errs.0 <= bound(dtype, plain_rel);
+                row(&label, &shape, plain_s, alt_s, flops, plain_rel, errs, ok);
+                failed += usize::from(!ok);
+            }
         }
         Ok(failed)
     }

@@ -1244,8 +1244,14 @@ cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "fused linear + add");
 pub const FEW_KEYS_DIMS: [usize; 2] = [40, 80];
 /// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
 pub const FEW_KEYS_MAX: usize = 80;
-/// Query rows per block of the few-keys kernel per tile of each warp (`FEW_KEYS_WARPS` · 16).
-const FEW_KEYS_ROWS: usize = 64;
+/// Query rows per block of the attention kernels per tile of each warp (`FEW_KEYS_WARPS`,
+/// `FLASH_WARPS` · 16).
+const ATTN_ROWS: usize = 64;
+/// The head widths [`attention_flash`] is built for.
+pub const FLASH_DIMS: [usize; 2] = [40, 64];
+/// The largest row stride of `k` and `v` (elements) the flash kernel takes: a tile's 64 row
+/// offsets are 32-bit.
+const FLASH_MAX_ROW_STRIDE: usize = 1 << 24;
 
 /// Tiles of 16 rows per warp of the few-keys kernel: the most of 1, 2, 4, 8 that
 /// leaves at least 1024 blocks (about 8 per SM of an H200), so that each block's
@@ -1253,7 +1259,7 @@ const FEW_KEYS_ROWS: usize = 64;
 fn few_keys_tiles(b: usize, heads: usize, sq: usize) -> usize {
     [8, 4, 2]
         .into_iter()
-        .find(|&t| sq.div_ceil(FEW_KEYS_ROWS * t) * heads * b >= 1024)
+        .find(|&t| sq.div_ceil(ATTN_ROWS * t) * heads * b >= 1024)
         .unwrap_or(1)
 }
 
@@ -1267,9 +1273,48 @@ fn few_keys_tiles(b: usize, heads: usize, sq: usize) -> usize {
 /// `Unsupported` for another head width (see [`FEW_KEYS_DIMS`]), more keys, f32,
 /// or rows not on 16-byte boundaries.
 pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
-    const OP: &str = "attention_few_keys";
-    check_cuda(OP, q)?;
-    let unsupported = |why: String| Error::Unsupported { op: OP, why };
+    attention_kernel("attention_few_keys", AttnKernel::FewKeys, q, k, v, heads, scale)
+}
+
+/// Attention `softmax(scale · q kᵀ) v` per head over any number of keys (the
+/// self-attention over the latent's tokens), f16 and bf16, on Hopper's warpgroup
+/// MMAs (sm_90a), in one pass over the keys (FlashAttention's structure): 64 query
+/// rows per block with their fragments in registers, the keys and values through
+/// shared memory 64 at a time (the next tile's copy in flight), the scores into f32,
+/// the running maximum and sum in f32, the probabilities rounded to the dtype for the
+/// product with `v` at the head's own width (40, where cuDNN pads to 64). Views as for
+/// [`attention_few_keys`]. `Unsupported` off a device of compute capability 9.0, for
+/// a head width it is not built for ([`FLASH_DIMS`]), f32, rows not on 16-byte
+/// boundaries, or a row stride of `k` or `v` of 2^24 elements or more.
+pub fn attention_flash(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
+    attention_kernel("attention_flash", AttnKernel::Flash, q, k, v, heads, scale)
+}
+
+/// Whether the device is of compute capability 9.0 (the flash kernel is sm_90a code).
+fn sm90(t: &Tensor) -> bool {
+    match t.device() {
+        candle_core::Device::Cuda(d) => d.cuda_stream().context().compute_capability().ok() == Some((9, 0)),
+        _ => false,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum AttnKernel {
+    FewKeys,
+    Flash,
+}
+
+fn attention_kernel(
+    op: &'static str,
+    kernel: AttnKernel,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    check_cuda(op, q)?;
+    let unsupported = |why: String| Error::Unsupported { op, why };
     if !matches!(q.dtype(), DType::F16 | DType::BF16) {
         return Err(unsupported(format!("dtype {:?}", q.dtype())));
     }
@@ -1292,10 +1337,21 @@ pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scal
         )));
     }
     let d = hd / heads;
-    if !FEW_KEYS_DIMS.contains(&d) || skv == 0 || skv > FEW_KEYS_MAX || sq == 0 {
-        return Err(unsupported(format!(
-            "head dim {d} with {skv} keys (built for {FEW_KEYS_DIMS:?}, 1 to {FEW_KEYS_MAX} keys)"
-        )));
+    match kernel {
+        AttnKernel::FewKeys if !FEW_KEYS_DIMS.contains(&d) || skv == 0 || skv > FEW_KEYS_MAX || sq == 0 => {
+            return Err(unsupported(format!(
+                "head dim {d} with {skv} keys (built for {FEW_KEYS_DIMS:?}, 1 to {FEW_KEYS_MAX} keys)"
+            )));
+        }
+        AttnKernel::Flash if !FLASH_DIMS.contains(&d) || skv == 0 || sq == 0 => {
+            return Err(unsupported(format!(
+                "head dim {d} with {skv} keys (built for {FLASH_DIMS:?}, at least 1 key)"
+            )));
+        }
+        AttnKernel::Flash if !sm90(q) => {
+            return Err(unsupported("a device other than compute capability 9.0".into()));
+        }
+        _ => {}
     }
     // Rows on 16-byte boundaries: strides and offsets multiples of 8 elements.
     let fix = |t: &Tensor| -> Result<Tensor> {
@@ -1311,7 +1367,17 @@ pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scal
     if !(starts_aligned(&q) && starts_aligned(&k) && starts_aligned(&v)) {
         return Err(unsupported("rows not on 16-byte boundaries".into()));
     }
-    let op = FewKeysOp {
+    if matches!(kernel, AttnKernel::Flash)
+        && (k.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE || v.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE)
+    {
+        return Err(unsupported(format!(
+            "row strides of k and v {} and {} (at most 2^24 elements)",
+            k.layout().stride()[1],
+            v.layout().stride()[1]
+        )));
+    }
+    let op = AttnOp {
+        kernel,
         heads,
         d,
         scale_log2: scale * std::f32::consts::LOG2_E,
@@ -1319,7 +1385,8 @@ pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scal
     Ok(q.apply_op3_no_bwd(&k, &v, &op)?)
 }
 
-struct FewKeysOp {
+struct AttnOp {
+    kernel: AttnKernel,
     heads: usize,
     d: usize,
     scale_log2: f32,
@@ -1337,13 +1404,13 @@ fn strided<'a, T: CudaDType>(
 )> {
     let buf = s.as_cuda_slice::<T>()?;
     if !crate::op::view_fits(l, buf.len()) || l.stride().len() != 3 {
-        candle_core::bail!("attention_few_keys: {what} view outside its buffer")
+        candle_core::bail!("attention: {what} view outside its buffer")
     }
     let st = l.stride();
     Ok((buf.slice(l.start_offset()..), [st[0] as u64, st[1] as u64]))
 }
 
-impl FewKeysOp {
+impl AttnOp {
     #[allow(
         clippy::too_many_arguments,
         reason = "the storage and layout of each input, as candle's op traits pass them"
@@ -1367,7 +1434,15 @@ impl FewKeysOp {
         // SAFETY: every output element is written by the kernel (each block writes its rows' D columns of each head).
         let mut out = unsafe { dev.alloc::<T>(b * sq * hd) }?;
         let stream = dev.cuda_stream();
-        let f = dev.get_or_load_custom_func(&format!("attn_few_keys_d{}_{sfx}", self.d), MODULE, PTX)?;
+        // 64 rows per block per tile of each warp (few keys), 64 per block (flash).
+        let (name, tiles) = match self.kernel {
+            AttnKernel::FewKeys => (
+                format!("attn_few_keys_d{}_{sfx}", self.d),
+                few_keys_tiles(b, self.heads, sq),
+            ),
+            AttnKernel::Flash => (format!("attn_flash_d{}_{sfx}", self.d), 1),
+        };
+        let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
         let mut l = stream.launch_builder(&f);
         let (sq64, skv64, h64) = (sq as u64, skv as u64, self.heads as u64);
         l.arg(&q).arg(&k).arg(&v).arg(&mut out);
@@ -1378,12 +1453,11 @@ impl FewKeysOp {
             .arg(&k_ss)
             .arg(&v_sb)
             .arg(&v_ss);
-        let tiles = few_keys_tiles(b, self.heads, sq);
         let tiles_i32 = tiles as i32;
         l.arg(&self.scale_log2).arg(&tiles_i32);
         let cfg = LaunchConfig {
             grid_dim: (
-                sq.div_ceil(FEW_KEYS_ROWS * tiles).clamp(1, i32::MAX as usize) as u32,
+                sq.div_ceil(ATTN_ROWS * tiles).clamp(1, i32::MAX as usize) as u32,
                 self.heads.clamp(1, 65_535) as u32,
                 b.clamp(1, 65_535) as u32,
             ),
@@ -1392,7 +1466,7 @@ impl FewKeysOp {
         };
         if self.heads > 65_535 || b > 65_535 {
             candle_core::bail!(
-                "attention_few_keys: {b} images × {} heads past the grid's limits",
+                "attention: {b} images × {} heads past the grid's limits",
                 self.heads
             )
         }
@@ -1405,4 +1479,4 @@ impl FewKeysOp {
     }
 }
 
-cuda_only!(CustomOp3 for FewKeysOp, "shoal-attention-few-keys", "few-keys attention", [F16 => half::f16, "f16"; BF16 => half::bf16, "bf16"]);
+cuda_only!(CustomOp3 for AttnOp, "shoal-attention", "attention kernel", [F16 => half::f16, "f16"; BF16 => half::bf16, "bf16"]);
