@@ -816,11 +816,13 @@ FEW_KEYS(__nv_bfloat16, bf16, 80)
 // one pass over the keys (FlashAttention's structure) on Hopper's warpgroup MMAs. A block is one
 // warpgroup (4 warps) taking 64 query rows, q's fragments in registers for the whole pass (the
 // A operand of wgmma's register form); the keys and values stream through shared memory in tiles
-// of FLASH_BN (two buffers: the next tile's cp.async in flight during this one); per tile the
-// scores as m64n64k16 wgmmas into f32 (depth padded to 16 with zero columns: 48 for width 40),
-// the running row maximum and sum in f32 (the accumulator rescaled only when a maximum grew past
-// FLASH_SLACK), the probabilities rounded to T as the register A operand of m64nDk16 wgmmas
-// against v (the output at the head's own width: 40, not 64), the sum divided out at the end.
+// of FLASH_BN (as many stages as 48 KB holds: the next tiles' cp.async in flight during this one);
+// per tile the scores as m64n64k16 wgmmas into f32 (depth padded to 16 with zero columns: 48 for
+// width 40), the running row maximum in f32 (the accumulator rescaled only when a maximum grew past
+// FLASH_SLACK), the probabilities rounded to T as the register A operand of wgmmas against v at the
+// head's own width (40, plus 8 columns of ones that carry the row sums; 64 with the sums in f32
+// registers), the sum divided out at the end. Measured slower than cuDNN's SDPA (docs/KERNELS.md,
+// "Attention over many keys"): built for bench ops, taken by no model path.
 // Views as for attn_few_keys; keys past skv are zero-filled in shared memory and masked to -inf.
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool live) {
     uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -828,7 +830,6 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool li
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }

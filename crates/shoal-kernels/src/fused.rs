@@ -1244,8 +1244,8 @@ cuda_only!(InplaceOp3 for LinearAdd, "shoal-linear-add", "fused linear + add");
 pub const FEW_KEYS_DIMS: [usize; 2] = [40, 80];
 /// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
 pub const FEW_KEYS_MAX: usize = 80;
-/// Query rows per block of the attention kernels per tile of each warp (`FEW_KEYS_WARPS`,
-/// `FLASH_WARPS` · 16).
+/// Query rows per block of the attention kernels: per tile of each warp of the few-keys
+/// kernel (`FEW_KEYS_WARPS` · 16); per block of the flash kernel (one warpgroup).
 const ATTN_ROWS: usize = 64;
 /// The head widths [`attention_flash`] is built for.
 pub const FLASH_DIMS: [usize; 2] = [40, 64];
