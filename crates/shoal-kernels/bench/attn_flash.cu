@@ -11,6 +11,7 @@
 //   BN    keys per tile (64 or 128);
 //   PROF  clock64() per phase, warp 0 of every block (the loads' wait and barrier, q kᵀ, the
 //         softmax, p v) — cycles per tile, the four blocks of an SM sharing it;
+//   WG    warpgroups per block, each 64 query rows, sharing every tile of keys and values;
 //   EXPK  how the exponentials are taken: 0 ex2.approx.f32 per score (the binary's), 1 none (a
 //         multiply: what the exponentials cost; wrong results), 2 ex2.approx.f16x2 on the
 //         rounded pairs (f16 only), 3 every other pair by a polynomial on the FMA units.
@@ -70,7 +71,7 @@ __host__ __device__ constexpr int flash_tile(int d, int bn) { return (d + 15) / 
 __host__ __device__ constexpr int flash_stages(int d, int bn) { return 49152 / (2 * flash_tile(d, bn)) < 2 ? 2 : 49152 / (2 * flash_tile(d, bn)); }
 __host__ __device__ constexpr int flash_smem(int d, int bn) { return flash_stages(d, bn) * 2 * flash_tile(d, bn); }
 
-template <typename T, int D, int BN, bool PROF, int EXPK>
+template <typename T, int D, int BN, bool PROF, int EXPK, int WG>
 __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v, T *__restrict__ o,
                         uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb, uint64_t q_ss, uint64_t k_sb,
                         uint64_t k_ss, uint64_t v_sb, uint64_t v_ss, float scale_log2, long long *prof) {
@@ -82,7 +83,8 @@ __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const 
     constexpr int CH = D / 8, CHK = DK / 8;
     constexpr int KG = BN / 8;
     constexpr int TILE = CHK * KG * 128;
-    constexpr int U = (BN * CH + 127) / 128;
+    constexpr int NT = 128 * WG; // threads: WG warpgroups of 64 query rows share each tile
+    constexpr int U = (BN * CH + NT - 1) / NT;
     constexpr int STAGES = flash_stages(D, BN);
     static_assert(D % 8 == 0 && D <= 256 && STAGES >= 2, "head width a multiple of 8, two stages");
     extern __shared__ __align__(1024) unsigned char smem[];
@@ -91,10 +93,10 @@ __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const 
     const uint64_t img = blockIdx.z, h = blockIdx.y;
     const T *kb = k + img * k_sb + h * D, *vb = v + img * v_sb + h * D;
     const T *qb = q + img * q_sb + h * D;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = (threadIdx.x >> 5) & 3, wg = threadIdx.x >> 7, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint64_t hd = heads * D;
     T *ob = o + img * sq * hd + h * D;
-    const int64_t ra = (int64_t)blockIdx.x * 64 + warp * 16 + g, rb = ra + 8;
+    const int64_t ra = (int64_t)blockIdx.x * 64 * WG + wg * 64 + warp * 16 + g, rb = ra + 8;
     const int tiles = (int)((skv + BN - 1) / BN);
     long long c_load = 0, c_qk = 0, c_soft = 0, c_pv = 0, ck = 0;
     auto stamp = [&](long long &acc) {
@@ -108,7 +110,7 @@ __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const 
     auto chunk = [](int r, int c) { return (c >> 1) * BN * 32 + r * 32 + (((c & 1) ^ ((r >> 2) & 1)) << 4); };
     if constexpr (CHK > CH) {
         const uint32_t one = ONES ? (uint32_t)Mma<T>::pack(1.0f, 1.0f) : 0u;
-        for (int i = threadIdx.x; i < (CHK - CH) * BN; i += 128) {
+        for (int i = threadIdx.x; i < (CHK - CH) * BN; i += NT) {
             int off = chunk(i % BN, CH + i / BN);
 #pragma unroll
             for (int st = 0; st < STAGES; ++st) {
@@ -121,7 +123,7 @@ __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const 
     const T *kp[U], *vp[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-        int i = threadIdx.x + u * 128, row = i / CH, c = i % CH;
+        int i = threadIdx.x + u * NT, row = i / CH, c = i % CH;
         srow[u] = i < BN * CH ? row : BN;
         soff[u] = chunk(row, c);
         kp[u] = kb + (uint64_t)row * k_ss + c * 8;
@@ -313,12 +315,12 @@ __device__ void flash_x(const T *__restrict__ q, const T *__restrict__ k, const 
 #endif
 }
 
-template <typename T, int D, int BN, bool PROF, int EXPK>
-__global__ void __launch_bounds__(128, BN == 64 ? 4 : 3)
+template <typename T, int D, int BN, bool PROF, int EXPK, int WG>
+__global__ void __launch_bounds__(128 * WG, (BN == 64 ? 4 : 3) / WG > 0 ? (BN == 64 ? 4 : 3) / WG : 1)
     flash_k(const T *q, const T *k, const T *v, T *o, uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb,
             uint64_t q_ss, uint64_t k_sb, uint64_t k_ss, uint64_t v_sb, uint64_t v_ss, float scale_log2,
             long long *prof) {
-    flash_x<T, D, BN, PROF, EXPK>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2, prof);
+    flash_x<T, D, BN, PROF, EXPK, WG>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2, prof);
 }
 
 // The reference: one thread per (image, head, query row), f32 throughout, exp in full precision.
@@ -403,7 +405,7 @@ int main(int argc, char **argv) {
         printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         dim3 grid((c.s + 63) / 64, c.heads, c.b);
         const uint64_t sb = (uint64_t)c.s * hd;
-        auto run = [&](const char *name, auto launch, bool profd, int bn) {
+        auto run = [&](const char *name, auto launch, bool profd, int bn, int wg = 1) {
             for (int i = 0; i < 3; ++i) launch();
             CK(cudaStreamSynchronize(st));
             CK(cudaGetLastError());
@@ -423,7 +425,7 @@ int main(int argc, char **argv) {
                 double s[4] = {0, 0, 0, 0};
                 for (uint64_t b = 0; b < blocks; ++b)
                     for (int i = 0; i < 4; ++i) s[i] += (double)hp[4 * b + i];
-                const double per = (double)blocks * ((c.s + bn - 1) / bn);
+                const double per = (double)(blocks / wg) * ((c.s + bn - 1) / bn);
                 printf(" %.0f | %.0f | %.0f | %.0f | %.0f |\n", s[0] / per, s[1] / per, s[2] / per, s[3] / per,
                        (s[0] + s[1] + s[2] + s[3]) / per);
             } else {
@@ -431,14 +433,27 @@ int main(int argc, char **argv) {
             }
         };
 #define ARGS q, k, v, o, (uint64_t)c.s, (uint64_t)c.s, (uint64_t)c.heads, sb, hd, sb, hd, sb, hd, scale_log2
-#define X(D, BN, PROF, EXPK, NAME)                                                                               \
-    CK(cudaFuncSetAttribute(flash_k<__half, D, BN, PROF, EXPK>, cudaFuncAttributeMaxDynamicSharedMemorySize,    \
+#define X(D, BN, PROF, EXPK, NAME) XW(D, BN, PROF, EXPK, 1, NAME)
+#define XW(D, BN, PROF, EXPK, WG, NAME)                                                                          \
+    CK(cudaFuncSetAttribute(flash_k<__half, D, BN, PROF, EXPK, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
                             flash_smem(D, BN)));                                                                 \
-    run(NAME, [&]() { flash_k<__half, D, BN, PROF, EXPK><<<grid, 128, flash_smem(D, BN), st>>>(ARGS, prof); }, PROF, BN)
+    run(                                                                                                         \
+        NAME,                                                                                                    \
+        [&]() {                                                                                                  \
+            flash_k<__half, D, BN, PROF, EXPK, WG>                                                               \
+                <<<dim3((c.s + 64 * WG - 1) / (64 * WG), c.heads, c.b), 128 * WG, flash_smem(D, BN), st>>>(ARGS, prof); \
+        },                                                                                                       \
+        PROF, BN, WG)
         if (c.d == 40) {
-            run("binary (attn_flash_d40_f16)", [&]() { attn_flash_d40_f16<<<grid, 128, 0, st>>>(ARGS, 0); }, false, 64);
+            run("binary (attn_flash_d40_f16)", [&]() { attn_flash_d40_f16<<<grid, 128, 0, st>>>(ARGS, 0); }, false, 64, 1);
             X(40, 64, false, 0, "copy: BN 64");
             X(40, 64, true, 0, "BN 64, phases");
+            XW(40, 64, false, 0, 2, "BN 64, 2 warpgroups (128 rows)");
+            XW(40, 64, true, 0, 2, "BN 64, 2 warpgroups, phases");
+            XW(40, 64, false, 0, 3, "BN 64, 3 warpgroups (192 rows)");
+            XW(40, 64, false, 0, 4, "BN 64, 4 warpgroups (256 rows)");
+            XW(40, 128, false, 0, 2, "BN 128, 2 warpgroups");
+            XW(40, 64, false, 2, 2, "BN 64, 2 warpgroups, ex2.f16x2");
             X(40, 64, false, 1, "BN 64, no exp (wrong)");
             X(40, 64, true, 1, "BN 64, no exp, phases (wrong)");
             X(40, 64, false, 2, "BN 64, ex2.f16x2");
@@ -448,8 +463,11 @@ int main(int argc, char **argv) {
             X(40, 128, false, 2, "BN 128, ex2.f16x2");
             X(40, 128, false, 3, "BN 128, half by polynomial");
         } else {
-            run("binary (attn_flash_d64_f16)", [&]() { attn_flash_d64_f16<<<grid, 128, 0, st>>>(ARGS, 0); }, false, 64);
+            run("binary (attn_flash_d64_f16)", [&]() { attn_flash_d64_f16<<<grid, 128, 0, st>>>(ARGS, 0); }, false, 64, 1);
             X(64, 64, true, 0, "BN 64, phases");
+            XW(64, 64, false, 0, 2, "BN 64, 2 warpgroups (128 rows)");
+            XW(64, 64, false, 0, 3, "BN 64, 3 warpgroups (192 rows)");
+            XW(64, 64, false, 0, 4, "BN 64, 4 warpgroups (256 rows)");
             X(64, 64, false, 2, "BN 64, ex2.f16x2");
             X(64, 64, false, 3, "BN 64, half by polynomial");
             X(64, 128, false, 0, "BN 128");
