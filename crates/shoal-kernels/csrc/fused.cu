@@ -813,10 +813,11 @@ FEW_KEYS(__nv_bfloat16, bf16, 80)
 
 // ---------------------------------------------------------------------------------------------
 // Attention over many keys (the self-attention over the latent's tokens), f16 and bf16, sm_90a:
-// one pass over the keys (FlashAttention's structure) on Hopper's warpgroup MMAs. A block is one
-// warpgroup (4 warps) taking 64 query rows, q's fragments in registers for the whole pass (the
-// A operand of wgmma's register form); the keys and values stream through shared memory in tiles
-// of FLASH_BN (as many stages as 48 KB holds: the next tiles' cp.async in flight during this one);
+// one pass over the keys (FlashAttention's structure) on Hopper's warpgroup MMAs. A block is
+// FLASH_WG warpgroups (4 warps each) taking 64 query rows each, q's fragments in registers for the
+// whole pass (the A operand of wgmma's register form), all sharing each tile; the keys and values
+// stream through shared memory in tiles of FLASH_BN (as many stages as 48 KB holds: the next tiles'
+// cp.async in flight during this one);
 // per tile the scores as m64n64k16 wgmmas into f32 (depth padded to 16 with zero columns: 48 for
 // width 40), the running row maximum in f32 (the accumulator rescaled only when a maximum grew past
 // FLASH_SLACK), the probabilities rounded to T as the register A operand of wgmmas against v at the
@@ -876,6 +877,9 @@ template <> struct Wg<__nv_bfloat16, 64> {
 #endif
 
 #define FLASH_BN 64
+// Warpgroups per block, each taking 64 query rows, all sharing every tile of keys and values in
+// shared memory: two halve the loads from L2 per query row (session 14: 1.80 → 1.24 ms at width 40).
+#define FLASH_WG 2
 // Rescaling the accumulator only when a row's maximum grew by more than 2^FLASH_SLACK (in the
 // exponent's units) keeps every probability ≤ 2^FLASH_SLACK against the maximum in use: exact
 // (numerator and sum share it) and well inside f16's and bf16's range.
@@ -894,7 +898,7 @@ template <int N> __device__ __forceinline__ void wg_fence_regs(float (&d)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// grid (⌈sq / 64⌉, heads, b), block 128 (one warpgroup). k_ss, v_ss < 2^24.
+// grid (⌈sq / (64 · FLASH_WG)⌉, heads, b), block 128 · FLASH_WG. k_ss, v_ss < 2^24.
 // Shared memory per tile of BN keys, for k and v alike, in wgmma's 32-byte swizzle: columns in
 // slabs of 16 (32 bytes), slab a holding the tile's keys as rows of 32 bytes (BN · 32 bytes, from
 // a · BN · 32), the two 16-byte halves of a row swapped in rows 4–7 of every 8 (address bit 4 ^=
@@ -917,7 +921,8 @@ __device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, con
     constexpr int CH = D / 8, CHK = DK / 8; // column chunks loaded; in a row of a tile
     constexpr int KG = BN / 8;
     constexpr int TILE = CHK * KG * 128;   // bytes of a tile of k (and of v)
-    constexpr int U = (BN * CH + 127) / 128; // chunks per thread and tile
+    constexpr int NT = 128 * FLASH_WG;      // threads
+    constexpr int U = (BN * CH + NT - 1) / NT; // chunks per thread and tile
     // As many stages of keys and values as 48 KB of static shared memory holds (4 at width 40,
     // 3 at 64): the copies of the next stages in flight through L2's latency.
     constexpr int STAGES = 49152 / (2 * TILE);
@@ -928,10 +933,11 @@ __device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, con
     const uint64_t img = blockIdx.z, h = blockIdx.y;
     const T *kb = k + img * k_sb + h * D, *vb = v + img * v_sb + h * D;
     const T *qb = q + img * q_sb + h * D;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int warp = (threadIdx.x >> 5) & 3, wg = threadIdx.x >> 7, lane = threadIdx.x & 31, g = lane >> 2,
+              t = lane & 3;
     const uint64_t hd = heads * D;
     T *ob = o + img * sq * hd + h * D;
-    const int64_t ra = (int64_t)blockIdx.x * 64 + warp * 16 + g, rb = ra + 8;
+    const int64_t ra = (int64_t)blockIdx.x * 64 * FLASH_WG + wg * 64 + warp * 16 + g, rb = ra + 8;
     const int tiles = (int)((skv + BN - 1) / BN);
 
     // Chunk c (columns 8c..8c + 7) of key row r of a tile.
@@ -939,7 +945,7 @@ __device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, con
     // The padded columns: zeros in k, ones (or zeros without ONES) in v.
     if constexpr (CHK > CH) {
         const uint32_t one = ONES ? (uint32_t)Mma<T>::pack(1.0f, 1.0f) : 0u;
-        for (int i = threadIdx.x; i < (CHK - CH) * BN; i += 128) {
+        for (int i = threadIdx.x; i < (CHK - CH) * BN; i += NT) {
             int off = chunk(i % BN, CH + i / BN);
 #pragma unroll
             for (int st = 0; st < STAGES; ++st) {
@@ -953,7 +959,7 @@ __device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, con
     const T *kp[U], *vp[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-        int i = threadIdx.x + u * 128, row = i / CH, c = i % CH;
+        int i = threadIdx.x + u * NT, row = i / CH, c = i % CH;
         srow[u] = i < BN * CH ? row : BN; // BN: no chunk
         soff[u] = chunk(row, c);
         kp[u] = kb + (uint64_t)row * k_ss + c * 8;
@@ -1119,7 +1125,7 @@ __device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, con
 }
 
 #define FLASH(T, S, D)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128, 4)                                                          \
+    extern "C" __global__ void __launch_bounds__(128 * FLASH_WG, 4 / FLASH_WG)                                    \
         attn_flash_d##D##_##S(const T *q, const T *k, const T *v, T *o, uint64_t sq, uint64_t skv,               \
                               uint64_t heads, uint64_t q_sb, uint64_t q_ss, uint64_t k_sb, uint64_t k_ss,        \
                               uint64_t v_sb, uint64_t v_ss, float scale_log2, int tiles) {                       \

@@ -1276,10 +1276,15 @@ pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scal
     attention_kernel("attention_few_keys", AttnKernel::FewKeys, q, k, v, heads, scale)
 }
 
+/// Warpgroups per block of [`attention_flash`] (fused.cu `FLASH_WG`): each takes 64
+/// query rows, all share each tile of keys and values (session 14: two measured fastest).
+const FLASH_WARPGROUPS: usize = 2;
+
 /// Attention `softmax(scale · q kᵀ) v` per head over any number of keys (the
 /// self-attention over the latent's tokens), f16 and bf16, on Hopper's warpgroup
 /// MMAs (sm_90a), in one pass over the keys (FlashAttention's structure): 64 query
-/// rows per block with their fragments in registers, the keys and values through
+/// rows per warpgroup with their fragments in registers, two warpgroups a block
+/// sharing each tile, the keys and values through
 /// shared memory 64 at a time (the next tile's copy in flight), the scores into f32,
 /// the running maximum and sum in f32, the probabilities rounded to the dtype for the
 /// product with `v` at the head's own width (40, where cuDNN pads to 64). Views as for
@@ -1434,13 +1439,13 @@ impl AttnOp {
         // SAFETY: every output element is written by the kernel (each block writes its rows' D columns of each head).
         let mut out = unsafe { dev.alloc::<T>(b * sq * hd) }?;
         let stream = dev.cuda_stream();
-        // 64 rows per block per tile of each warp (few keys), 64 per block (flash).
+        // 64 rows per block per tile of each warp (few keys), 64 per warpgroup (flash).
         let (name, tiles) = match self.kernel {
             AttnKernel::FewKeys => (
                 format!("attn_few_keys_d{}_{sfx}", self.d),
                 few_keys_tiles(b, self.heads, sq),
             ),
-            AttnKernel::Flash => (format!("attn_flash_d{}_{sfx}", self.d), 1),
+            AttnKernel::Flash => (format!("attn_flash_d{}_{sfx}", self.d), FLASH_WARPGROUPS),
         };
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
         let mut l = stream.launch_builder(&f);
@@ -1455,13 +1460,17 @@ impl AttnOp {
             .arg(&v_ss);
         let tiles_i32 = tiles as i32;
         l.arg(&self.scale_log2).arg(&tiles_i32);
+        let threads = match self.kernel {
+            AttnKernel::FewKeys => 128,
+            AttnKernel::Flash => 128 * FLASH_WARPGROUPS as u32,
+        };
         let cfg = LaunchConfig {
             grid_dim: (
                 sq.div_ceil(ATTN_ROWS * tiles).clamp(1, i32::MAX as usize) as u32,
                 self.heads.clamp(1, 65_535) as u32,
                 b.clamp(1, 65_535) as u32,
             ),
-            block_dim: (128, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         if self.heads > 65_535 || b > 65_535 {
