@@ -568,21 +568,25 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
         let mut failed = usize::from(!ok);
         // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it;
-        // over many keys, the flash kernel (measured, not taken: docs/KERNELS.md) where built for the width.
+        // over many keys, the cp.async flash kernel (measured, not taken: docs/KERNELS.md) where built
+        // for the width, and the copy-engine one where the model path does not take it.
         #[cfg(feature = "fused")]
         if dtype != DType::F32 {
             let scale = (d as f64).powf(-0.5) as f32;
             let rows = n * heads * sq;
             let own = shoal_diffusion::nn::few_keys_kernel(d, skv, rows);
+            let many =
+                skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::FLASH_DIMS.contains(&d);
+            let own_many = many && shoal_diffusion::nn::many_keys_kernel(d, skv);
             type Alt<'a> = Box<dyn FnMut() -> Result<Tensor> + 'a>;
             let mut alts: Vec<(String, Alt)> = Vec::new();
-            if own {
+            if own || own_many {
                 alts.push((
                     format!("{name} cudnn"),
                     Box::new(|| Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?)),
                 ));
             }
-            if skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::FLASH_DIMS.contains(&d) {
+            if many {
                 alts.push((
                     format!("{name} flash"),
                     Box::new(|| {
@@ -590,6 +594,12 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
                             &ql, &kl, &vl, heads, scale,
                         )?)
                     }),
+                ));
+            }
+            if many && !own_many {
+                alts.push((
+                    format!("{name} tma"),
+                    Box::new(|| Ok(shoal_kernels::fused::attention_tma(&ql, &kl, &vl, heads, scale)?)),
                 ));
             }
             for (label, mut alt) in alts {

@@ -8,6 +8,7 @@
 //                 pivot = the group's first element (guards against cancellation);
 //   gn_finalize — one warp per group: mean and 1 / sqrt(var + eps);
 //   gn_apply    — y = (x - mean) * rstd * gamma[c] + beta[c], then SiLU if asked (row-wise, below).
+#include <cuda.h> // CUtensorMap
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -1136,3 +1137,306 @@ FLASH(__half, f16, 40)
 FLASH(__half, f16, 64)
 FLASH(__nv_bfloat16, bf16, 40)
 FLASH(__nv_bfloat16, bf16, 64)
+
+// ---------------------------------------------------------------------------------------------
+// Attention over many keys with the keys and values brought in by the copy engine (TMA), sm_90a:
+// FlashAttention-3's structure. A block is WG consumer warpgroups of 64 query rows each (q's
+// fragments in registers, as in attn_flash); thread 0 also issues the cp.async.bulk.tensor loads of
+// each tile of BN keys and values into a ring of STAGES stages, each completing on the stage's `full`
+// mbarrier; each warp arrives on the stage's `empty` mbarrier once its last wgmma reading it has
+// completed, and thread 0 waits on it before refilling, a tile later than it could (no producer
+// warp: a 17th warp would cut every thread's registers to 94 at two blocks an SM). No block-wide
+// barrier in the loop: the warpgroups drift apart, so one's softmax fills another's MMAs. With OVL, within a warpgroup the scores of tile j and the product of tile j − 1's
+// probabilities with its values are in flight together while tile j's softmax runs (FA3's
+// intra-warpgroup overlap); the accumulator is rescaled once the product has landed.
+// The tiles are the 32-byte swizzle of attn_flash (columns in slabs of 16), written by the copy
+// engine from a 4-d tensor map per operand: (width, heads, tokens, images), box (16, 1, BN, 1); the
+// columns past the head's width and the keys past skv arrive as zeros (keys past skv masked to −inf).
+// grid (⌈sq / (64 · WG)⌉, heads, b), block 128 · WG, dynamic shared memory attn_tma_smem().
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <> struct Wg<__half, 40> {
+    template <int TB>
+    __device__ __forceinline__ static void run(float (&d)[20], const uint32_t a[4], uint64_t desc, int scale_d) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n40k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, {%20, %21, %22, %23}, %24, p, 1, 1, %26;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TB));
+    }
+};
+template <> struct Wg<__nv_bfloat16, 40> {
+    template <int TB>
+    __device__ __forceinline__ static void run(float (&d)[20], const uint32_t a[4], uint64_t desc, int scale_d) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, {%20, %21, %22, %23}, %24, p, 1, 1, %26;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TB));
+    }
+};
+template <int N> __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t *b, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *b, int parity) {
+    asm volatile("{\n.reg .pred P1;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@!P1 bra WAIT;\n}\n" ::"r"(smem_u32(b)),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+}
+// One box of a 4-d tensor map into shared memory, completing on mbarrier `b`.
+__device__ __forceinline__ void tma_load4(void *dst, const void *map, int c0, int c1, int c2, int c3, uint64_t *b) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+                 ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(b))
+                 : "memory");
+}
+#endif
+
+// Bytes of one tile of keys (and of values) and of the dynamic shared memory of attn_tma.
+__host__ __device__ constexpr int attn_tma_tile(int d, int bn) { return (d + 15) / 16 * bn * 32; }
+__host__ __device__ constexpr int attn_tma_smem(int d, int bn, int stages) { return stages * 2 * attn_tma_tile(d, bn) + 1024 + 2 * 8 * stages; }
+
+template <typename T, int D, int WG, int STAGES, bool OVL>
+__device__ void attn_tma(const void *tmk, const void *tmv, const T *__restrict__ q, T *__restrict__ o,
+                         uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb, uint64_t q_ss,
+                         float scale_log2) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int BN = 64;
+    constexpr int DK = (D + 15) / 16 * 16; // q kᵀ's depth, padded with zero columns
+    constexpr int KS = DK / 16;            // k-steps of q kᵀ, slabs of a tile
+    constexpr int TILE = attn_tma_tile(D, BN);
+    extern __shared__ unsigned char dsmem[];
+    // The tiles at a 1024-byte boundary, the barriers after them.
+    unsigned char *smem = reinterpret_cast<unsigned char *>((reinterpret_cast<uintptr_t>(dsmem) + 1023) & ~uintptr_t(1023));
+    uint64_t *full = reinterpret_cast<uint64_t *>(smem + STAGES * 2 * TILE), *empty = full + STAGES;
+    auto kbuf = [&](int i) { return smem + i * TILE; };
+    auto vbuf = [&](int i) { return smem + (STAGES + i) * TILE; };
+    const int img = blockIdx.z, h = blockIdx.y;
+    const int tiles = (int)((skv + BN - 1) / BN);
+    const int wg = threadIdx.x >> 7;
+    static_assert(STAGES >= 3, "tile j refills the stage of tile j - 2");
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], 4 * WG);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    // Tile j into stage j % STAGES, by thread 0 once the stage's last reader has released it.
+    auto produce = [&](int j) {
+        const int st = j % STAGES;
+        if (j >= STAGES) mbar_wait(&empty[st], ((j / STAGES) - 1) & 1);
+        mbar_expect_tx(&full[st], 2 * TILE);
+#pragma unroll
+        for (int a = 0; a < KS; ++a) {
+            tma_load4(kbuf(st) + a * BN * 32, tmk, a * 16, h, j * BN, img, &full[st]);
+            tma_load4(vbuf(st) + a * BN * 32, tmv, a * 16, h, j * BN, img, &full[st]);
+        }
+    };
+    if (threadIdx.x == 0)
+        for (int j = 0; j < min(STAGES, tiles); ++j) produce(j);
+    // At tile j, thread 0 refills the stage of tile j − 2 (released a tile earlier by its own warp,
+    // so the wait is for the slower warpgroups only).
+    auto refill = [&](int j) {
+        if (threadIdx.x == 0 && j >= 2 && j - 2 + STAGES < tiles) produce(j - 2 + STAGES);
+    };
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint64_t hd = heads * D;
+    const T *qb = q + img * q_sb + h * D;
+    T *ob = o + img * sq * hd + h * D;
+    const int64_t ra = (int64_t)blockIdx.x * 64 * WG + wg * 64 + warp * 16 + g, rb = ra + 8;
+    uint32_t qa[KS][4];
+    auto ld = [&](int64_t r, int col) -> uint32_t {
+        return (r < (int64_t)sq && col < D) ? *reinterpret_cast<const uint32_t *>(qb + r * q_ss + col) : 0u;
+    };
+#pragma unroll
+    for (int s = 0; s < KS; ++s) {
+        int c = s * 16 + t * 2;
+        qa[s][0] = ld(ra, c);
+        qa[s][1] = ld(rb, c);
+        qa[s][2] = ld(ra, c + 8);
+        qa[s][3] = ld(rb, c + 8);
+    }
+    float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f};
+    float acc[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] = 0.0f;
+    const float slack = FLASH_SLACK / scale_log2;
+    const uint64_t kd0 = wg_desc(kbuf(0), 16, 256), vd0 = wg_desc(vbuf(0), BN * 32, 256);
+    float sc[BN / 2];
+    uint32_t pa[BN / 16][4];
+
+    auto issue_qk = [&](int st) {
+        wg_fence_regs(sc);
+        wg_fence();
+#pragma unroll
+        for (int s = 0; s < KS; ++s)
+            Wg<T, BN>::template run<0>(sc, qa[s], kd0 + ((st * TILE + s * BN * 32) >> 4), s > 0 ? 1 : 0);
+        wg_commit();
+    };
+    auto issue_pv = [&](int st) {
+        wg_fence_regs(acc);
+        wg_fence();
+#pragma unroll
+        for (int p = 0; p < BN / 16; ++p)
+            Wg<T, D>::template run<1>(acc, pa[p], vd0 + ((st * TILE + p * 512) >> 4), 1);
+        wg_commit();
+    };
+    auto release = [&](int st) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[st]);
+    };
+    // The softmax of the scores in sc (only `live` keys): the running maximum, the exponentials in
+    // place, the row sums; returns whether the accumulator must be scaled by corr.
+    auto softmax = [&](int live, float (&corr)[2]) -> bool {
+        if (live < BN) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (n * 8 + t * 2 + (e & 1) >= live) sc[4 * n + e] = -INFINITY;
+        }
+        float tm[2];
+        bool grow = false;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float x = sc[2 * r];
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) x = fmaxf(x, fmaxf(sc[4 * n + 2 * r], sc[4 * n + 2 * r + 1]));
+            x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+            x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+            tm[r] = x;
+            grow |= x > mx[r] + slack;
+        }
+        const bool any = __any_sync(0xffffffff, grow);
+        corr[0] = corr[1] = 1.0f;
+        if (any) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float nm = fmaxf(mx[r], tm[r]);
+                corr[r] = ex2((mx[r] - nm) * scale_log2);
+                mx[r] = nm;
+                sum[r] *= corr[r];
+            }
+        }
+        const float ms0 = mx[0] * scale_log2, ms1 = mx[1] * scale_log2;
+        float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+            sc[4 * n + 0] = ex2(fmaf(sc[4 * n + 0], scale_log2, -ms0));
+            sc[4 * n + 1] = ex2(fmaf(sc[4 * n + 1], scale_log2, -ms0));
+            sc[4 * n + 2] = ex2(fmaf(sc[4 * n + 2], scale_log2, -ms1));
+            sc[4 * n + 3] = ex2(fmaf(sc[4 * n + 3], scale_log2, -ms1));
+            ls0 += sc[4 * n + 0] + sc[4 * n + 1];
+            ls1 += sc[4 * n + 2] + sc[4 * n + 3];
+        }
+        sum[0] += ls0;
+        sum[1] += ls1;
+        return any;
+    };
+    auto pack = [&]() {
+#pragma unroll
+        for (int p = 0; p < BN / 16; ++p)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) pa[p][i] = Mma<T>::pack(sc[8 * p + 2 * i], sc[8 * p + 2 * i + 1]);
+    };
+    auto rescale = [&](const float (&corr)[2]) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            acc[4 * n + 0] *= corr[0];
+            acc[4 * n + 1] *= corr[0];
+            acc[4 * n + 2] *= corr[1];
+            acc[4 * n + 3] *= corr[1];
+        }
+    };
+    auto live_of = [&](int j) { return (int)min((uint64_t)BN, skv - (uint64_t)j * BN); };
+
+    float corr[2];
+    if constexpr (OVL) {
+        mbar_wait(&full[0], 0);
+        issue_qk(0);
+        wg_wait<0>();
+        wg_fence_regs(sc);
+        softmax(live_of(0), corr); // the first maximum: nothing accumulated yet
+        pack();
+        for (int j = 1; j < tiles; ++j) {
+            const int st = j % STAGES, pst = (j - 1) % STAGES;
+            refill(j);
+            mbar_wait(&full[st], (j / STAGES) & 1);
+            issue_qk(st);
+            issue_pv(pst);
+            wg_wait<1>(); // the scores of tile j
+            wg_fence_regs(sc);
+            const bool any = softmax(live_of(j), corr);
+            wg_wait<0>(); // the product of tile j − 1
+            wg_fence_regs(acc);
+            release(pst);
+            if (any) rescale(corr);
+            pack();
+        }
+        issue_pv((tiles - 1) % STAGES);
+        wg_wait<0>();
+        wg_fence_regs(acc);
+        release((tiles - 1) % STAGES);
+    } else {
+        for (int j = 0; j < tiles; ++j) {
+            const int st = j % STAGES;
+            refill(j);
+            mbar_wait(&full[st], (j / STAGES) & 1);
+            issue_qk(st);
+            wg_wait<0>();
+            wg_fence_regs(sc);
+            if (softmax(live_of(j), corr)) rescale(corr);
+            pack();
+            issue_pv(st);
+            wg_wait<0>();
+            wg_fence_regs(acc);
+            release(st);
+        }
+    }
+    float la = sum[0], lb = sum[1];
+    la += __shfl_xor_sync(0xffffffff, la, 1);
+    la += __shfl_xor_sync(0xffffffff, la, 2);
+    lb += __shfl_xor_sync(0xffffffff, lb, 1);
+    lb += __shfl_xor_sync(0xffffffff, lb, 2);
+    const float ia = 1.0f / la, ib = 1.0f / lb;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        int c = n * 8 + t * 2;
+        if (ra < (int64_t)sq)
+            *reinterpret_cast<uint32_t *>(ob + ra * hd + c) = Mma<T>::pack(acc[4 * n] * ia, acc[4 * n + 1] * ia);
+        if (rb < (int64_t)sq)
+            *reinterpret_cast<uint32_t *>(ob + rb * hd + c) = Mma<T>::pack(acc[4 * n + 2] * ib, acc[4 * n + 3] * ib);
+    }
+#else
+    __trap(); // built for sm_90a only (wgmma, the copy engine); the host takes this kernel only there
+#endif
+}
+
+// The binary's configuration of attn_tma (bench/attn_tma.cu times the others): ATTN_TMA_WG
+// warpgroups a block (two blocks an SM at 2), ATTN_TMA_STAGES_D<width> stages, ATTN_TMA_OVL the
+// intra-warpgroup overlap. Rust: fused.rs `TMA_WARPGROUPS`, `tma_stages`.
+#define ATTN_TMA_WG 2
+#define ATTN_TMA_STAGES_D40 8
+#define ATTN_TMA_STAGES_D64 6
+#define ATTN_TMA_OVL true
+#define ATTN_TMA(T, S, D)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128 * ATTN_TMA_WG, ATTN_TMA_WG == 2 ? 2 : 1)                      \
+        attn_tma_d##D##_##S(const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv,    \
+                            const T *q, T *o, uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb,          \
+                            uint64_t q_ss, float scale_log2) {                                                   \
+        attn_tma<T, D, ATTN_TMA_WG, ATTN_TMA_STAGES_D##D, ATTN_TMA_OVL>(&tmk, &tmv, q, o, sq, skv, heads, q_sb,  \
+                                                                       q_ss, scale_log2);                        \
+    }
+ATTN_TMA(__half, f16, 40)
+ATTN_TMA(__half, f16, 64)
+ATTN_TMA(__nv_bfloat16, bf16, 40)
+ATTN_TMA(__nv_bfloat16, bf16, 64)

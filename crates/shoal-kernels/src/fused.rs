@@ -8,7 +8,7 @@
 //! convolution output).
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, sys};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{DType, Layout, Shape, Tensor};
 
@@ -1295,6 +1295,92 @@ pub fn attention_flash(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: 
     attention_kernel("attention_flash", AttnKernel::Flash, q, k, v, heads, scale)
 }
 
+/// Warpgroups per block of [`attention_tma`] (fused.cu `ATTN_TMA_WG`), two blocks an SM.
+const TMA_WARPGROUPS: usize = 2;
+/// Keys per tile of [`attention_tma`] (fused.cu `attn_tma`'s `BN`).
+const TMA_KEYS: usize = 64;
+
+/// Stages of keys and values of [`attention_tma`] at head width `d` (fused.cu
+/// `ATTN_TMA_STAGES_D40`, `_D64`) and its dynamic shared memory in bytes (fused.cu
+/// `attn_tma_smem`: the stages, 1 KB to align them, the mbarriers).
+fn tma_smem(d: usize) -> usize {
+    let stages = if d == 40 { 8 } else { 6 };
+    let tile = d.div_ceil(16) * TMA_KEYS * 32;
+    stages * 2 * tile + 1024 + 16 * stages
+}
+
+/// Attention as [`attention_flash`] computes it, with the keys and values brought into
+/// shared memory by the copy engine (TMA) on mbarriers rather than by every thread's
+/// `cp.async` and a block-wide barrier per tile (FlashAttention-3's structure): the
+/// warpgroups of a block never wait for each other, and within one the scores of a
+/// tile and the product of the previous tile's probabilities with its values run on
+/// the tensor cores while the softmax runs. `Unsupported` where [`attention_flash`] is.
+pub fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
+    attention_kernel("attention_tma", AttnKernel::Tma, q, k, v, heads, scale)
+}
+
+/// A tensor map (`CUtensorMap`) passed by value as a kernel parameter.
+#[repr(transparent)]
+struct TensorMap(sys::CUtensorMap);
+// SAFETY: a plain 128-byte, 64-byte aligned C struct, what the kernel's `__grid_constant__
+// CUtensorMap` parameter is.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// The tensor map of `attn_tma`'s `k` or `v`: 4-d (width `d`, `heads`, `s` tokens, `b`
+/// images) over a `(b, s, heads·d)` view at `ptr` with rows `ss` and images `sb` elements
+/// apart, box (16, 1, 64, 1) in the 32-byte swizzle, out-of-bounds elements zeros.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the view's shape and strides, one by one"
+)]
+fn tensor_map(
+    ptr: sys::CUdeviceptr,
+    bf16: bool,
+    d: usize,
+    heads: usize,
+    s: usize,
+    b: usize,
+    ss: u64,
+    sb: u64,
+) -> candle_core::Result<TensorMap> {
+    let dims: [u64; 4] = [d as u64, heads as u64, s as u64, b as u64];
+    // Byte strides of dimensions 1..3; TMA wants multiples of 16 under 2^40.
+    let strides: [u64; 3] = [d as u64 * 2, ss * 2, sb.max(1) * 2];
+    if strides.iter().any(|&x| x % 16 != 0 || x >= 1 << 40) || dims.iter().any(|&x| x == 0 || x > 1 << 32) {
+        candle_core::bail!(
+            "attention: view of {dims:?} with byte strides {strides:?} outside the copy engine's limits"
+        )
+    }
+    let boxd: [u32; 4] = [16, 1, TMA_KEYS as u32, 1];
+    let es: [u32; 4] = [1; 4];
+    let mut m = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    let dtype = if bf16 {
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    } else {
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    };
+    // SAFETY: every array holds the rank's entries (4, strides 3); the map is written before use.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            m.as_mut_ptr(),
+            dtype,
+            4,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxd.as_ptr(),
+            es.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+        .w()?;
+        Ok(TensorMap(m.assume_init()))
+    }
+}
+
 /// Whether the device is of compute capability 9.0 (the flash kernel is sm_90a code).
 fn sm90(t: &Tensor) -> bool {
     match t.device() {
@@ -1307,6 +1393,7 @@ fn sm90(t: &Tensor) -> bool {
 enum AttnKernel {
     FewKeys,
     Flash,
+    Tma,
 }
 
 fn attention_kernel(
@@ -1348,12 +1435,12 @@ fn attention_kernel(
                 "head dim {d} with {skv} keys (built for {FEW_KEYS_DIMS:?}, 1 to {FEW_KEYS_MAX} keys)"
             )));
         }
-        AttnKernel::Flash if !FLASH_DIMS.contains(&d) || skv == 0 || sq == 0 => {
+        AttnKernel::Flash | AttnKernel::Tma if !FLASH_DIMS.contains(&d) || skv == 0 || sq == 0 => {
             return Err(unsupported(format!(
                 "head dim {d} with {skv} keys (built for {FLASH_DIMS:?}, at least 1 key)"
             )));
         }
-        AttnKernel::Flash if !sm90(q) => {
+        AttnKernel::Flash | AttnKernel::Tma if !sm90(q) => {
             return Err(unsupported("a device other than compute capability 9.0".into()));
         }
         _ => {}
@@ -1372,7 +1459,7 @@ fn attention_kernel(
     if !(starts_aligned(&q) && starts_aligned(&k) && starts_aligned(&v)) {
         return Err(unsupported("rows not on 16-byte boundaries".into()));
     }
-    if matches!(kernel, AttnKernel::Flash)
+    if matches!(kernel, AttnKernel::Flash | AttnKernel::Tma)
         && (k.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE || v.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE)
     {
         return Err(unsupported(format!(
@@ -1416,6 +1503,68 @@ fn strided<'a, T: CudaDType>(
 }
 
 impl AttnOp {
+    /// [`attention_tma`]'s launch: the tensor maps of `k` and `v`, the dynamic shared memory.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the views and their strides, as `typed` has them"
+    )]
+    fn launch_tma<T: CudaDType + DeviceRepr>(
+        &self,
+        sfx: &str,
+        dev: &CudaDevice,
+        q: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        k: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        v: &candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>,
+        [b, sq, skv, hd]: [usize; 4],
+        [q_sb, q_ss, k_sb, k_ss, v_sb, v_ss]: [u64; 6],
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let stream = dev.cuda_stream();
+        // SAFETY: every output element is written by the kernel (each block writes its rows' D columns of each head).
+        let mut out = unsafe { dev.alloc::<T>(b * sq * hd) }?;
+        let bf16 = sfx == "bf16";
+        // The guards keep candle's event tracking: their reads are recorded when they drop,
+        // after the launch.
+        let (kp, kg) = k.device_ptr(&stream);
+        let (vp, vg) = v.device_ptr(&stream);
+        let tk = tensor_map(kp, bf16, self.d, self.heads, skv, b, k_ss, k_sb)?;
+        let tv = tensor_map(vp, bf16, self.d, self.heads, skv, b, v_ss, v_sb)?;
+        let f = dev.get_or_load_custom_func(&format!("attn_tma_d{}_{sfx}", self.d), MODULE, PTX)?;
+        let smem = tma_smem(self.d);
+        f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .w()?;
+        let mut l = stream.launch_builder(&f);
+        let (sq64, skv64, h64) = (sq as u64, skv as u64, self.heads as u64);
+        l.arg(&tk).arg(&tv).arg(q).arg(&mut out);
+        l.arg(&sq64).arg(&skv64).arg(&h64).arg(&q_sb).arg(&q_ss);
+        l.arg(&self.scale_log2);
+        if self.heads > 65_535 || b > 65_535 {
+            candle_core::bail!(
+                "attention: {b} images × {} heads past the grid's limits",
+                self.heads
+            )
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (
+                sq.div_ceil(ATTN_ROWS * TMA_WARPGROUPS)
+                    .clamp(1, i32::MAX as usize) as u32,
+                self.heads as u32,
+                b as u32,
+            ),
+            block_dim: (128 * TMA_WARPGROUPS as u32, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        // SAFETY: the argument list matches the kernel's signature; the views were
+        // bounds-checked and the tensor maps describe them.
+        unsafe { l.launch(cfg) }.w()?;
+        drop((kg, vg));
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((b, sq, hd)),
+        ))
+    }
     #[allow(
         clippy::too_many_arguments,
         reason = "the storage and layout of each input, as candle's op traits pass them"
@@ -1446,6 +1595,17 @@ impl AttnOp {
                 few_keys_tiles(b, self.heads, sq),
             ),
             AttnKernel::Flash => (format!("attn_flash_d{}_{sfx}", self.d), FLASH_WARPGROUPS),
+            AttnKernel::Tma => {
+                return self.launch_tma(
+                    sfx,
+                    dev,
+                    &q,
+                    &k,
+                    &v,
+                    [b, sq, skv, hd],
+                    [q_sb, q_ss, k_sb, k_ss, v_sb, v_ss],
+                );
+            }
         };
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
         let mut l = stream.launch_builder(&f);
@@ -1462,7 +1622,7 @@ impl AttnOp {
         l.arg(&self.scale_log2).arg(&tiles_i32);
         let threads = match self.kernel {
             AttnKernel::FewKeys => 128,
-            AttnKernel::Flash => 128 * FLASH_WARPGROUPS as u32,
+            _ => 128 * FLASH_WARPGROUPS as u32,
         };
         let cfg = LaunchConfig {
             grid_dim: (

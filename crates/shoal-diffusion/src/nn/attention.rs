@@ -120,6 +120,15 @@ pub fn few_keys_kernel(d: usize, keys: usize, rows: usize) -> bool {
     (1..=80).contains(&keys) && (d == 40 || (d == 80 && rows <= 32_768))
 }
 
+/// Whether shoal's many-keys kernel on the copy engine
+/// (`shoal_kernels::fused::attention_tma`, compute capability 9.0 only) takes an
+/// attention of head width `d` over `keys` keys (the self-attention over the latent's
+/// tokens) rather than cuDNN's SDPA: widths 40 and 64 over more keys than the few-keys
+/// kernel takes (docs/KERNELS.md, "Attention over many keys on the copy engine").
+pub fn many_keys_kernel(d: usize, keys: usize) -> bool {
+    keys > 80 && (d == 40 || d == 64)
+}
+
 #[cfg(feature = "cudnn")]
 fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::Result<Tensor> {
     if q.dtype() == candle_core::DType::F32 {
@@ -184,6 +193,18 @@ mod tests {
         assert!(!few_keys_kernel(40, 81, 1));
         assert!(!few_keys_kernel(40, 0, 1));
         assert!(!few_keys_kernel(160, 77, 1));
+    }
+
+    /// The many-keys kernel's rule: widths 40 and 64 over more than 80 keys.
+    #[test]
+    fn many_keys_kernel_takes_the_self_attention_widths() {
+        assert!(many_keys_kernel(40, 4096));
+        assert!(many_keys_kernel(64, 1024));
+        assert!(many_keys_kernel(64, 81));
+        assert!(!many_keys_kernel(40, 80));
+        assert!(!many_keys_kernel(40, 77));
+        assert!(!many_keys_kernel(80, 1024));
+        assert!(!many_keys_kernel(160, 256));
     }
 
     /// The unified path equals the per-head loop written out by hand.

@@ -19,7 +19,7 @@ pub mod memory;
 mod norm;
 pub mod profile;
 
-pub use attention::{AttentionOpts, attention, few_keys_kernel};
+pub use attention::{AttentionOpts, attention, few_keys_kernel, many_keys_kernel};
 pub use conv::{Conv2d, conv2d, conv2d_in, fuses_residual};
 pub use elementwise::{add_per_channel, cat_channels, upsample_nearest};
 pub use linear::{
