@@ -577,7 +577,7 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
             let own = shoal_diffusion::nn::few_keys_kernel(d, skv, rows);
             let many =
                 skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::FLASH_DIMS.contains(&d);
-            let own_many = many && shoal_diffusion::nn::many_keys_kernel(d, skv);
+            let own_many = many && shoal_diffusion::nn::many_keys_kernel(d, skv, dtype);
             type Alt<'a> = Box<dyn FnMut() -> Result<Tensor> + 'a>;
             let mut alts: Vec<(String, Alt)> = Vec::new();
             if own || own_many {

@@ -123,10 +123,14 @@ pub fn few_keys_kernel(d: usize, keys: usize, rows: usize) -> bool {
 /// Whether shoal's many-keys kernel on the copy engine
 /// (`shoal_kernels::fused::attention_tma`, compute capability 9.0 only) takes an
 /// attention of head width `d` over `keys` keys (the self-attention over the latent's
-/// tokens) rather than cuDNN's SDPA: widths 40 and 64 over more keys than the few-keys
-/// kernel takes (docs/KERNELS.md, "Attention over many keys on the copy engine").
-pub fn many_keys_kernel(d: usize, keys: usize) -> bool {
-    keys > 80 && (d == 40 || d == 64)
+/// tokens) rather than cuDNN's SDPA, by session 15's measurements beside it on one H100
+/// (docs/KERNELS.md, "Attention over many keys on the copy engine"): width 40 over more
+/// keys than the few-keys kernel takes (it does not pad the width to 64 as cuDNN does:
+/// 1.116 against 1.151 ms at 16×8 heads × 4096², 0.145 against 0.156 at 2×8); never
+/// width 64, where cuDNN was faster (1.53 against 1.41 ms at 16×10 heads × 4096²).
+/// f16 only: the bf16 kernel was not yet run on a GPU.
+pub fn many_keys_kernel(d: usize, keys: usize, dtype: DType) -> bool {
+    dtype == DType::F16 && keys > 80 && d == 40
 }
 
 #[cfg(feature = "cudnn")]
@@ -145,6 +149,16 @@ fn fast(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttentionOpts) -> candle_core::R
         #[cfg(feature = "fused")]
         if !o.causal && few_keys_kernel(d, k.dim(1)?, q.dim(0)? * o.heads * q.dim(1)?) {
             match shoal_kernels::fused::attention_few_keys(q, k, v, o.heads, scale) {
+                Ok(y) => return Ok(y),
+                Err(shoal_kernels::Error::Unsupported { .. }) => {}
+                Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
+            }
+        }
+        // Many keys: shoal's copy-engine kernel where it measured faster (Hopper only: it
+        // says Unsupported elsewhere, and cuDNN's runs).
+        #[cfg(feature = "fused")]
+        if !o.causal && many_keys_kernel(d, k.dim(1)?, q.dtype()) {
+            match shoal_kernels::fused::attention_tma(q, k, v, o.heads, scale) {
                 Ok(y) => return Ok(y),
                 Err(shoal_kernels::Error::Unsupported { .. }) => {}
                 Err(e) => return Err(candle_core::Error::Msg(e.to_string())),
@@ -195,16 +209,20 @@ mod tests {
         assert!(!few_keys_kernel(160, 77, 1));
     }
 
-    /// The many-keys kernel's rule: widths 40 and 64 over more than 80 keys.
+    /// The many-keys kernel's rule: width 40 over more than 80 keys, f16.
     #[test]
-    fn many_keys_kernel_takes_the_self_attention_widths() {
-        assert!(many_keys_kernel(40, 4096));
-        assert!(many_keys_kernel(64, 1024));
-        assert!(many_keys_kernel(64, 81));
-        assert!(!many_keys_kernel(40, 80));
-        assert!(!many_keys_kernel(40, 77));
-        assert!(!many_keys_kernel(80, 1024));
-        assert!(!many_keys_kernel(160, 256));
+    fn many_keys_kernel_takes_what_it_measured_faster_on() {
+        let f16 = DType::F16;
+        assert!(many_keys_kernel(40, 4096, f16));
+        assert!(many_keys_kernel(40, 81, f16));
+        assert!(!many_keys_kernel(40, 4096, DType::BF16));
+        assert!(!many_keys_kernel(40, 4096, DType::F32));
+        assert!(!many_keys_kernel(64, 4096, f16));
+        assert!(!many_keys_kernel(64, 1024, f16));
+        assert!(!many_keys_kernel(40, 80, f16));
+        assert!(!many_keys_kernel(40, 77, f16));
+        assert!(!many_keys_kernel(80, 1024, f16));
+        assert!(!many_keys_kernel(160, 256, f16));
     }
 
     /// The unified path equals the per-head loop written out by hand.
