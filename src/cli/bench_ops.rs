@@ -567,16 +567,15 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
         ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
         let mut failed = usize::from(!ok);
-        // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it;
-        // over many keys, the cp.async flash kernel (measured, not taken: docs/KERNELS.md) where built
-        // for the width, and the copy-engine one where the model path does not take it.
+        // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it; over
+        // many keys, the copy-engine kernel where it is built for the width and not taken.
         #[cfg(feature = "fused")]
         if dtype != DType::F32 {
             let scale = (d as f64).powf(-0.5) as f32;
             let rows = n * heads * sq;
             let own = shoal_diffusion::nn::few_keys_kernel(d, skv, rows);
             let many =
-                skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::FLASH_DIMS.contains(&d);
+                skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::TMA_DIMS.contains(&d);
             let own_many = many && shoal_diffusion::nn::many_keys_kernel(d, skv, dtype);
             type Alt<'a> = Box<dyn FnMut() -> Result<Tensor> + 'a>;
             let mut alts: Vec<(String, Alt)> = Vec::new();
@@ -584,16 +583,6 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
                 alts.push((
                     format!("{name} cudnn"),
                     Box::new(|| Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?)),
-                ));
-            }
-            if many {
-                alts.push((
-                    format!("{name} flash"),
-                    Box::new(|| {
-                        Ok(shoal_kernels::fused::attention_flash(
-                            &ql, &kl, &vl, heads, scale,
-                        )?)
-                    }),
                 ));
             }
             if many && !own_many {

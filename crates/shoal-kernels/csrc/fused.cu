@@ -813,50 +813,10 @@ FEW_KEYS(__nv_bfloat16, bf16, 40)
 FEW_KEYS(__nv_bfloat16, bf16, 80)
 
 // ---------------------------------------------------------------------------------------------
-// Attention over many keys (the self-attention over the latent's tokens), f16 and bf16, sm_90a:
-// one pass over the keys (FlashAttention's structure) on Hopper's warpgroup MMAs. A block is
-// FLASH_WG warpgroups (4 warps each) taking 64 query rows each, q's fragments in registers for the
-// whole pass (the A operand of wgmma's register form), all sharing each tile; the keys and values
-// stream through shared memory in tiles of FLASH_BN (as many stages as 48 KB holds: the next tiles'
-// cp.async in flight during this one);
-// per tile the scores as m64n64k16 wgmmas into f32 (depth padded to 16 with zero columns: 48 for
-// width 40), the running row maximum in f32 (the accumulator rescaled only when a maximum grew past
-// FLASH_SLACK), the probabilities rounded to T as the register A operand of wgmmas against v at the
-// head's own width (40, plus 8 columns of ones that carry the row sums; 64 with the sums in f32
-// registers), the sum divided out at the end. Measured slower than cuDNN's SDPA (docs/KERNELS.md,
-// "Attention over many keys"): built for bench ops, taken by no model path.
-// Views as for attn_few_keys; keys past skv are zero-filled in shared memory and masked to -inf.
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool live) {
-    uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    int n = live ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
+// Hopper's warpgroup MMAs (sm_90a), for attn_tma below.
 // wgmma.mma_async, register A, shared-memory B (descriptor), f32 accumulators; TB: B MN-major.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 template <typename T, int N> struct Wg;
-template <> struct Wg<__half, 48> {
-    template <int TB>
-    __device__ __forceinline__ static void run(float (&d)[24], const uint32_t a[4], uint64_t desc, int scale_d) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, %30;\n}\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TB));
-    }
-};
-template <> struct Wg<__nv_bfloat16, 48> {
-    template <int TB>
-    __device__ __forceinline__ static void run(float (&d)[24], const uint32_t a[4], uint64_t desc, int scale_d) {
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, %30;\n}\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d), "n"(TB));
-    }
-};
 template <> struct Wg<__half, 64> {
     template <int TB>
     __device__ __forceinline__ static void run(float (&d)[32], const uint32_t a[4], uint64_t desc, int scale_d) {
@@ -877,10 +837,6 @@ template <> struct Wg<__nv_bfloat16, 64> {
 };
 #endif
 
-#define FLASH_BN 64
-// Warpgroups per block, each taking 64 query rows, all sharing every tile of keys and values in
-// shared memory: two halve the loads from L2 per query row (session 14: 1.80 → 1.24 ms at width 40).
-#define FLASH_WG 2
 // Rescaling the accumulator only when a row's maximum grew by more than 2^FLASH_SLACK (in the
 // exponent's units) keeps every probability ≤ 2^FLASH_SLACK against the maximum in use: exact
 // (numerator and sum share it) and well inside f16's and bf16's range.
@@ -893,265 +849,33 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wg_fence_regs(float (&d)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// grid (⌈sq / (64 · FLASH_WG)⌉, heads, b), block 128 · FLASH_WG. k_ss, v_ss < 2^24.
-// Shared memory per tile of BN keys, for k and v alike, in wgmma's 32-byte swizzle: columns in
-// slabs of 16 (32 bytes), slab a holding the tile's keys as rows of 32 bytes (BN · 32 bytes, from
-// a · BN · 32), the two 16-byte halves of a row swapped in rows 4–7 of every 8 (address bit 4 ^=
-// bit 7). For q kᵀ that is kᵀ K-major (one slab per k-step, stride offset 256 between key groups);
-// for p v it is v MN-major (leading offset BN · 32 between slabs of 16 columns, stride offset 256
-// between key groups). Where D is an odd multiple of 8 the padded columns of k are zeros and those
-// of v ones: the product with v then carries each row's sum of the rounded probabilities in its
-// last 8 columns (the tensor cores sum them, no adds in the softmax).
-template <typename T, int D>
-__device__ void attn_flash(const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v,
-                           T *__restrict__ o, uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb,
-                           uint64_t q_ss, uint64_t k_sb, uint64_t k_ss, uint64_t v_sb, uint64_t v_ss,
-                           float scale_log2) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int BN = FLASH_BN;
-    constexpr int DK = (D + 15) / 16 * 16; // q kᵀ's depth and p v's width, padded
-    constexpr bool ONES = DK != D;         // the padded columns of v carry the row sums
-    constexpr int NV = ONES ? DK : D;      // p v's width
-    constexpr int KS = DK / 16;
-    constexpr int CH = D / 8, CHK = DK / 8; // column chunks loaded; in a row of a tile
-    constexpr int KG = BN / 8;
-    constexpr int TILE = CHK * KG * 128;   // bytes of a tile of k (and of v)
-    constexpr int NT = 128 * FLASH_WG;      // threads
-    constexpr int U = (BN * CH + NT - 1) / NT; // chunks per thread and tile
-    // As many stages of keys and values as 48 KB of static shared memory holds (4 at width 40,
-    // 3 at 64): the copies of the next stages in flight through L2's latency.
-    constexpr int STAGES = 49152 / (2 * TILE);
-    static_assert(D % 8 == 0 && D <= 256 && STAGES >= 2, "head width a multiple of 8, two stages");
-    __shared__ __align__(1024) unsigned char smem[STAGES * 2 * TILE];
-    auto kbuf = [&](int i) { return smem + i * TILE; };
-    auto vbuf = [&](int i) { return smem + (STAGES + i) * TILE; };
-    const uint64_t img = blockIdx.z, h = blockIdx.y;
-    const T *kb = k + img * k_sb + h * D, *vb = v + img * v_sb + h * D;
-    const T *qb = q + img * q_sb + h * D;
-    const int warp = (threadIdx.x >> 5) & 3, wg = threadIdx.x >> 7, lane = threadIdx.x & 31, g = lane >> 2,
-              t = lane & 3;
-    const uint64_t hd = heads * D;
-    T *ob = o + img * sq * hd + h * D;
-    const int64_t ra = (int64_t)blockIdx.x * 64 * FLASH_WG + wg * 64 + warp * 16 + g, rb = ra + 8;
-    const int tiles = (int)((skv + BN - 1) / BN);
-
-    // Chunk c (columns 8c..8c + 7) of key row r of a tile.
-    auto chunk = [](int r, int c) { return (c >> 1) * BN * 32 + r * 32 + (((c & 1) ^ ((r >> 2) & 1)) << 4); };
-    // The padded columns: zeros in k, ones (or zeros without ONES) in v.
-    if constexpr (CHK > CH) {
-        const uint32_t one = ONES ? (uint32_t)Mma<T>::pack(1.0f, 1.0f) : 0u;
-        for (int i = threadIdx.x; i < (CHK - CH) * BN; i += NT) {
-            int off = chunk(i % BN, CH + i / BN);
-#pragma unroll
-            for (int st = 0; st < STAGES; ++st) {
-                *reinterpret_cast<uint4 *>(kbuf(st) + off) = make_uint4(0, 0, 0, 0);
-                *reinterpret_cast<uint4 *>(vbuf(st) + off) = make_uint4(one, one, one, one);
-            }
-        }
-    }
-    // Each thread's chunks: shared-memory offset, key row, and its source in the next tile to load.
-    int soff[U], srow[U];
-    const T *kp[U], *vp[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-        int i = threadIdx.x + u * NT, row = i / CH, c = i % CH;
-        srow[u] = i < BN * CH ? row : BN; // BN: no chunk
-        soff[u] = chunk(row, c);
-        kp[u] = kb + (uint64_t)row * k_ss + c * 8;
-        vp[u] = vb + (uint64_t)row * v_ss + c * 8;
-    }
-    const uint64_t k_step = (uint64_t)BN * k_ss, v_step = (uint64_t)BN * v_ss;
-    // The next tile (`live` of its keys) into stage st; the sources move on by a tile.
-    auto load = [&](int st, int live) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            if (srow[u] < BN) {
-                bool ok = srow[u] < live;
-                cp_async16(kbuf(st) + soff[u], ok ? kp[u] : kb, ok);
-                cp_async16(vbuf(st) + soff[u], ok ? vp[u] : vb, ok);
-            }
-            kp[u] += k_step;
-            vp[u] += v_step;
-        }
-    };
-    auto live_of = [&](int j) { return (int)min((uint64_t)BN, skv - (uint64_t)j * BN); };
-    // Tiles 0 .. STAGES − 2 in flight, one commit group each.
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st) {
-        if (st < tiles) load(st, live_of(st));
-        cp_async_commit();
-    }
-
-    // q's A fragments (zeros past sq and past D), in flight while the first tiles land.
-    uint32_t qa[KS][4];
-    auto ld = [&](int64_t r, int col) -> uint32_t {
-        return (r < (int64_t)sq && col < D) ? *reinterpret_cast<const uint32_t *>(qb + r * q_ss + col) : 0u;
-    };
-#pragma unroll
-    for (int s = 0; s < KS; ++s) {
-        int c = s * 16 + t * 2;
-        qa[s][0] = ld(ra, c);
-        qa[s][1] = ld(rb, c);
-        qa[s][2] = ld(ra, c + 8);
-        qa[s][3] = ld(rb, c + 8);
-    }
-    float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f};
-    float acc[NV / 2];
-#pragma unroll
-    for (int i = 0; i < NV / 2; ++i) acc[i] = 0.0f;
-    const float slack = FLASH_SLACK / scale_log2;
-    const uint64_t kd0 = wg_desc(kbuf(0), 16, 256), vd0 = wg_desc(vbuf(0), BN * 32, 256);
-
-    // One tile in stage st; MASK: only `live` of its keys.
-    auto tile = [&](int st, auto mask, int live) {
-        float sc[BN / 2];
-        wg_fence_regs(sc);
-        wg_fence();
-#pragma unroll
-        for (int s = 0; s < KS; ++s)
-            Wg<T, BN>::template run<0>(sc, qa[s], kd0 + ((st * TILE + s * BN * 32) >> 4), s > 0 ? 1 : 0);
-        wg_commit();
-        wg_wait0();
-        wg_fence_regs(sc);
-        // sc[4n + e]: rows g (e < 2) and g + 8, keys 8n + 2t + (e & 1).
-        if constexpr (decltype(mask)::value) {
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (n * 8 + t * 2 + (e & 1) >= live) sc[4 * n + e] = -INFINITY;
-        }
-        float tm[2];
-        bool grow = false;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float x = sc[2 * r];
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n) x = fmaxf(x, fmaxf(sc[4 * n + 2 * r], sc[4 * n + 2 * r + 1]));
-            x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
-            x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
-            tm[r] = x;
-            grow |= x > mx[r] + slack;
-        }
-        if (__any_sync(0xffffffff, grow)) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float nm = fmaxf(mx[r], tm[r]);
-                const float corr = ex2((mx[r] - nm) * scale_log2);
-                mx[r] = nm;
-                if constexpr (!ONES) sum[r] *= corr;
-#pragma unroll
-                for (int n = 0; n < NV / 8; ++n) {
-                    acc[4 * n + 2 * r] *= corr;
-                    acc[4 * n + 2 * r + 1] *= corr;
-                }
-            }
-        }
-        uint32_t pa[BN / 16][4];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const float ms = mx[r] * scale_log2;
-#pragma unroll
-            for (int n = 0; n < BN / 8; ++n) {
-                sc[4 * n + 2 * r] = ex2(fmaf(sc[4 * n + 2 * r], scale_log2, -ms));
-                sc[4 * n + 2 * r + 1] = ex2(fmaf(sc[4 * n + 2 * r + 1], scale_log2, -ms));
-            }
-            if constexpr (!ONES) {
-                float ls = 0.0f;
-#pragma unroll
-                for (int n = 0; n < BN / 8; ++n) ls += sc[4 * n + 2 * r] + sc[4 * n + 2 * r + 1];
-                sum[r] += ls;
-            }
-        }
-#pragma unroll
-        for (int p = 0; p < BN / 16; ++p) {
-            pa[p][0] = Mma<T>::pack(sc[8 * p + 0], sc[8 * p + 1]);
-            pa[p][1] = Mma<T>::pack(sc[8 * p + 2], sc[8 * p + 3]);
-            pa[p][2] = Mma<T>::pack(sc[8 * p + 4], sc[8 * p + 5]);
-            pa[p][3] = Mma<T>::pack(sc[8 * p + 6], sc[8 * p + 7]);
-        }
-        // acc += P V: k-step p takes keys 16p .. 16p + 15.
-        wg_fence_regs(acc);
-        wg_fence();
-#pragma unroll
-        for (int p = 0; p < BN / 16; ++p)
-            Wg<T, NV>::template run<1>(acc, pa[p], vd0 + ((st * TILE + p * 512) >> 4), 1);
-        wg_commit();
-        wg_wait0();
-        wg_fence_regs(acc);
-    };
-    for (int j = 0; j < tiles; ++j) {
-        cp_async_wait<STAGES - 2>(); // tile j's group (groups complete in order)
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        __syncthreads(); // tile j landed for every thread; every thread is done with tile j − 1's stage
-        const int nt = j + STAGES - 1;
-        if (nt < tiles) load(nt % STAGES, live_of(nt));
-        cp_async_commit();
-        const int live = live_of(j);
-        if (live == BN)
-            tile(j % STAGES, std::false_type{}, BN);
-        else
-            tile(j % STAGES, std::true_type{}, live);
-    }
-    float la, lb;
-    if constexpr (ONES) {
-        la = acc[4 * CH];
-        lb = acc[4 * CH + 2];
-    } else {
-        la = sum[0];
-        lb = sum[1];
-        la += __shfl_xor_sync(0xffffffff, la, 1);
-        la += __shfl_xor_sync(0xffffffff, la, 2);
-        lb += __shfl_xor_sync(0xffffffff, lb, 1);
-        lb += __shfl_xor_sync(0xffffffff, lb, 2);
-    }
-    const float ia = 1.0f / la, ib = 1.0f / lb;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-        int c = n * 8 + t * 2;
-        if (ra < (int64_t)sq)
-            *reinterpret_cast<uint32_t *>(ob + ra * hd + c) = Mma<T>::pack(acc[4 * n] * ia, acc[4 * n + 1] * ia);
-        if (rb < (int64_t)sq)
-            *reinterpret_cast<uint32_t *>(ob + rb * hd + c) = Mma<T>::pack(acc[4 * n + 2] * ib, acc[4 * n + 3] * ib);
-    }
-#else
-    __trap(); // built for sm_90a only (wgmma); the host takes this kernel only there
-#endif
-}
-
-#define FLASH(T, S, D)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128 * FLASH_WG, 4 / FLASH_WG)                                    \
-        attn_flash_d##D##_##S(const T *q, const T *k, const T *v, T *o, uint64_t sq, uint64_t skv,               \
-                              uint64_t heads, uint64_t q_sb, uint64_t q_ss, uint64_t k_sb, uint64_t k_ss,        \
-                              uint64_t v_sb, uint64_t v_ss, float scale_log2, int tiles) {                       \
-        (void)tiles;                                                                                              \
-        attn_flash<T, D>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2);             \
-    }
-FLASH(__half, f16, 40)
-FLASH(__half, f16, 64)
-FLASH(__nv_bfloat16, bf16, 40)
-FLASH(__nv_bfloat16, bf16, 64)
 
 // ---------------------------------------------------------------------------------------------
 // Attention over many keys with the keys and values brought in by the copy engine (TMA), sm_90a:
-// FlashAttention-3's structure. A block is WG consumer warpgroups of 64 query rows each (q's
-// fragments in registers, as in attn_flash); thread 0 also issues the cp.async.bulk.tensor loads of
-// each tile of BN keys and values into a ring of STAGES stages, each completing on the stage's `full`
+// FlashAttention-3's structure. A block is WG warpgroups of 64 query rows each (q's fragments in
+// registers for the whole pass, the A operand of wgmma's register form); thread 0 also issues the
+// cp.async.bulk.tensor loads of each tile of BN keys and values into a ring of STAGES stages, each completing on the stage's `full`
 // mbarrier; each warp arrives on the stage's `empty` mbarrier once its last wgmma reading it has
 // completed, and thread 0 waits on it before refilling, a tile later than it could (no producer
 // warp: a 17th warp would cut every thread's registers to 94 at two blocks an SM). No block-wide
 // barrier in the loop: the warpgroups drift apart, so one's softmax fills another's MMAs. With OVL, within a warpgroup the scores of tile j and the product of tile j − 1's
 // probabilities with its values are in flight together while tile j's softmax runs (FA3's
 // intra-warpgroup overlap); the accumulator is rescaled once the product has landed.
-// The tiles are the 32-byte swizzle of attn_flash (columns in slabs of 16), written by the copy
-// engine from a 4-d tensor map per operand: (width, heads, tokens, images), box (16, 1, BN, 1); the
-// columns past the head's width and the keys past skv arrive as zeros (keys past skv masked to −inf).
+// The tiles, written by the copy engine from a 4-d tensor map per operand: (width, heads, tokens,
+// images), box (16, 1, BN, 1); the columns past the head's width and the keys past skv arrive as
+// zeros (keys past skv masked to −inf).
+// Shared memory per tile of BN keys, for k and v alike, in wgmma's 32-byte swizzle: columns in
+// slabs of 16 (32 bytes), slab a holding the tile's keys as rows of 32 bytes (BN · 32 bytes, from
+// a · BN · 32), the two 16-byte halves of a row swapped in rows 4–7 of every 8 (address bit 4 ^=
+// bit 7). For q kᵀ that is kᵀ K-major (one slab per k-step, stride offset 256 between key groups);
+// for p v it is v MN-major (leading offset BN · 32 between slabs of 16 columns, stride offset 256
+// between key groups). Where D is an odd multiple of 8 the copy engine fills the padded columns
+// (40 → 48) with zeros.
 // grid (⌈sq / (64 · WG)⌉, heads, b), block 128 · WG, dynamic shared memory attn_tma_smem().
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 template <> struct Wg<__half, 40> {

@@ -1245,13 +1245,10 @@ pub const FEW_KEYS_DIMS: [usize; 2] = [40, 80];
 /// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
 pub const FEW_KEYS_MAX: usize = 80;
 /// Query rows per block of the attention kernels: per tile of each warp of the few-keys
-/// kernel (`FEW_KEYS_WARPS` · 16); per block of the flash kernel (one warpgroup).
+/// kernel (`FEW_KEYS_WARPS` · 16); per warpgroup of the copy-engine kernel.
 const ATTN_ROWS: usize = 64;
-/// The head widths [`attention_flash`] is built for.
-pub const FLASH_DIMS: [usize; 2] = [40, 64];
-/// The largest row stride of `k` and `v` (elements) the flash kernel takes: a tile's 64 row
-/// offsets are 32-bit.
-const FLASH_MAX_ROW_STRIDE: usize = 1 << 24;
+/// The head widths [`attention_tma`] is built for.
+pub const TMA_DIMS: [usize; 2] = [40, 64];
 
 /// Tiles of 16 rows per warp of the few-keys kernel: the most of 1, 2, 4, 8 that
 /// leaves at least 1024 blocks (about 8 per SM of an H200), so that each block's
@@ -1276,25 +1273,6 @@ pub fn attention_few_keys(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scal
     attention_kernel("attention_few_keys", AttnKernel::FewKeys, q, k, v, heads, scale)
 }
 
-/// Warpgroups per block of [`attention_flash`] (fused.cu `FLASH_WG`): each takes 64
-/// query rows, all share each tile of keys and values (session 14: two measured fastest).
-const FLASH_WARPGROUPS: usize = 2;
-
-/// Attention `softmax(scale · q kᵀ) v` per head over any number of keys (the
-/// self-attention over the latent's tokens), f16 and bf16, on Hopper's warpgroup
-/// MMAs (sm_90a), in one pass over the keys (FlashAttention's structure): 64 query
-/// rows per warpgroup with their fragments in registers, two warpgroups a block
-/// sharing each tile, the keys and values through
-/// shared memory 64 at a time (the next tile's copy in flight), the scores into f32,
-/// the running maximum and sum in f32, the probabilities rounded to the dtype for the
-/// product with `v` at the head's own width (40, where cuDNN pads to 64). Views as for
-/// [`attention_few_keys`]. `Unsupported` off a device of compute capability 9.0, for
-/// a head width it is not built for ([`FLASH_DIMS`]), f32, rows not on 16-byte
-/// boundaries, or a row stride of `k` or `v` of 2^24 elements or more.
-pub fn attention_flash(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
-    attention_kernel("attention_flash", AttnKernel::Flash, q, k, v, heads, scale)
-}
-
 /// Warpgroups per block of [`attention_tma`] (fused.cu `ATTN_TMA_WG`), one block an SM
 /// (session 15: 1.116 ms against 1.29 with two warpgroups at width 40, 16×8 heads × 4096²).
 const TMA_WARPGROUPS: usize = 4;
@@ -1310,12 +1288,20 @@ fn tma_smem(d: usize) -> usize {
     stages * 2 * tile + 1024 + 16 * stages
 }
 
-/// Attention as [`attention_flash`] computes it, with the keys and values brought into
-/// shared memory by the copy engine (TMA) on mbarriers rather than by every thread's
-/// `cp.async` and a block-wide barrier per tile (FlashAttention-3's structure): the
-/// warpgroups of a block never wait for each other, and within one the scores of a
-/// tile and the product of the previous tile's probabilities with its values run on
-/// the tensor cores while the softmax runs. `Unsupported` where [`attention_flash`] is.
+/// Attention `softmax(scale · q kᵀ) v` per head over any number of keys (the
+/// self-attention over the latent's tokens), f16 and bf16, on Hopper's warpgroup MMAs
+/// (sm_90a) in one pass over the keys, in FlashAttention-3's structure: 64 query rows
+/// per warpgroup with their fragments in registers, four warpgroups a block sharing
+/// each tile of 64 keys and values, brought into shared memory by the copy engine (TMA)
+/// on mbarriers, with no block-wide barrier (the warpgroups never wait for each other);
+/// within a warpgroup the scores of a tile and the product of the previous tile's
+/// probabilities with its values run on the tensor cores while the softmax runs; the
+/// scores, the running maximum and sum in f32, the probabilities rounded to the dtype,
+/// the product at the head's own width (40, where cuDNN pads to 64; the session-13/14
+/// `cp.async` kernel it replaces is in docs/KERNELS.md). Views as for
+/// [`attention_few_keys`], their strides within the copy engine's limits (multiples of
+/// 16 bytes under 2^40). `Unsupported` off a device of compute capability 9.0, for a
+/// head width it is not built for ([`TMA_DIMS`]), f32, or rows not on 16-byte boundaries.
 pub fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     attention_kernel("attention_tma", AttnKernel::Tma, q, k, v, heads, scale)
 }
@@ -1382,7 +1368,7 @@ fn tensor_map(
     }
 }
 
-/// Whether the device is of compute capability 9.0 (the flash kernel is sm_90a code).
+/// Whether the device is of compute capability 9.0 (the copy-engine kernel is sm_90a code).
 fn sm90(t: &Tensor) -> bool {
     match t.device() {
         candle_core::Device::Cuda(d) => d.cuda_stream().context().compute_capability().ok() == Some((9, 0)),
@@ -1393,7 +1379,6 @@ fn sm90(t: &Tensor) -> bool {
 #[derive(Clone, Copy, Debug)]
 enum AttnKernel {
     FewKeys,
-    Flash,
     Tma,
 }
 
@@ -1436,12 +1421,12 @@ fn attention_kernel(
                 "head dim {d} with {skv} keys (built for {FEW_KEYS_DIMS:?}, 1 to {FEW_KEYS_MAX} keys)"
             )));
         }
-        AttnKernel::Flash | AttnKernel::Tma if !FLASH_DIMS.contains(&d) || skv == 0 || sq == 0 => {
+        AttnKernel::Tma if !TMA_DIMS.contains(&d) || skv == 0 || sq == 0 => {
             return Err(unsupported(format!(
-                "head dim {d} with {skv} keys (built for {FLASH_DIMS:?}, at least 1 key)"
+                "head dim {d} with {skv} keys (built for {TMA_DIMS:?}, at least 1 key)"
             )));
         }
-        AttnKernel::Flash | AttnKernel::Tma if !sm90(q) => {
+        AttnKernel::Tma if !sm90(q) => {
             return Err(unsupported("a device other than compute capability 9.0".into()));
         }
         _ => {}
@@ -1460,13 +1445,13 @@ fn attention_kernel(
     if !(starts_aligned(&q) && starts_aligned(&k) && starts_aligned(&v)) {
         return Err(unsupported("rows not on 16-byte boundaries".into()));
     }
-    if matches!(kernel, AttnKernel::Flash | AttnKernel::Tma)
-        && (k.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE || v.layout().stride()[1] >= FLASH_MAX_ROW_STRIDE)
-    {
+    // The copy engine's strides: bytes under 2^40 (multiples of 16 by `fix`).
+    let far = |t: &Tensor| t.layout().stride()[..2].iter().any(|&x| x as u64 * 2 >= 1 << 40);
+    if matches!(kernel, AttnKernel::Tma) && (far(&k) || far(&v)) {
         return Err(unsupported(format!(
-            "row strides of k and v {} and {} (at most 2^24 elements)",
-            k.layout().stride()[1],
-            v.layout().stride()[1]
+            "strides of k {:?} and v {:?} past the copy engine's 2^40 bytes",
+            k.layout().stride(),
+            v.layout().stride()
         )));
     }
     let op = AttnOp {
@@ -1586,28 +1571,23 @@ impl AttnOp {
         let (q, [q_sb, q_ss]) = strided::<T>(qs, ql, "q")?;
         let (k, [k_sb, k_ss]) = strided::<T>(ks, kl, "k")?;
         let (v, [v_sb, v_ss]) = strided::<T>(vs, vl, "v")?;
+        if let AttnKernel::Tma = self.kernel {
+            return self.launch_tma(
+                sfx,
+                dev,
+                &q,
+                &k,
+                &v,
+                [b, sq, skv, hd],
+                [q_sb, q_ss, k_sb, k_ss, v_sb, v_ss],
+            );
+        }
         // SAFETY: every output element is written by the kernel (each block writes its rows' D columns of each head).
         let mut out = unsafe { dev.alloc::<T>(b * sq * hd) }?;
         let stream = dev.cuda_stream();
-        // 64 rows per block per tile of each warp (few keys), 64 per warpgroup (flash).
-        let (name, tiles) = match self.kernel {
-            AttnKernel::FewKeys => (
-                format!("attn_few_keys_d{}_{sfx}", self.d),
-                few_keys_tiles(b, self.heads, sq),
-            ),
-            AttnKernel::Flash => (format!("attn_flash_d{}_{sfx}", self.d), FLASH_WARPGROUPS),
-            AttnKernel::Tma => {
-                return self.launch_tma(
-                    sfx,
-                    dev,
-                    &q,
-                    &k,
-                    &v,
-                    [b, sq, skv, hd],
-                    [q_sb, q_ss, k_sb, k_ss, v_sb, v_ss],
-                );
-            }
-        };
+        // 64 rows per block per tile of each warp.
+        let tiles = few_keys_tiles(b, self.heads, sq);
+        let name = format!("attn_few_keys_d{}_{sfx}", self.d);
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
         let mut l = stream.launch_builder(&f);
         let (sq64, skv64, h64) = (sq as u64, skv as u64, self.heads as u64);
@@ -1621,10 +1601,7 @@ impl AttnOp {
             .arg(&v_ss);
         let tiles_i32 = tiles as i32;
         l.arg(&self.scale_log2).arg(&tiles_i32);
-        let threads = match self.kernel {
-            AttnKernel::FewKeys => 128,
-            _ => 128 * FLASH_WARPGROUPS as u32,
-        };
+        let threads = 128;
         let cfg = LaunchConfig {
             grid_dim: (
                 sq.div_ceil(ATTN_ROWS * tiles).clamp(1, i32::MAX as usize) as u32,
