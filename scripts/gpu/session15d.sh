@@ -3,7 +3,8 @@
 # (4 warpgroups a block, the intra-warpgroup overlap), taken at width 40 only (`nn::many_keys_kernel`).
 # (1) bench ops' self-attention rows, f16 beside PyTorch (cuDNN's SDPA beside each row it takes), bf16
 # at batch 16 (last); (2) the image of each binary; (3) alternated bench sd at batches 1 and 8 against
-# the binary without it (.gpu/shoal-old.gz).
+# the binary without it (.gpu/shoal-old.gz: `scripts/gpu/build.sh` at commit aea78e9, where the kernel
+# is built and no model path takes it). Not yet run (session 15 had no device time left).
 #   bash scripts/gpu/session15d.sh
 set -u
 source scripts/gpu/common.sh
