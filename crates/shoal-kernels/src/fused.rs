@@ -1331,8 +1331,10 @@ fn tensor_map(
     sb: u64,
 ) -> candle_core::Result<TensorMap> {
     let dims: [u64; 4] = [d as u64, heads as u64, s as u64, b as u64];
-    // Byte strides of dimensions 1..3; TMA wants multiples of 16 under 2^40.
-    let strides: [u64; 3] = [d as u64 * 2, ss * 2, sb.max(1) * 2];
+    // Byte strides of dimensions 1..3; TMA wants multiples of 16 under 2^40. With one image
+    // its stride is never followed: any valid one will do.
+    let sb = if b == 1 { ss.saturating_mul(s as u64) } else { sb };
+    let strides: [u64; 3] = [d as u64 * 2, ss.saturating_mul(2), sb.saturating_mul(2)];
     if strides.iter().any(|&x| x % 16 != 0 || x >= 1 << 40) || dims.iter().any(|&x| x == 0 || x > 1 << 32) {
         candle_core::bail!(
             "attention: view of {dims:?} with byte strides {strides:?} outside the copy engine's limits"
@@ -1445,11 +1447,15 @@ fn attention_kernel(
     if !(starts_aligned(&q) && starts_aligned(&k) && starts_aligned(&v)) {
         return Err(unsupported("rows not on 16-byte boundaries".into()));
     }
-    // The copy engine's strides: bytes under 2^40 (multiples of 16 by `fix`).
-    let far = |t: &Tensor| t.layout().stride()[..2].iter().any(|&x| x as u64 * 2 >= 1 << 40);
+    // The copy engine's strides: bytes under 2^40 (multiples of 16 by `fix`), and no image
+    // stride of 0 (a view broadcast over the images) where there are several images.
+    let far = |t: &Tensor| {
+        let st = t.layout().stride();
+        st[..2].iter().any(|&x| x as u64 * 2 >= 1 << 40) || (b > 1 && st[0] == 0) || st[1] == 0
+    };
     if matches!(kernel, AttnKernel::Tma) && (far(&k) || far(&v)) {
         return Err(unsupported(format!(
-            "strides of k {:?} and v {:?} past the copy engine's 2^40 bytes",
+            "strides of k {:?} and v {:?}: broadcast, or past the copy engine's 2^40 bytes",
             k.layout().stride(),
             v.layout().stride()
         )));
