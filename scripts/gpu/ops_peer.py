@@ -1,9 +1,10 @@
 # PyTorch's same ops on the same shapes as `shoal bench ops`, in the same call. Embedded in the binary
 # and run by `shoal bench ops --peer torch`, which writes the list of ops that ran (JSON: [{"kind", "dims"}])
 # and reads one JSON line per op back: {"i": k, "ms": [[variant, ms or null], ...]}.
-#   python3 ops_peer.py OPS.json [--dtype f16|bf16|f32] [--device cuda|cuda:N|cpu] [--iters N]
+#   python3 ops_peer.py OPS.json [--dtype f16|bf16|f32] [--device cuda|cuda:N|cpu] [--iters N] [--graphs]
 # Each variant is timed as bench ops times: one warm-up call, then the mean of N calls with the device
-# synchronized around them. cudnn.benchmark is on (PyTorch picks its fastest convolution per shape).
+# synchronized around them; with --graphs (bench ops --graphs), the N calls recorded as one CUDA graph
+# (torch.cuda.graph, after warm-up calls on a side stream) and the mean of one replay. cudnn.benchmark is on (PyTorch picks its fastest convolution per shape).
 # Convolutions: F.conv2d with bias, NCHW and channels_last (and with the residual added after, as diffusers'
 # ResnetBlock2D does). Attention: F.scaled_dot_product_attention on (b, heads, s, d) views of (b, s, heads*d)
 # rows, with PyTorch's default backend choice (what diffusers gets) and with cuDNN's. GroupNorm + SiLU, LayerNorm
@@ -18,6 +19,7 @@ ap.add_argument("ops")
 ap.add_argument("--dtype", default="f16", choices=["f16", "bf16", "f32"])
 ap.add_argument("--device", default="cuda")
 ap.add_argument("--iters", type=int, default=20)
+ap.add_argument("--graphs", action="store_true")
 a = ap.parse_args()
 dt = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
 dev = torch.device(a.device)
@@ -31,9 +33,28 @@ def sync():
 
 
 def bench(f):
-    f(); sync(); t = time.perf_counter()
+    f(); sync()
+    if a.graphs:
+        return bench_graph(f)
+    t = time.perf_counter()
     for _ in range(a.iters): f()
     sync(); return (time.perf_counter() - t) / a.iters * 1e3
+
+
+def bench_graph(f):
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(2): f()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(a.iters): f()
+    g.replay(); sync(); t = time.perf_counter()
+    g.replay(); sync()
+    ms = (time.perf_counter() - t) / a.iters * 1e3
+    del g
+    return ms
 
 
 def rnd(*shape, scale=1.0):

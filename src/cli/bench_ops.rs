@@ -41,6 +41,12 @@ pub struct OpsBench {
     /// python3 (or SHOAL_PEER_PYTHON), which needs torch with CUDA.
     #[arg(long, value_enum)]
     peer: Option<super::bench_ops_peer::OpsPeer>,
+    /// Time each fast op (and PyTorch's, with --peer) as a CUDA graph runs it,
+    /// as the model's UNet call does: --iters calls recorded as one graph and
+    /// replayed (GPU time without the host's launch cost; PyTorch's through
+    /// torch.cuda.graph). The plain column stays timed call by call.
+    #[arg(long)]
+    graphs: bool,
 }
 
 /// What every case needs: where, in what dtype, how many timed calls, and the
@@ -50,6 +56,8 @@ struct Ctx<'a> {
     device: &'a Device,
     dtype: DType,
     iters: usize,
+    /// Fast ops timed as CUDA graph replays (`--graphs`).
+    graphs: bool,
     ran: std::cell::RefCell<Vec<(Spec, Ran)>>,
 }
 
@@ -251,8 +259,13 @@ pub fn run(b: OpsBench) -> Result<()> {
     }
     let fast_built = cfg!(feature = "cudnn");
     println!(
-        "shoal bench ops: {dtype:?} on {device:?}, {} iterations, fast kernels built: {fast_built}",
-        b.iters
+        "shoal bench ops: {dtype:?} on {device:?}, {} iterations, fast kernels built: {fast_built}{}",
+        b.iters,
+        if b.graphs {
+            "; fast ops timed as CUDA graph replays"
+        } else {
+            ""
+        }
     );
     println!(
         "| op | shape | plain ms | fast ms | fast TFLOP/s (or GB/s) | speedup | plain rel err | fast rel err | fast max abs err | check |"
@@ -263,6 +276,7 @@ pub fn run(b: OpsBench) -> Result<()> {
         device: &device,
         dtype,
         iters: b.iters,
+        graphs: b.graphs,
         ran: std::cell::RefCell::new(Vec::new()),
     };
     let mut failures = 0;
@@ -333,7 +347,7 @@ pub fn run(b: OpsBench) -> Result<()> {
     if let Some(peer) = b.peer {
         let ran = ctx.ran.into_inner();
         let specs: Vec<&Spec> = ran.iter().map(|(s, _)| s).collect();
-        let run = super::bench_ops_peer::run(peer, &specs, &b.dtype, &b.device)?;
+        let run = super::bench_ops_peer::run(peer, &specs, &b.dtype, &b.device, b.iters, b.graphs)?;
         println!();
         println!("{}", run.header);
         for line in super::bench_ops_peer::table(&ran, &run)? {
@@ -345,6 +359,31 @@ pub fn run(b: OpsBench) -> Result<()> {
     }
     println!("bench ops: every op passed its check");
     Ok(())
+}
+
+/// Seconds per call of a fast op: as [`time`], or with `--graphs` as a CUDA
+/// graph replays it (an op that cannot be recorded is an error naming it).
+fn time_fast(ctx: &Ctx, name: &str, f: &mut dyn FnMut() -> Result<Tensor>) -> Result<f64> {
+    if !ctx.graphs {
+        return time(ctx.device, ctx.iters, f);
+    }
+    let mut err = None;
+    let mut call = || -> candle_core::Result<()> {
+        match f() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let msg = e.to_string();
+                err = Some(e);
+                Err(candle_core::Error::Msg(msg))
+            }
+        }
+    };
+    shoal_diffusion::nn::graph::seconds_per_call_in_graph(ctx.device, ctx.iters, &mut call).map_err(|e| {
+        match err.take() {
+            Some(inner) => inner.context(format!("{name}: as a CUDA graph")),
+            None => anyhow::anyhow!("{name}: as a CUDA graph: {e}"),
+        }
+    })
 }
 
 /// Seconds per call of `f`, after one warm-up call, with the device synchronized around.
@@ -559,7 +598,7 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
         let before = shoal_kernels::fallbacks().iter().map(|f| f.calls).sum::<u64>();
         let out = attention(&ql, &kl, &vl, &opts(Kernels::Fast))?;
         let fell = shoal_kernels::fallbacks().iter().map(|f| f.calls).sum::<u64>() > before;
-        let fast_s = time(device, iters, &mut || {
+        let fast_s = time_fast(ctx, name, &mut || {
             Ok(attention(&ql, &kl, &vl, &opts(Kernels::Fast))?)
         })?;
         let errs = errors(&out, &reference)?;
@@ -593,7 +632,7 @@ fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> Result<usiz
             }
             for (label, mut alt) in alts {
                 let out = alt()?;
-                let alt_s = time(device, iters, &mut *alt)?;
+                let alt_s = time_fast(ctx, &label, &mut *alt)?;
                 let errs = errors(&out, &reference)?;
                 let ok = errs.0 <= bound(dtype, plain_rel);
                 row(&label, &shape, plain_s, alt_s, flops, plain_rel, errs, ok);
@@ -652,7 +691,7 @@ fn compare(
             return Ok(1);
         }
     };
-    let fast_s = time(device, iters, fast)?;
+    let fast_s = time_fast(ctx, name, fast)?;
     // The same inputs twice: a kernel whose bits change between calls (atomics,
     // a split reduction in another order) is named, not failed.
     let again = fast()?;

@@ -181,19 +181,32 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Runs the peer on the specs of the ops that ran and parses what it printed.
-pub fn run(peer: OpsPeer, specs: &[&Spec], dtype: &str, device: &str) -> Result<OpsPeerRun> {
+/// Runs the peer on the specs of the ops that ran, timed as shoal's were
+/// (`iters` calls; with `graphs`, as one CUDA graph), and parses what it printed.
+pub fn run(
+    peer: OpsPeer,
+    specs: &[&Spec],
+    dtype: &str,
+    device: &str,
+    iters: usize,
+    graphs: bool,
+) -> Result<OpsPeerRun> {
     let OpsPeer::Torch = peer;
     let file = tempfile::NamedTempFile::new().context("creating the peer's op list")?;
     std::fs::write(file.path(), serde_json::to_vec(specs)?)
         .with_context(|| format!("writing {}", file.path().display()))?;
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         file.path().into(),
         "--dtype".into(),
         dtype.into(),
         "--device".into(),
         device.into(),
+        "--iters".into(),
+        iters.to_string().into(),
     ];
+    if graphs {
+        args.push("--graphs".into());
+    }
     let stdout = super::bench_peer::run_script("ops_peer.py", SCRIPT, &args, "torch with CUDA")?;
     parse(&stdout, specs.len())
 }

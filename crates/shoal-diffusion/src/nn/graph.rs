@@ -187,6 +187,31 @@ impl Graphs {
     }
 }
 
+/// Seconds per call of `f` as a CUDA graph runs it (for `shoal bench ops
+/// --graphs`): one eager call with the host-to-device cache on (plans built,
+/// workspace grown), then `iters` calls recorded as one graph, replayed once to
+/// warm it and once timed. GPU time without the host's launch cost, as the
+/// model's UNet call runs its ops. An error where the device is not CUDA, the
+/// build has no CUDA, or the calls cannot be recorded (the message says why).
+pub fn seconds_per_call_in_graph(
+    device: &candle_core::Device,
+    iters: usize,
+    f: &mut dyn FnMut() -> candle_core::Result<()>,
+) -> Result<f64, String> {
+    #[cfg(feature = "cuda")]
+    {
+        let candle_core::Device::Cuda(dev) = device else {
+            return Err("CUDA graphs need a CUDA device".into());
+        };
+        cuda::seconds_per_call(dev, iters, f)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (device, iters, f);
+        Err("this build has no CUDA".into())
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::backend::BackendDevice;
@@ -222,6 +247,45 @@ mod cuda {
         if r != sys::CUresult::CUDA_SUCCESS {
             tracing::debug!("cuDeviceGraphMemTrim: {r:?}");
         }
+    }
+
+    /// See [`super::seconds_per_call_in_graph`].
+    pub(super) fn seconds_per_call(
+        dev: &CudaDevice,
+        iters: usize,
+        f: &mut dyn FnMut() -> candle_core::Result<()>,
+    ) -> Result<f64, String> {
+        let cerr = |e: candle_core::Error| e.to_string();
+        let graph = {
+            let _cache = dev.enable_cuda_graph_htod_cache();
+            f().map_err(cerr)?;
+            dev.synchronize().map_err(cerr)?;
+            let _ = dev.cuda_stream().context().check_err();
+            let stream = dev.cuda_stream();
+            stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(|e| format!("begin capture: {e:?}"))?;
+            let body = (0..iters).try_for_each(|_| f()).map_err(cerr);
+            let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            body?;
+            ended
+                .map_err(|e| format!("end capture: {e:?}"))?
+                .ok_or_else(|| "the capture recorded nothing".to_string())?
+        };
+        dev.cuda_stream()
+            .context()
+            .check_err()
+            .map_err(|e| format!("during the capture: {e:?}"))?;
+        graph.upload().map_err(|e| format!("upload: {e:?}"))?;
+        graph.launch().map_err(|e| format!("launch: {e:?}"))?;
+        dev.synchronize().map_err(cerr)?;
+        let t = std::time::Instant::now();
+        graph.launch().map_err(|e| format!("launch: {e:?}"))?;
+        dev.synchronize().map_err(cerr)?;
+        let s = t.elapsed().as_secs_f64() / iters.max(1) as f64;
+        drop(graph);
+        trim(dev);
+        Ok(s)
     }
 
     impl Captured {
@@ -334,5 +398,17 @@ mod tests {
             assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, want);
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_graph_timing_on_the_cpu_is_refused_without_calling() {
+        let mut calls = 0;
+        let r = seconds_per_call_in_graph(&Device::Cpu, 3, &mut || {
+            calls += 1;
+            Ok(())
+        });
+        let e = r.expect_err("no CUDA graph on the CPU");
+        assert!(e.contains("CUDA"), "{e}");
+        assert_eq!(calls, 0);
     }
 }
