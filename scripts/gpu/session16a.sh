@@ -4,7 +4,8 @@
 # then as CUDA graph replays on both sides, `--graphs`), its image and an alternated A/B against
 # .gpu/shoal-old.gz (the build of commit aea78e9, where no model path takes the kernel), bf16 rows —
 # then which kernel cuDNN runs for shoal and for PyTorch on the rows where shoal's call of cuDNN's SDPA
-# measured slower than PyTorch's (ncu, kernel durations; last, as time allows).
+# measured slower than PyTorch's (ncu, kernel durations; last, as time allows); the attn_tma bench with
+# part of the exponentials on the FMA pipe, and ncu's pipe and stall view of attn_tma.
 #   bash scripts/gpu/session16a.sh
 set -u
 source scripts/gpu/common.sh
@@ -17,6 +18,8 @@ echo "== [$(el $T0) s] bench ops, self-attention rows (f16, beside PyTorch), cal
 $S bench ops --device cuda --dtype f16 --batches 2,16 --only self --iters 50 --peer torch 2>&1 | grep -E "self|fell|^\| op|rror|mean"
 echo "== [$(el $T0) s] the same as CUDA graph replays (--graphs)"
 $S bench ops --device cuda --dtype f16 --batches 2,16 --only self --iters 50 --graphs --peer torch 2>&1 | grep -E "self|fell|^\| op|rror|mean|graph"
+echo "== [$(el $T0) s] attn_tma bench: exponentials on the FMA pipe (ex2_fma), 0-4 of 8 column groups"
+.gpu/attn_tma 30
 echo "== [$(el $T0) s] images"
 images /tmp/shoal-old img --steps 30 --dtype f16
 echo "== [$(el $T0) s] A/B: old = without attn_tma, new = this call's"
@@ -30,5 +33,11 @@ for o in "sd15 l1 self" "sdxl l2 self"; do
   echo "rc $? ($o)"
 done
 $NCU python3 scripts/gpu/sdpa_probe.py --calls 3 > "$OUT/ncu-torch.txt" 2>&1; echo "rc $?"
+echo "== [$(el $T0) s] ncu: attn_tma (4 warpgroups, overlap) at d40 and d64: pipes and stalls"
+for skip in 0 40; do
+  ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+    --section InstructionStats -k regex:tma_k --launch-skip $skip --launch-count 1 .gpu/attn_tma 1 > "$OUT/ncu-tma-$skip.txt" 2>&1
+  echo "rc $? (skip $skip)"
+done
 echo "== [$(el $T0) s] done"
 } 2>&1 | tee "$OUT/session16a.txt"

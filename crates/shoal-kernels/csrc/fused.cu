@@ -663,6 +663,18 @@ __device__ __forceinline__ float ex2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
+// 2^x on the FMA and integer pipes instead of the special-function unit (FlashAttention-4's
+// trick, for kernels whose exponentials queue on that unit): 2^⌊x⌋ into the exponent bits,
+// 2^f (f = x − ⌊x⌋ in [0, 1)) by a degree-3 polynomial, relative error below 8.6e-5 (fitted
+// minimax on [0, 1) with p(0) = 1). x ≥ −127 after the clamp (−inf gives 2^−127, under f16's
+// and bf16's smallest values); x ≤ 128.
+__device__ __forceinline__ float ex2_fma(float x) {
+    x = fmaxf(x, -127.0f);
+    const float t = __fadd_rd(x, 12582912.0f); // 1.5 · 2^23 + ⌊x⌋, exactly: ⌊x⌋ in the low bits
+    const float f = x - (t - 12582912.0f);
+    const float p = fmaf(fmaf(fmaf(0.07706602f, f, 0.22764611f), f, 0.69511652f), f, 1.0f);
+    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
 
 // grid (⌈sq / (64·tiles)⌉, heads, b), block 32·FEW_KEYS_WARPS: each warp takes `tiles` tiles of 16 rows.
 template <typename T, int D, int KT>
@@ -926,7 +938,7 @@ __device__ __forceinline__ void tma_load4(void *dst, const void *map, int c0, in
 __host__ __device__ constexpr int attn_tma_tile(int d, int bn) { return (d + 15) / 16 * bn * 32; }
 __host__ __device__ constexpr int attn_tma_smem(int d, int bn, int stages) { return stages * 2 * attn_tma_tile(d, bn) + 1024 + 2 * 8 * stages; }
 
-template <typename T, int D, int WG, int STAGES, bool OVL>
+template <typename T, int D, int WG, int STAGES, bool OVL, int EMU = 0>
 __device__ void attn_tma(const void *tmk, const void *tmv, const T *__restrict__ q, T *__restrict__ o,
                          uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb, uint64_t q_ss,
                          float scale_log2) {
@@ -945,6 +957,7 @@ __device__ void attn_tma(const void *tmk, const void *tmv, const T *__restrict__
     const int tiles = (int)((skv + BN - 1) / BN);
     const int wg = threadIdx.x >> 7;
     static_assert(STAGES >= 3, "tile j refills the stage of tile j - 2");
+    static_assert(EMU >= 0 && EMU <= BN / 8, "EMU: column groups of 8 on the FMA pipe");
     if (threadIdx.x == 0) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
@@ -1055,10 +1068,18 @@ __device__ void attn_tma(const void *tmk, const void *tmv, const T *__restrict__
         float ls0 = 0.0f, ls1 = 0.0f;
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
-            sc[4 * n + 0] = ex2(fmaf(sc[4 * n + 0], scale_log2, -ms0));
-            sc[4 * n + 1] = ex2(fmaf(sc[4 * n + 1], scale_log2, -ms0));
-            sc[4 * n + 2] = ex2(fmaf(sc[4 * n + 2], scale_log2, -ms1));
-            sc[4 * n + 3] = ex2(fmaf(sc[4 * n + 3], scale_log2, -ms1));
+            // EMU of the BN / 8 column groups (spread out) on the FMA pipe, the rest on the SFU.
+            if ((n * EMU) % (BN / 8) < EMU) {
+                sc[4 * n + 0] = ex2_fma(fmaf(sc[4 * n + 0], scale_log2, -ms0));
+                sc[4 * n + 1] = ex2_fma(fmaf(sc[4 * n + 1], scale_log2, -ms0));
+                sc[4 * n + 2] = ex2_fma(fmaf(sc[4 * n + 2], scale_log2, -ms1));
+                sc[4 * n + 3] = ex2_fma(fmaf(sc[4 * n + 3], scale_log2, -ms1));
+            } else {
+                sc[4 * n + 0] = ex2(fmaf(sc[4 * n + 0], scale_log2, -ms0));
+                sc[4 * n + 1] = ex2(fmaf(sc[4 * n + 1], scale_log2, -ms0));
+                sc[4 * n + 2] = ex2(fmaf(sc[4 * n + 2], scale_log2, -ms1));
+                sc[4 * n + 3] = ex2(fmaf(sc[4 * n + 3], scale_log2, -ms1));
+            }
             ls0 += sc[4 * n + 0] + sc[4 * n + 1];
             ls1 += sc[4 * n + 2] + sc[4 * n + 3];
         }
