@@ -38,6 +38,10 @@ for skip in 0 40; do
   ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
     --section InstructionStats -k regex:tma_k --launch-skip $skip --launch-count 1 .gpu/attn_tma 1 > "$OUT/ncu-tma-$skip.txt" 2>&1
   echo "rc $? (skip $skip)"
+  ncu --clock-control none -k regex:tma_k --launch-skip $skip --launch-count 1 --metrics \
+sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_issued.avg.pct_of_peak_sustained_active,gpu__time_duration.sum \
+    .gpu/attn_tma 1 > "$OUT/ncu-tma-pipes-$skip.txt" 2>&1
+  echo "rc $? (pipes, skip $skip)"
 done
 echo "== [$(el $T0) s] done"
 } 2>&1 | tee "$OUT/session16a.txt"
