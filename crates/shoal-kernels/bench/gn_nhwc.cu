@@ -33,7 +33,7 @@ struct Plan {
     size_t shared;
 };
 
-// The host's launch arithmetic of shoal-kernels' GroupNormOp::stats (fused.rs): at least
+// The host's launch arithmetic of shoal-kernels' GroupNormOp::stats (fused/norm.rs): at least
 // `per_block` elements a block (16384 there), at most `max_chunks` chunks an image (256 there).
 static Plan plan(const Shape &s, uint64_t per_block = 16384, uint64_t max_chunks = 256) {
     Plan p;

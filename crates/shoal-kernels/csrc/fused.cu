@@ -1169,7 +1169,7 @@ __device__ void attn_tma(const void *tmk, const void *tmv, const T *__restrict__
 // The binary's configuration of attn_tma (bench/attn_tma.cu times the others; session 15 on an H100:
 // 4 warpgroups with the overlap fastest at both widths, 1.116 ms at width 40 against 1.29 with 2
 // warpgroups): ATTN_TMA_WG warpgroups a block (two blocks an SM at 2, one otherwise),
-// ATTN_TMA_STAGES_D<width> stages, ATTN_TMA_OVL the intra-warpgroup overlap. Rust: fused.rs
+// ATTN_TMA_STAGES_D<width> stages, ATTN_TMA_OVL the intra-warpgroup overlap. Rust: fused/attention.rs
 // `TMA_WARPGROUPS`, `tma_smem`.
 #define ATTN_TMA_WG 4
 #define ATTN_TMA_STAGES_D40 8
