@@ -250,32 +250,43 @@ mod cuda {
     }
 
     /// See [`super::seconds_per_call_in_graph`].
+    /// Records what `body` launches on `dev`'s stream (this thread only) as a
+    /// graph, with candle's host-to-device cache on (the caller's eager call
+    /// filled it): the device is synchronized first and an error an earlier call
+    /// left behind is cleared, so an error here is the capture's own.
+    fn capture(dev: &CudaDevice, body: &mut dyn FnMut() -> Result<(), String>) -> Result<CudaGraph, String> {
+        dev.synchronize().map_err(|e| e.to_string())?;
+        let _ = dev.cuda_stream().context().check_err();
+        let _cache = dev.enable_cuda_graph_htod_cache();
+        let stream = dev.cuda_stream();
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| format!("begin capture: {e:?}"))?;
+        let done = body();
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        done?;
+        let graph = ended
+            .map_err(|e| format!("end capture: {e:?}"))?
+            .ok_or_else(|| "the capture recorded nothing".to_string())?;
+        stream
+            .context()
+            .check_err()
+            .map_err(|e| format!("during the capture: {e:?}"))?;
+        Ok(graph)
+    }
+
+    /// See [`super::seconds_per_call_in_graph`].
     pub(super) fn seconds_per_call(
         dev: &CudaDevice,
         iters: usize,
         f: &mut dyn FnMut() -> candle_core::Result<()>,
     ) -> Result<f64, String> {
         let cerr = |e: candle_core::Error| e.to_string();
-        let graph = {
+        {
             let _cache = dev.enable_cuda_graph_htod_cache();
             f().map_err(cerr)?;
-            dev.synchronize().map_err(cerr)?;
-            let _ = dev.cuda_stream().context().check_err();
-            let stream = dev.cuda_stream();
-            stream
-                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(|e| format!("begin capture: {e:?}"))?;
-            let body = (0..iters).try_for_each(|_| f()).map_err(cerr);
-            let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-            body?;
-            ended
-                .map_err(|e| format!("end capture: {e:?}"))?
-                .ok_or_else(|| "the capture recorded nothing".to_string())?
-        };
-        dev.cuda_stream()
-            .context()
-            .check_err()
-            .map_err(|e| format!("during the capture: {e:?}"))?;
+        }
+        let graph = capture(dev, &mut || (0..iters).try_for_each(|_| f()).map_err(cerr))?;
         graph.upload().map_err(|e| format!("upload: {e:?}"))?;
         graph.launch().map_err(|e| format!("launch: {e:?}"))?;
         dev.synchronize().map_err(cerr)?;
@@ -311,15 +322,7 @@ mod cuda {
                 .collect::<candle_core::Result<Vec<_>>>()
                 .map_err(cerr)?;
             let out = Tensor::zeros(dims, dtype, &device).map_err(cerr)?;
-            dev.synchronize().map_err(cerr)?;
-            // An error some earlier call left behind is not this capture's.
-            let _ = dev.cuda_stream().context().check_err();
-            let _cache = dev.enable_cuda_graph_htod_cache();
-            let stream = dev.cuda_stream();
-            stream
-                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(|e| format!("begin capture: {e:?}"))?;
-            let body = (|| -> Result<(), String> {
+            let graph = capture(dev, &mut || {
                 let y = f(&statics).map_err(|e| e.to_string())?;
                 let y = y.contiguous().map_err(cerr)?;
                 if y.dims() != dims || y.dtype() != dtype {
@@ -331,16 +334,7 @@ mod cuda {
                 }
                 out.slice_set(&y, 0, 0).map_err(cerr)
                 // `y` and every intermediate are freed here, inside the graph.
-            })();
-            let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-            body?;
-            let graph = ended
-                .map_err(|e| format!("end capture: {e:?}"))?
-                .ok_or_else(|| "the capture recorded nothing".to_string())?;
-            dev.cuda_stream()
-                .context()
-                .check_err()
-                .map_err(|e| format!("during the capture: {e:?}"))?;
+            })?;
             let c = Captured {
                 graph,
                 inputs: statics,
