@@ -34,7 +34,7 @@ for o in "sd15 l1 self" "sdxl l2 self"; do
 done
 $NCU python3 scripts/gpu/sdpa_probe.py --calls 3 > "$OUT/ncu-torch.txt" 2>&1; echo "rc $?"
 echo "== [$(el $T0) s] ncu: attn_tma (4 warpgroups, overlap) at d40 and d64: pipes and stalls"
-for skip in 0 40; do
+for skip in 0 48; do
   ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
     --section InstructionStats -k regex:tma_k --launch-skip $skip --launch-count 1 .gpu/attn_tma 1 > "$OUT/ncu-tma-$skip.txt" 2>&1
   echo "rc $? (skip $skip)"
