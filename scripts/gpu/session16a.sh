@@ -43,5 +43,14 @@ sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_
     .gpu/attn_tma 1 > "$OUT/ncu-tma-pipes-$skip.txt" 2>&1
   echo "rc $? (pipes, skip $skip)"
 done
+echo "== [$(el $T0) s] ncu: cuDNN's SDPA kernel at SDXL l1 d64, batch 16 (pipes and stalls, as attn_tma's above)"
+PIPES=sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_issued.avg.pct_of_peak_sustained_active,gpu__time_duration.sum
+ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
+  --section InstructionStats -k regex:"sdpa|fmha|flash|cudnn" --launch-count 1 \
+  $S bench ops --device cuda --dtype f16 --batches 16 --only "sdxl l1 self" --iters 1 > "$OUT/ncu-cudnn-d64.txt" 2>&1
+echo "rc $?"
+ncu --clock-control none -k regex:"sdpa|fmha|flash|cudnn" --launch-count 1 --metrics $PIPES \
+  $S bench ops --device cuda --dtype f16 --batches 16 --only "sdxl l1 self" --iters 1 > "$OUT/ncu-cudnn-d64-pipes.txt" 2>&1
+echo "rc $?"
 echo "== [$(el $T0) s] done"
 } 2>&1 | tee "$OUT/session16a.txt"
