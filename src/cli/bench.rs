@@ -26,7 +26,8 @@ pub enum BenchCmd {
     Sd(SdBench),
     /// Collective bandwidth (run it under `shoal launch`).
     Comm(CommBench),
-    /// Every SD conv and attention shape on the plain and the fast kernels (GPU).
+    /// Every SD conv, attention, norm and linear shape on the plain and the fast kernels, checked
+    /// against an f32 reference (GPU).
     Ops(super::bench_ops::OpsBench),
     /// The split VAE decode (one band of rows per process, run it under
     /// `shoal launch`) against the whole decode.

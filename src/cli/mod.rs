@@ -50,7 +50,8 @@ enum Command {
     Generate(Box<generate::GenerateCmd>),
     /// Write a model with random weights in the diffusers layout.
     MakeModel(make_model::MakeModelCmd),
-    /// Benchmarks that print tables: `sd` (the pipeline), `comm` (collectives).
+    /// Benchmarks that print tables: `sd` (the pipeline), `comm` (collectives), `ops` (each GPU
+    /// kernel against the plain path and PyTorch), `vae` (the split decode).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Compare two PNG images (largest per-channel difference in [0, 1]).
