@@ -181,8 +181,26 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The peer script's arguments: the op list, and the dtype, device and timing
+/// shoal's own rows used (`iters` calls; with `graphs`, recorded as one CUDA graph).
+fn peer_args(ops: &std::path::Path, dtype: &str, device: &str, iters: usize, graphs: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        ops.into(),
+        "--dtype".into(),
+        dtype.into(),
+        "--device".into(),
+        device.into(),
+        "--iters".into(),
+        iters.to_string().into(),
+    ];
+    if graphs {
+        args.push("--graphs".into());
+    }
+    args
+}
+
 /// Runs the peer on the specs of the ops that ran, timed as shoal's were
-/// (`iters` calls; with `graphs`, as one CUDA graph), and parses what it printed.
+/// ([`peer_args`]), and parses what it printed.
 pub fn run(
     peer: OpsPeer,
     specs: &[&Spec],
@@ -195,18 +213,7 @@ pub fn run(
     let file = tempfile::NamedTempFile::new().context("creating the peer's op list")?;
     std::fs::write(file.path(), serde_json::to_vec(specs)?)
         .with_context(|| format!("writing {}", file.path().display()))?;
-    let mut args: Vec<OsString> = vec![
-        file.path().into(),
-        "--dtype".into(),
-        dtype.into(),
-        "--device".into(),
-        device.into(),
-        "--iters".into(),
-        iters.to_string().into(),
-    ];
-    if graphs {
-        args.push("--graphs".into());
-    }
+    let args = peer_args(file.path(), dtype, device, iters, graphs);
     let stdout = super::bench_peer::run_script("ops_peer.py", SCRIPT, &args, "torch with CUDA")?;
     parse(&stdout, specs.len())
 }
@@ -215,6 +222,34 @@ pub fn run(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn the_peer_is_timed_as_shoal_was() {
+        let ops = std::path::Path::new("/tmp/ops.json");
+        let words = |a: Vec<OsString>| {
+            a.into_iter()
+                .map(|w| w.into_string().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            words(peer_args(ops, "bf16", "cuda:1", 50, false)),
+            [
+                "/tmp/ops.json",
+                "--dtype",
+                "bf16",
+                "--device",
+                "cuda:1",
+                "--iters",
+                "50"
+            ]
+        );
+        let graphs = words(peer_args(ops, "f16", "cuda", 7, true));
+        assert_eq!(graphs[5..], ["--iters", "7", "--graphs"]);
+        // The embedded script takes every flag given it.
+        for flag in ["--dtype", "--device", "--iters", "--graphs"] {
+            assert!(SCRIPT.contains(&format!("ap.add_argument(\"{flag}\"")), "{flag}");
+        }
+    }
 
     fn ran(name: &str, fast_ms: f64) -> (Spec, Ran) {
         (
