@@ -49,7 +49,7 @@ pub fn run(c: ConfigCmd) -> Result<()> {
                 return Err(UsageError("invalid --num-processes: must be at least 1".into()).into());
             }
             if let Some(ids) = &gpu_ids {
-                shoal_launch::plan::check_gpu_ids(ids)?;
+                shoal_launch::config::check_gpu_ids(ids)?;
             }
             let path = match config_file {
                 Some(p) => p,

@@ -13,7 +13,7 @@ use shoal_jobs::{GenParams, JobSpec, Record, WorkItem, file_name};
 
 use crate::error::{Error, Result};
 use crate::identity::ModelIdentity;
-use crate::monitor::{self, FINISHED, Finished, Monitor, Msg, REC};
+use crate::monitor::{self, FINISHED, Finished, Monitor, Msg, Progress, REC};
 use crate::source::{Source, StaticSource, StoreCounter};
 
 /// What to run.
@@ -69,21 +69,6 @@ pub struct JobConfig<'a> {
     /// Test hook: this (non-zero) rank sends dishonest records: `"sha"` a wrong
     /// hash, `"item"` its record under rank 0's first item.
     pub forge: Option<&'a str>,
-}
-
-/// Where rank 0 shows the job's progress: the monitor reports the items
-/// recorded (every rank's), rank 0's block loop its model calls.
-pub trait Progress: Sync {
-    /// `done` of `total` items of this run recorded.
-    fn images(&self, done: usize, total: usize);
-    /// Model call `step` of `steps` of rank 0's current block.
-    fn step(&self, step: usize, steps: usize);
-}
-
-impl std::fmt::Debug for dyn Progress + '_ {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Progress")
-    }
 }
 
 /// This process in the job.

@@ -26,6 +26,7 @@ pub use bands::Bands;
 pub use error::{Error, Result};
 pub use files::write_atomic;
 pub use identity::{IDENTITY_CACHE, ModelIdentity};
-pub use job::{JobConfig, Made, Progress, Ranks, Sink, Summary, check_cfg_parallel, check_pairs, run_job};
+pub use job::{JobConfig, Made, Ranks, Sink, Summary, check_cfg_parallel, check_pairs, run_job};
+pub use monitor::Progress;
 pub use ring::Ring;
 pub use source::{Source, StaticSource, StoreCounter};

@@ -15,6 +15,21 @@ use shoal_jobs::manifest::append_records;
 
 use crate::error::{Error, Result};
 
+/// Where rank 0 shows the job's progress: the monitor reports the items
+/// recorded (every rank's), rank 0's block loop its model calls.
+pub trait Progress: Sync {
+    /// `done` of `total` items of this run recorded.
+    fn images(&self, done: usize, total: usize);
+    /// Model call `step` of `steps` of rank 0's current block.
+    fn step(&self, step: usize, steps: usize);
+}
+
+impl std::fmt::Debug for dyn Progress + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// Store key prefix of a record (`…/{index}`).
 pub const REC: &str = "shoal/job/rec/";
 /// Store key prefix of a rank's end (`…/{rank}`).
@@ -62,7 +77,7 @@ pub struct Monitor<'a> {
     pub(crate) manifest: PathBuf,
     pub(crate) outstanding: BTreeSet<usize>,
     pub(crate) total: usize,
-    pub(crate) progress: Option<&'a dyn crate::job::Progress>,
+    pub(crate) progress: Option<&'a dyn Progress>,
     pub(crate) timeout: Duration,
     pub(crate) done: usize,
     pub(crate) per_rank: Vec<usize>,

@@ -174,7 +174,7 @@ impl LaunchConfig {
                 "gpu_ids" => {
                     c.gpu_ids = as_opt_string(v);
                     if let Some(ids) = c.gpu_ids.as_deref() {
-                        crate::plan::check_gpu_ids(ids).map_err(|e| field(&e.to_string()))?;
+                        check_gpu_ids(ids).map_err(|e| field(&e.to_string()))?;
                     }
                 }
                 "mixed_precision" => {
@@ -268,6 +268,53 @@ fn as_opt_string(v: &Value) -> Option<String> {
         Value::Array(a) => Some(a.iter().filter_map(as_opt_string).collect::<Vec<_>>().join(",")),
         Value::Object(_) => None,
     }
+}
+
+/// Checks a `gpu_ids` value on its own (`all`, or distinct GPU indices), as a
+/// config is written or read, before any launch.
+pub fn check_gpu_ids(ids: &str) -> Result<()> {
+    match ids.trim() {
+        "all" => Ok(()),
+        ids => map_gpu_ids(ids, None).map(|_| ()),
+    }
+}
+
+/// `--gpu-ids 0,2` → the children's `CUDA_VISIBLE_DEVICES`; the ids index the
+/// launcher's own list when it has one.
+pub(crate) fn map_gpu_ids(ids: &str, parent: Option<&str>) -> Result<String> {
+    let parent_list: Option<Vec<&str>> = parent.map(|p| p.split(',').map(str::trim).collect());
+    let mut out = Vec::new();
+    for id in ids.split(',').map(str::trim) {
+        let i: usize = id.parse().map_err(|_| {
+            Error::usage(
+                "--gpu-ids",
+                format!("{id:?} is not a GPU index; expected `all` or e.g. `0,1`"),
+            )
+        })?;
+        match &parent_list {
+            Some(l) => out.push(
+                l.get(i)
+                    .ok_or_else(|| {
+                        Error::usage(
+                            "--gpu-ids",
+                            format!(
+                                "{i} is out of range: CUDA_VISIBLE_DEVICES lists {} device(s)",
+                                l.len()
+                            ),
+                        )
+                    })?
+                    .to_string(),
+            ),
+            None => out.push(i.to_string()),
+        }
+    }
+    let mut seen = out.clone();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != out.len() {
+        return Err(Error::usage("--gpu-ids", format!("{ids:?} lists a GPU twice")));
+    }
+    Ok(out.join(","))
 }
 
 #[cfg(test)]
