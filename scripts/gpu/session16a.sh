@@ -22,10 +22,10 @@ echo "== [$(el $T0) s] attn_tma bench: exponentials on the FMA pipe (ex2_fma), 0
 .gpu/attn_tma 30
 echo "== [$(el $T0) s] images"
 images /tmp/shoal-old img --steps 30 --dtype f16
-echo "== [$(el $T0) s] A/B: old = without attn_tma, new = this call's"
-alternate /tmp/shoal-old
 echo "== [$(el $T0) s] bench ops, l0 self-attention (bf16), batch 16"
 $S bench ops --device cuda --dtype bf16 --batches 16 --only "l0 self" --iters 10 2>&1 | grep -E "self|fell|^\| op|rror"
+echo "== [$(el $T0) s] A/B: old = without attn_tma, new = this call's"
+alternate /tmp/shoal-old
 echo "== [$(el $T0) s] ncu: shoal's cuDNN SDPA, batch 16 (d80 l1, sdxl l2 d64), then PyTorch's"
 NCU="ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel"
 for o in "sd15 l1 self" "sdxl l2 self"; do
