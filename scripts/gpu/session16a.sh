@@ -26,13 +26,6 @@ echo "== [$(el $T0) s] bench ops, l0 self-attention (bf16), batch 16"
 $S bench ops --device cuda --dtype bf16 --batches 16 --only "l0 self" --iters 10 2>&1 | grep -E "self|fell|^\| op|rror"
 echo "== [$(el $T0) s] A/B: old = without attn_tma, new = this call's"
 alternate /tmp/shoal-old
-echo "== [$(el $T0) s] ncu: shoal's cuDNN SDPA, batch 16 (d80 l1, sdxl l2 d64), then PyTorch's"
-NCU="ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel"
-for o in "sd15 l1 self" "sdxl l2 self"; do
-  $NCU $S bench ops --device cuda --dtype f16 --batches 16 --only "$o" --iters 3 > "$OUT/ncu-shoal-${o// /-}.txt" 2>&1
-  echo "rc $? ($o)"
-done
-$NCU python3 scripts/gpu/sdpa_probe.py --calls 3 > "$OUT/ncu-torch.txt" 2>&1; echo "rc $?"
 echo "== [$(el $T0) s] ncu: attn_tma (4 warpgroups, overlap) at d40 and d64: pipes and stalls"
 for skip in 0 48; do
   ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
@@ -43,6 +36,13 @@ sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_
     .gpu/attn_tma 1 > "$OUT/ncu-tma-pipes-$skip.txt" 2>&1
   echo "rc $? (pipes, skip $skip)"
 done
+echo "== [$(el $T0) s] ncu: shoal's cuDNN SDPA, batch 16 (d80 l1, sdxl l2 d64), then PyTorch's"
+NCU="ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel"
+for o in "sd15 l1 self" "sdxl l2 self"; do
+  $NCU $S bench ops --device cuda --dtype f16 --batches 16 --only "$o" --iters 3 > "$OUT/ncu-shoal-${o// /-}.txt" 2>&1
+  echo "rc $? ($o)"
+done
+$NCU python3 scripts/gpu/sdpa_probe.py --calls 3 > "$OUT/ncu-torch.txt" 2>&1; echo "rc $?"
 echo "== [$(el $T0) s] ncu: cuDNN's SDPA kernel at SDXL l1 d64, batch 16 (pipes and stalls, as attn_tma's above)"
 PIPES=sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_issued.avg.pct_of_peak_sustained_active,gpu__time_duration.sum
 ncu --clock-control none --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
