@@ -249,7 +249,6 @@ mod cuda {
         }
     }
 
-    /// See [`super::seconds_per_call_in_graph`].
     /// Records what `body` launches on `dev`'s stream (this thread only) as a
     /// graph, with candle's host-to-device cache on (the caller's eager call
     /// filled it): the device is synchronized first and an error an earlier call
