@@ -33,6 +33,9 @@ void *cudnn_dlhandle = nullptr;
 struct ShoalPlan {
     std::shared_ptr<fe::graph::Graph> graph;
     int n_uids;
+    // SHOAL_CUDNN_PROBE only: what the graph computes, and whether its plans were timed.
+    std::string label;
+    mutable bool probed = false;
 };
 
 namespace {
@@ -79,20 +82,79 @@ bool compiles_at_run_time(const std::vector<fe::BehaviorNote_t> &notes) {
     return std::find(notes.begin(), notes.end(), fe::BehaviorNote_t::RUNTIME_COMPILATION) != notes.end();
 }
 
-int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, ShoalPlan **out,
+// SHOAL_CUDNN_PROBE=1 (every graph) or =TEXT (graphs whose label contains TEXT: `sdpa`, `conv`), a
+// measurement and not a mode to run the models in: every plan cuDNN offers for the graph is built, and
+// on the graph's first run outside a capture each is timed on the caller's buffers (one line per plan
+// on stderr, `shoal-cudnn-probe:`); the heuristic's choice stays the one that runs.
+bool probe_plans(const std::string &label) {
+    static const std::string what = [] {
+        const char *e = std::getenv("SHOAL_CUDNN_PROBE");
+        return std::string(e == nullptr ? "" : e);
+    }();
+    if (what.empty() || what == "0") return false;
+    return what == "1" || label.find(what) != std::string::npos;
+}
+
+int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, std::string label, ShoalPlan **out,
            int64_t *workspace, char *err, size_t err_len) {
     SHOAL_TRY(g->validate(), "validate");
     SHOAL_TRY(g->build_operation_graph(handle), "build_operation_graph");
-    SHOAL_TRY(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), "create_execution_plans");
+    const bool all = probe_plans(label);
+    if (all) {
+        SHOAL_TRY(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::B, fe::HeurMode_t::FALLBACK}),
+                  "create_execution_plans");
+    } else {
+        SHOAL_TRY(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), "create_execution_plans");
+    }
     SHOAL_TRY(g->check_support(), "check_support");
-    SHOAL_TRY(g->build_plans(fe::BuildPlanPolicy_t::HEURISTICS_CHOICE), "build_plans");
+    SHOAL_TRY(g->build_plans(all ? fe::BuildPlanPolicy_t::ALL : fe::BuildPlanPolicy_t::HEURISTICS_CHOICE), "build_plans");
     std::vector<fe::BehaviorNote_t> chosen;
     if (g->get_behavior_notes(chosen).is_good() && compiles_at_run_time(chosen)) g_rtc_plans++;
     int64_t ws = 0;
     SHOAL_TRY(g->get_workspace_size(ws), "get_workspace_size");
+    if (all) {
+        for (int64_t i = 0; i < g->get_execution_plan_count(); ++i) {
+            int64_t wi = 0;
+            if (g->get_workspace_size_plan_at_index(i, wi).is_good()) ws = std::max(ws, wi);
+        }
+    }
     *workspace = ws;
-    *out = new ShoalPlan{std::move(g), n_uids};
+    *out = new ShoalPlan{std::move(g), n_uids, std::move(label)};
     return 0;
+}
+
+// Times every built plan of `plan` (SHOAL_CUDNN_PROBE): 3 warm-up runs, then the mean of 20 between two events.
+void probe(cudnnHandle_t handle, const ShoalPlan *plan, std::unordered_map<int64_t, void *> &pack, void *workspace) {
+    plan->probed = true;
+    std::string chosen;
+    (void)plan->graph->get_plan_name(chosen);
+    cudaStream_t stream = nullptr;
+    if (fe::detail::get_stream(handle, &stream) != CUDNN_STATUS_SUCCESS) return;
+    cudaEvent_t start = nullptr, stop = nullptr;
+    fe::detail::cuda_event_create(&start);
+    fe::detail::cuda_event_create(&stop);
+    const int64_t n = plan->graph->get_execution_plan_count();
+    for (int64_t i = 0; i < n; ++i) {
+        std::string name;
+        if (plan->graph->get_plan_name_at_index(i, name).is_bad()) continue;
+        bool ok = true;
+        for (int w = 0; w < 3 && ok; ++w) ok = plan->graph->execute_plan_at_index(handle, pack, workspace, i).is_good();
+        if (!ok) {
+            std::fprintf(stderr, "shoal-cudnn-probe: %s | %lld | %s | failed\n", plan->label.c_str(), (long long)i,
+                         name.c_str());
+            continue;
+        }
+        fe::detail::cuda_event_record(start, stream);
+        for (int r = 0; r < 20; ++r) (void)plan->graph->execute_plan_at_index(handle, pack, workspace, i);
+        fe::detail::cuda_event_record(stop, stream);
+        fe::detail::cuda_event_synchronize(stop);
+        float ms = 0.f;
+        fe::detail::cuda_event_elapsed_time(&ms, start, stop);
+        std::fprintf(stderr, "shoal-cudnn-probe: %s | %lld | %s | %.4f ms%s\n", plan->label.c_str(), (long long)i,
+                     name.c_str(), ms / 20.f, name == chosen ? " | heuristic's choice" : "");
+    }
+    fe::detail::cuda_event_destroy(start);
+    fe::detail::cuda_event_destroy(stop);
 }
 
 // SHOAL_CUDNN_DYNAMIC=1: graphs are built with dynamic shapes and share one kernel cache per
@@ -124,10 +186,10 @@ std::shared_ptr<fe::graph::Graph> new_graph(void *handle, bool dynamic) {
 // Builds the plan of `make(true)` (dynamic shapes, shared kernel cache) when that is on, and
 // of `make(false)` when it is off or that graph cannot be built.
 template <typename Make>
-int finish_any(Make make, cudnnHandle_t handle, int n_uids, ShoalPlan **out, int64_t *workspace, char *err,
-               size_t err_len) {
-    if (dynamic_shapes() && finish(make(true), handle, n_uids, out, workspace, err, err_len) == 0) return 0;
-    return finish(make(false), handle, n_uids, out, workspace, err, err_len);
+int finish_any(Make make, cudnnHandle_t handle, int n_uids, const std::string &label, ShoalPlan **out,
+               int64_t *workspace, char *err, size_t err_len) {
+    if (dynamic_shapes() && finish(make(true), handle, n_uids, label, out, workspace, err, err_len) == 0) return 0;
+    return finish(make(false), handle, n_uids, label, out, workspace, err, err_len);
 }
 
 }  // namespace
@@ -213,7 +275,11 @@ int shoal_cudnn_conv_build(void *handle, int dtype, int64_t n, int64_t c, int64_
             Y->set_output(true).set_uid(4).set_dim({n, k, ho, wo}).set_stride(strides(n, k, ho, wo));
             return g;
         };
-        return finish_any(make, static_cast<cudnnHandle_t>(handle), 5, out, workspace, err, err_len);
+        const std::string label = "conv " + std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(h) +
+                                  "x" + std::to_string(w) + " -> " + std::to_string(k) + " " + std::to_string(r) +
+                                  "x" + std::to_string(s) + "/" + std::to_string(stride) + (nhwc ? " nhwc" : "") +
+                                  (has_bias ? " bias" : "") + (has_residual ? " res" : "");
+        return finish_any(make, static_cast<cudnnHandle_t>(handle), 5, label, out, workspace, err, err_len);
     } catch (const std::exception &e) {
         put_err(err, err_len, e.what());
         return 1;
@@ -247,7 +313,9 @@ int shoal_cudnn_sdpa_build(void *handle, int dtype, int64_t b, int64_t heads, in
             outs[0]->set_output(true).set_uid(4).set_dim({b, heads, sq, d}).set_stride(vec(o_stride));
             return g;
         };
-        return finish_any(make, static_cast<cudnnHandle_t>(handle), 4, out, workspace, err, err_len);
+        const std::string label = "sdpa b" + std::to_string(b) + " h" + std::to_string(heads) + " q" +
+                                  std::to_string(sq) + " k" + std::to_string(skv) + " d" + std::to_string(d);
+        return finish_any(make, static_cast<cudnnHandle_t>(handle), 4, label, out, workspace, err, err_len);
     } catch (const std::exception &e) {
         put_err(err, err_len, e.what());
         return 1;
@@ -261,6 +329,13 @@ int shoal_cudnn_execute(void *handle, const ShoalPlan *plan, void *const *ptrs, 
         std::unordered_map<int64_t, void *> pack;
         for (int i = 0; i < plan->n_uids; ++i) {
             if (ptrs[i] != nullptr) pack.emplace(i + 1, ptrs[i]);
+        }
+        if (!plan->probed && probe_plans(plan->label)) {
+            cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+            cudaStream_t stream = nullptr;
+            if (fe::detail::get_stream(static_cast<cudnnHandle_t>(handle), &stream) == CUDNN_STATUS_SUCCESS &&
+                fe::detail::cuda_stream_is_capturing(stream, &capturing) == cudaSuccess && capturing == cudaStreamCaptureStatusNone)
+                probe(static_cast<cudnnHandle_t>(handle), plan, pack, workspace);
         }
         SHOAL_TRY(plan->graph->execute(static_cast<cudnnHandle_t>(handle), pack, workspace), "execute");
         return 0;
