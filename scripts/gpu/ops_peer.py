@@ -1,10 +1,11 @@
 # PyTorch's same ops on the same shapes as `shoal bench ops`, in the same call. Embedded in the binary
 # and run by `shoal bench ops --peer torch`, which writes the list of ops that ran (JSON: [{"kind", "dims"}])
 # and reads one JSON line per op back: {"i": k, "ms": [[variant, ms or null], ...]}.
-#   python3 ops_peer.py OPS.json [--dtype f16|bf16|f32] [--device cuda|cuda:N|cpu] [--iters N] [--graphs]
+#   python3 ops_peer.py OPS.json [--dtype f16|bf16|f32] [--device cuda|cuda:N|cpu] [--iters N] [--reps R] [--graphs]
 # Each variant is timed as bench ops times: one warm-up call, then the mean of N calls with the device
 # synchronized around them; with --graphs (bench ops --graphs), the N calls recorded as one CUDA graph
-# (torch.cuda.graph, after warm-up calls on a side stream) and the mean of one replay. cudnn.benchmark is on (PyTorch picks its fastest convolution per shape).
+# (torch.cuda.graph, after warm-up calls on a side stream) and the mean of one replay; with --reps R,
+# R such timings and their median. cudnn.benchmark is on (PyTorch picks its fastest convolution per shape).
 # Convolutions: F.conv2d with bias, NCHW and channels_last (and with the residual added after, as diffusers'
 # ResnetBlock2D does). Attention: F.scaled_dot_product_attention on (b, heads, s, d) views of (b, s, heads*d)
 # rows, with PyTorch's default backend choice (what diffusers gets) and with cuDNN's. GroupNorm + SiLU, LayerNorm
@@ -19,6 +20,7 @@ ap.add_argument("ops")
 ap.add_argument("--dtype", default="f16", choices=["f16", "bf16", "f32"])
 ap.add_argument("--device", default="cuda")
 ap.add_argument("--iters", type=int, default=20)
+ap.add_argument("--reps", type=int, default=1)
 ap.add_argument("--graphs", action="store_true")
 a = ap.parse_args()
 dt = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
@@ -33,6 +35,12 @@ def sync():
 
 
 def bench(f):
+    runs = sorted(bench_once(f) for _ in range(max(a.reps, 1)))
+    n = len(runs)
+    return runs[n // 2] if n % 2 else (runs[n // 2 - 1] + runs[n // 2]) / 2
+
+
+def bench_once(f):
     f(); sync()
     if a.graphs:
         return bench_graph(f)
@@ -145,7 +153,8 @@ OPS = {
 
 ops = json.load(open(a.ops))
 cudnn = torch.backends.cudnn.version() if dev.type == "cuda" else None
-print(f"ops_peer.py: torch {torch.__version__}, cuDNN {cudnn}, {dt}, {dev}, {a.iters} iterations", flush=True)
+reps = f", median of {a.reps} timings" if a.reps > 1 else ""
+print(f"ops_peer.py: torch {torch.__version__}, cuDNN {cudnn}, {dt}, {dev}, {a.iters} iterations{reps}", flush=True)
 with torch.no_grad():
     for i, op in enumerate(ops):
         if op["kind"] not in OPS:

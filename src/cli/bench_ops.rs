@@ -47,6 +47,11 @@ pub struct OpsBench {
     /// torch.cuda.graph). The plain column stays timed call by call.
     #[arg(long)]
     graphs: bool,
+    /// Time each fast op (and each of PyTorch's variants, with --peer) this many
+    /// times, --iters calls each, and keep the median: rows whose kernels are the
+    /// same on both sides then differ by less than one run's noise.
+    #[arg(long, default_value_t = 1)]
+    reps: usize,
 }
 
 /// What every case needs: where, in what dtype, how many timed calls, and the
@@ -58,6 +63,8 @@ struct Ctx<'a> {
     iters: usize,
     /// Fast ops timed as CUDA graph replays (`--graphs`).
     graphs: bool,
+    /// Timings per fast op, of which the median is kept (`--reps`).
+    reps: usize,
     ran: std::cell::RefCell<Vec<(Spec, Ran)>>,
 }
 
@@ -257,10 +264,18 @@ pub fn run(b: OpsBench) -> Result<()> {
     if b.iters == 0 {
         return Err(UsageError("--iters must be at least 1".into()).into());
     }
+    if b.reps == 0 {
+        return Err(UsageError("--reps must be at least 1".into()).into());
+    }
     let fast_built = cfg!(feature = "cudnn");
     println!(
-        "shoal bench ops: {dtype:?} on {device:?}, {} iterations, fast kernels built: {fast_built}{}",
+        "shoal bench ops: {dtype:?} on {device:?}, {} iterations{}, fast kernels built: {fast_built}{}",
         b.iters,
+        if b.reps > 1 {
+            format!(", median of {} timings per fast op", b.reps)
+        } else {
+            String::new()
+        },
         if b.graphs {
             "; fast ops timed as CUDA graph replays"
         } else {
@@ -277,6 +292,7 @@ pub fn run(b: OpsBench) -> Result<()> {
         dtype,
         iters: b.iters,
         graphs: b.graphs,
+        reps: b.reps,
         ran: std::cell::RefCell::new(Vec::new()),
     };
     let mut failures = 0;
@@ -347,7 +363,17 @@ pub fn run(b: OpsBench) -> Result<()> {
     if let Some(peer) = b.peer {
         let ran = ctx.ran.into_inner();
         let specs: Vec<&Spec> = ran.iter().map(|(s, _)| s).collect();
-        let run = super::bench_ops_peer::run(peer, &specs, &b.dtype, &b.device, b.iters, b.graphs)?;
+        let run = super::bench_ops_peer::run(
+            peer,
+            &specs,
+            &b.dtype,
+            &b.device,
+            super::bench_ops_peer::Timing {
+                iters: b.iters,
+                graphs: b.graphs,
+                reps: b.reps,
+            },
+        )?;
         println!();
         println!("{}", run.header);
         for line in super::bench_ops_peer::table(&ran, &run)? {
@@ -361,10 +387,19 @@ pub fn run(b: OpsBench) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per call of a fast op: as [`time`], or with `--graphs` as a CUDA
-/// graph replays it. An op that cannot be recorded is timed call by call, and
-/// a line under the table's row says so and why.
+/// Seconds per call of a fast op: the median of `--reps` timings by [`time_once`].
 fn time_fast(ctx: &Ctx, name: &str, f: &mut dyn FnMut() -> Result<Tensor>) -> Result<f64> {
+    let mut runs = Vec::with_capacity(ctx.reps);
+    for rep in 0..ctx.reps {
+        runs.push(time_once(ctx, name, rep == 0, f)?);
+    }
+    Ok(super::bench_ops_peer::median(&mut runs))
+}
+
+/// One timing of a fast op: as [`time`], or with `--graphs` as a CUDA graph
+/// replays it. An op that cannot be recorded is timed call by call, and a line
+/// under the table's row says so and why (on the `first` timing).
+fn time_once(ctx: &Ctx, name: &str, first: bool, f: &mut dyn FnMut() -> Result<Tensor>) -> Result<f64> {
     if !ctx.graphs {
         return time(ctx.device, ctx.iters, f);
     }
@@ -375,7 +410,9 @@ fn time_fast(ctx: &Ctx, name: &str, f: &mut dyn FnMut() -> Result<Tensor>) -> Re
     match shoal_diffusion::nn::graph::seconds_per_call_in_graph(ctx.device, ctx.iters, &mut call) {
         Ok(s) => Ok(s),
         Err(e) => {
-            println!("| {name} | not timed as a CUDA graph ({e}): call by call |");
+            if first {
+                println!("| {name} | not timed as a CUDA graph ({e}): call by call |");
+            }
             time(ctx.device, ctx.iters, f)
         }
     }

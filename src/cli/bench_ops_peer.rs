@@ -112,8 +112,11 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     ];
     let mut logs = Vec::new();
     let mut under = Vec::new();
+    // The rows the issue holds to PyTorch's speed or better: convolutions and attention.
+    let mut held = Vec::new();
+    let mut held_under = Vec::new();
     let mut apart: Vec<(&'static str, Vec<f64>)> = Vec::new();
-    for ((_, r), t) in ran.iter().zip(&peer.times) {
+    for ((spec, r), t) in ran.iter().zip(&peer.times) {
         // Like for like: an NCHW row against PyTorch's NCHW variant where it ran.
         let same_layout: Vec<&(String, f64)> = t.iter().filter(|v| v.0 == "nchw").collect();
         let best = if r.unused == Some(NCHW) && !same_layout.is_empty() {
@@ -136,6 +139,12 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
                 logs.push(ratio.ln());
                 if ratio < 0.8 {
                     under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+                }
+                if spec.kind.starts_with("conv") || spec.kind == "attn" {
+                    held.push(ratio.ln());
+                    if ratio < 1.0 {
+                        held_under.push(format!("{} ({}, {ratio:.2}×)", r.name, r.shape));
+                    }
                 }
             }
             Some(why) => match apart.iter_mut().find(|(w, _)| *w == why) {
@@ -166,6 +175,19 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
             }
         ));
     }
+    if !held.is_empty() {
+        let geo = (held.iter().sum::<f64>() / held.len() as f64).exp();
+        out.push(format!(
+            "{} convolution and attention rows against PyTorch: geometric mean {geo:.2}×; {} under 1.0×{}",
+            held.len(),
+            held_under.len(),
+            if held_under.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", held_under.join(", "))
+            }
+        ));
+    }
     for (why, l) in apart {
         let geo = (l.iter().sum::<f64>() / l.len() as f64).exp();
         let against = if why == NCHW {
@@ -181,9 +203,29 @@ pub fn table(ran: &[(Spec, Ran)], peer: &OpsPeerRun) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// How shoal's rows were timed, and so the peer's: `iters` calls (with `graphs`,
+/// recorded as one CUDA graph), `reps` such timings, the median kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub iters: usize,
+    pub graphs: bool,
+    pub reps: usize,
+}
+
+/// The median of `runs` (the mean of the middle two for an even count; 0 for none).
+pub fn median(runs: &mut [f64]) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    let n = runs.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => runs[n / 2],
+        _ => (runs[n / 2 - 1] + runs[n / 2]) / 2.0,
+    }
+}
+
 /// The peer script's arguments: the op list, and the dtype, device and timing
-/// shoal's own rows used (`iters` calls; with `graphs`, recorded as one CUDA graph).
-fn peer_args(ops: &std::path::Path, dtype: &str, device: &str, iters: usize, graphs: bool) -> Vec<OsString> {
+/// shoal's own rows used.
+fn peer_args(ops: &std::path::Path, dtype: &str, device: &str, timing: Timing) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         ops.into(),
         "--dtype".into(),
@@ -191,9 +233,11 @@ fn peer_args(ops: &std::path::Path, dtype: &str, device: &str, iters: usize, gra
         "--device".into(),
         device.into(),
         "--iters".into(),
-        iters.to_string().into(),
+        timing.iters.to_string().into(),
+        "--reps".into(),
+        timing.reps.to_string().into(),
     ];
-    if graphs {
+    if timing.graphs {
         args.push("--graphs".into());
     }
     args
@@ -201,19 +245,12 @@ fn peer_args(ops: &std::path::Path, dtype: &str, device: &str, iters: usize, gra
 
 /// Runs the peer on the specs of the ops that ran, timed as shoal's were
 /// ([`peer_args`]), and parses what it printed.
-pub fn run(
-    peer: OpsPeer,
-    specs: &[&Spec],
-    dtype: &str,
-    device: &str,
-    iters: usize,
-    graphs: bool,
-) -> Result<OpsPeerRun> {
+pub fn run(peer: OpsPeer, specs: &[&Spec], dtype: &str, device: &str, timing: Timing) -> Result<OpsPeerRun> {
     let OpsPeer::Torch = peer;
     let file = tempfile::NamedTempFile::new().context("creating the peer's op list")?;
     std::fs::write(file.path(), serde_json::to_vec(specs)?)
         .with_context(|| format!("writing {}", file.path().display()))?;
-    let args = peer_args(file.path(), dtype, device, iters, graphs);
+    let args = peer_args(file.path(), dtype, device, timing);
     let stdout = super::bench_peer::run_script("ops_peer.py", SCRIPT, &args, "torch with CUDA")?;
     parse(&stdout, specs.len())
 }
@@ -231,8 +268,9 @@ mod tests {
                 .map(|w| w.into_string().unwrap())
                 .collect::<Vec<_>>()
         };
+        let timing = |iters, graphs, reps| Timing { iters, graphs, reps };
         assert_eq!(
-            words(peer_args(ops, "bf16", "cuda:1", 50, false)),
+            words(peer_args(ops, "bf16", "cuda:1", timing(50, false, 1))),
             [
                 "/tmp/ops.json",
                 "--dtype",
@@ -240,15 +278,25 @@ mod tests {
                 "--device",
                 "cuda:1",
                 "--iters",
-                "50"
+                "50",
+                "--reps",
+                "1"
             ]
         );
-        let graphs = words(peer_args(ops, "f16", "cuda", 7, true));
-        assert_eq!(graphs[5..], ["--iters", "7", "--graphs"]);
+        let graphs = words(peer_args(ops, "f16", "cuda", timing(7, true, 5)));
+        assert_eq!(graphs[5..], ["--iters", "7", "--reps", "5", "--graphs"]);
         // The embedded script takes every flag given it.
-        for flag in ["--dtype", "--device", "--iters", "--graphs"] {
+        for flag in ["--dtype", "--device", "--iters", "--reps", "--graphs"] {
             assert!(SCRIPT.contains(&format!("ap.add_argument(\"{flag}\"")), "{flag}");
         }
+    }
+
+    #[test]
+    fn the_median_of_the_timings_is_kept() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [7.0]), 7.0);
+        assert_eq!(median(&mut []), 0.0);
     }
 
     fn ran(name: &str, fast_ms: f64) -> (Spec, Ran) {
@@ -322,12 +370,42 @@ a warning\n\
             "{}",
             t[5]
         );
+        // Both rows are convolutions, held to 1×: b is under it.
+        assert!(
+            t[6].starts_with(
+                "2 convolution and attention rows against PyTorch: geometric mean 1.00×; 1 under 1.0×: b ("
+            ),
+            "{}",
+            t[6]
+        );
         assert!(table(&[ran("a", 1.0)], &r).is_err());
         let none = OpsPeerRun {
             header: String::new(),
             times: vec![vec![]],
         };
         assert!(table(&[ran("a", 1.0)], &none).unwrap()[2].contains("no variant ran"));
+    }
+
+    #[test]
+    fn only_convolutions_and_attention_are_held_to_torch_speed() {
+        let r = parse(OUT, 2).unwrap();
+        let (mut norm, mut attn) = (ran("n", 2.5), ran("s", 1.0));
+        norm.0.kind = "layer_norm";
+        attn.0.kind = "attn";
+        // The norm at 0.80× (2.0 / 2.5) is not held to 1×; the attention row at 0.25× is.
+        let t = table(&[norm, attn], &r).unwrap();
+        assert!(
+            t[5].starts_with("2 ops against PyTorch: geometric mean 0.45×; 1 under 0.8×: s ("),
+            "{}",
+            t[5]
+        );
+        assert!(
+            t[6].starts_with(
+                "1 convolution and attention rows against PyTorch: geometric mean 0.25×; 1 under 1.0×: s ("
+            ),
+            "{}",
+            t[6]
+        );
     }
 
     #[test]
@@ -344,7 +422,14 @@ a warning\n\
             "{}",
             t[5]
         );
-        assert!(t[6].starts_with("1 rows apart (NCHW: "), "{}", t[6]);
+        assert!(
+            t[6].starts_with(
+                "1 convolution and attention rows against PyTorch: geometric mean 2.00×; 0 under 1.0×"
+            ),
+            "{}",
+            t[6]
+        );
+        assert!(t[7].starts_with("1 rows apart (NCHW: "), "{}", t[7]);
     }
 
     #[test]
@@ -362,11 +447,11 @@ a warning\n\
             "{}",
             t[5]
         );
-        assert!(t[6].starts_with("1 rows apart (variant not run"), "{}", t[6]);
+        assert!(t[7].starts_with("1 rows apart (variant not run"), "{}", t[7]);
         assert!(
-            t[6].ends_with("against PyTorch: geometric mean 0.50×"),
+            t[7].ends_with("against PyTorch: geometric mean 0.50×"),
             "{}",
-            t[6]
+            t[7]
         );
     }
 }
