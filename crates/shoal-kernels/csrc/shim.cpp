@@ -33,9 +33,11 @@ void *cudnn_dlhandle = nullptr;
 struct ShoalPlan {
     std::shared_ptr<fe::graph::Graph> graph;
     int n_uids;
-    // SHOAL_CUDNN_PROBE only: what the graph computes, and whether its plans were timed.
+    // SHOAL_CUDNN_PROBE / SHOAL_CUDNN_FASTEST only: what the graph computes, whether its plans were
+    // timed, and the plan that runs (-1: the heuristic's choice).
     std::string label;
     mutable bool probed = false;
+    mutable int64_t index = -1;
 };
 
 namespace {
@@ -86,14 +88,19 @@ bool compiles_at_run_time(const std::vector<fe::BehaviorNote_t> &notes) {
 // measurement and not a mode to run the models in: every plan cuDNN offers for the graph is built, and
 // on the graph's first run outside a capture each is timed on the caller's buffers (one line per plan
 // on stderr, `shoal-cudnn-probe:`); the heuristic's choice stays the one that runs.
-bool probe_plans(const std::string &label) {
-    static const std::string what = [] {
-        const char *e = std::getenv("SHOAL_CUDNN_PROBE");
-        return std::string(e == nullptr ? "" : e);
-    }();
+bool label_wanted(const char *var, const std::string &label) {
+    const char *e = std::getenv(var);
+    const std::string what(e == nullptr ? "" : e);
     if (what.empty() || what == "0") return false;
     return what == "1" || label.find(what) != std::string::npos;
 }
+
+// SHOAL_CUDNN_FASTEST=1 or =TEXT, a measurement as well: as SHOAL_CUDNN_PROBE, and the fastest plan
+// of that timing runs from then on (a choice that follows timings, so two processes may pick
+// differently and write different bits: session 8's finding; not for the models' default).
+bool run_fastest(const std::string &label) { return label_wanted("SHOAL_CUDNN_FASTEST", label); }
+
+bool probe_plans(const std::string &label) { return label_wanted("SHOAL_CUDNN_PROBE", label) || run_fastest(label); }
 
 int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, std::string label, ShoalPlan **out,
            int64_t *workspace, char *err, size_t err_len) {
@@ -134,6 +141,8 @@ void probe(cudnnHandle_t handle, const ShoalPlan *plan, std::unordered_map<int64
     fe::detail::cuda_event_create(&start);
     fe::detail::cuda_event_create(&stop);
     const int64_t n = plan->graph->get_execution_plan_count();
+    float best_ms = 0.f;
+    int64_t best = -1;
     for (int64_t i = 0; i < n; ++i) {
         std::string name;
         if (plan->graph->get_plan_name_at_index(i, name).is_bad()) continue;
@@ -150,11 +159,22 @@ void probe(cudnnHandle_t handle, const ShoalPlan *plan, std::unordered_map<int64
         fe::detail::cuda_event_synchronize(stop);
         float ms = 0.f;
         fe::detail::cuda_event_elapsed_time(&ms, start, stop);
+        if (best < 0 || ms < best_ms) {
+            best = i;
+            best_ms = ms;
+        }
         std::fprintf(stderr, "shoal-cudnn-probe: %s | %lld | %s | %.4f ms%s\n", plan->label.c_str(), (long long)i,
                      name.c_str(), ms / 20.f, name == chosen ? " | heuristic's choice" : "");
     }
     fe::detail::cuda_event_destroy(start);
     fe::detail::cuda_event_destroy(stop);
+    if (best >= 0 && run_fastest(plan->label)) {
+        plan->index = best;
+        std::string name;
+        (void)plan->graph->get_plan_name_at_index(best, name);
+        std::fprintf(stderr, "shoal-cudnn-probe: %s | runs %lld | %s%s\n", plan->label.c_str(), (long long)best,
+                     name.c_str(), name == chosen ? " | heuristic's choice" : "");
+    }
 }
 
 // SHOAL_CUDNN_DYNAMIC=1: graphs are built with dynamic shapes and share one kernel cache per
@@ -337,7 +357,13 @@ int shoal_cudnn_execute(void *handle, const ShoalPlan *plan, void *const *ptrs, 
                 fe::detail::cuda_stream_is_capturing(stream, &capturing) == cudaSuccess && capturing == cudaStreamCaptureStatusNone)
                 probe(static_cast<cudnnHandle_t>(handle), plan, pack, workspace);
         }
-        SHOAL_TRY(plan->graph->execute(static_cast<cudnnHandle_t>(handle), pack, workspace), "execute");
+        if (plan->index >= 0) {
+            SHOAL_TRY(plan->graph->execute_plan_at_index(static_cast<cudnnHandle_t>(handle), pack, workspace,
+                                                         plan->index),
+                      "execute");
+        } else {
+            SHOAL_TRY(plan->graph->execute(static_cast<cudnnHandle_t>(handle), pack, workspace), "execute");
+        }
         return 0;
     } catch (const std::exception &e) {
         put_err(err, err_len, e.what());
