@@ -3,7 +3,7 @@
 # timed on the op's own buffers (SHOAL_CUDNN_PROBE=sdpa; the heuristic's choice marked); (b) batches
 # 1 and 8 with the heuristic's SDPA plans against the fastest of (a) in each process
 # (SHOAL_CUDNN_FASTEST=sdpa), alternated; (c) the attention and ResNet-convolution rows as graph replays
-# beside PyTorch, median of 5 timings on both sides (--reps 5); (d) where a batch of 8 goes (SHOAL_PROFILE=1).
+# beside PyTorch, median of 5 timings on both sides (--reps 5).
 #   bash scripts/gpu/session17a.sh
 set -u
 source scripts/gpu/common.sh
@@ -33,8 +33,5 @@ for only in self cross resnet; do
     > "$OUT/ops-$only-reps5.md" 2>&1
   echo "rc $?"; grep -E "geometric|under|passed|failed" "$OUT/ops-$only-reps5.md"
 done
-echo "== [$(el $T0) s] where a batch goes (SHOAL_PROFILE=1, 10 steps, batches 8 and 1)"
-SHOAL_PROFILE=1 $S bench sd --model /tmp/sd15 --device cuda --steps 10 --batches 8,1 --reps 1 > "$OUT/profile.md" 2>&1
-echo "rc $?"
 echo "== [$(el $T0) s] done"
 } 2>&1 | tee "$OUT/session17a.txt"
