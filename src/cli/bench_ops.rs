@@ -530,7 +530,8 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
             &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
             &mut || {
                 // As the models run it: in the kernel, or added after it at small 3×3 outputs.
-                let y = if shoal_diffusion::nn::fuses_residual(k, rn.elem_count())
+                let (_, oh, ow, _) = rn.dims4()?;
+                let y = if shoal_diffusion::nn::fuses_residual(k, oh * ow, rn.elem_count())
                     || adds == Adds::ZeroResidual
                 {
                     conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?

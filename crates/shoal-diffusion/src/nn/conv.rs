@@ -151,15 +151,23 @@ impl Module for Conv2d {
 /// separate add (see [`fuses_residual`]).
 const SMALL_OUT: usize = 1 << 18;
 
-/// Whether a channels-last convolution with a `kernel × kernel` window adds its
-/// residual in the kernel (rounded once, from f32) rather than as an add after it
-/// (rounded twice, as PyTorch's `conv + add`). cuDNN's residual-fusing engine for
-/// a 3×3 window over a small output is slower than its bias-only one plus an
-/// add: `bench ops` (session 9, call c), 2×1280×8² → 1280: 0.046 ms fused, 0.025 ms
-/// with the bias alone; from 2×1280×16² on the fused one is within ±0.01 ms of
-/// bias + add, and 1×1 windows are faster fused at every size measured.
-pub fn fuses_residual(kernel: usize, out_elements: usize) -> bool {
-    kernel == 1 || out_elements > SMALL_OUT
+/// Outputs of at most this many positions (8 × 8) take it as a separate add at any
+/// batch (see [`fuses_residual`]).
+const SMALL_AREA: usize = 64;
+
+/// Whether a channels-last convolution with a `kernel × kernel` window, whose
+/// output has `out_area` positions (height × width) and `out_elements` elements,
+/// adds its residual in the kernel (rounded once, from f32) rather than as an add
+/// after it (rounded twice, as PyTorch's `conv + add`). cuDNN's residual-fusing
+/// engine for a 3×3 window over a small output is slower than its bias-only one
+/// plus an add: `bench ops` (session 9, call c, H200), 2×1280×8² → 1280: 0.046 ms
+/// fused, 0.025 ms with the bias alone; at 8 × 8 the same holds at batch 16
+/// (0.057 fused against 0.049 with the bias alone on the H200 in that call, 0.057
+/// against 0.047 on the H100 in session 17's call A, where an add of that output
+/// moves 7.9 MB). From 2×1280×16² on the fused one is within ±0.01 ms of bias + add,
+/// and 1×1 windows are faster fused at every size measured.
+pub fn fuses_residual(kernel: usize, out_area: usize, out_elements: usize) -> bool {
+    kernel == 1 || (out_elements > SMALL_OUT && out_area > SMALL_AREA)
 }
 
 #[cfg(feature = "cudnn")]
@@ -188,7 +196,12 @@ impl Conv2d {
         };
         // cuDNN fuses the residual only in channels-last (no NCHW engine takes it),
         // and there only where that measures faster (the zero residual always).
-        let fuse = nhwc && residual.is_some_and(|r| zero || fuses_residual(window, r.elem_count()));
+        // The residual is (n, h, w, k) when channels-last, the only case that reads its dims.
+        let fuse = nhwc
+            && residual.is_some_and(|r| {
+                let area = r.dims().get(1..3).map_or(0, |hw| hw[0] * hw[1]);
+                zero || fuses_residual(window, area, r.elem_count())
+            });
         let fused = if fuse { residual } else { None };
         match shoal_kernels::cudnn::conv2d_ex(
             x,
@@ -277,12 +290,18 @@ mod tests {
     #[test]
     fn the_residual_is_fused_except_at_small_3x3_outputs() {
         // The shapes `bench ops` measured (session 9, call c), output elements.
-        let out = |n: usize, k: usize, side: usize| n * k * side * side;
-        assert!(!fuses_residual(3, out(2, 1280, 8)));
-        assert!(!fuses_residual(3, out(1, 1280, 8)));
-        assert!(fuses_residual(3, out(2, 1280, 16)));
-        assert!(fuses_residual(3, out(16, 1280, 8)));
-        assert!(fuses_residual(3, out(2, 320, 64)));
-        assert!(fuses_residual(1, out(2, 1280, 8)));
+        // The shapes `bench ops` measured (sessions 9 and 17): area and elements of the output.
+        let fuses = |kernel: usize, n: usize, k: usize, side: usize| {
+            fuses_residual(kernel, side * side, n * k * side * side)
+        };
+        assert!(!fuses(3, 2, 1280, 8));
+        assert!(!fuses(3, 1, 1280, 8));
+        assert!(!fuses(3, 16, 1280, 8));
+        assert!(fuses(3, 2, 1280, 16));
+        assert!(fuses(3, 16, 1280, 16));
+        assert!(fuses(3, 2, 320, 64));
+        assert!(fuses(3, 16, 320, 64));
+        assert!(fuses(1, 2, 1280, 8));
+        assert!(fuses(1, 16, 2560, 8));
     }
 }
