@@ -516,6 +516,8 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
         let rl = r.to_dtype(dtype)?;
         let last = |t: &Tensor| -> Result<Tensor> { Ok(t.permute((0, 2, 3, 1))?.contiguous()?) };
         let (xn, wn, rn) = (last(&xl)?, last(&wl)?, last(&rl)?);
+        let (_, oh, ow, _) = rn.dims4()?;
+        let fused = shoal_diffusion::nn::fuses_residual(k, oh * ow, rn.elem_count());
         fails += compare(
             ctx,
             match adds {
@@ -530,10 +532,7 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
             &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
             &mut || {
                 // As the models run it: in the kernel, or added after it at small 3×3 outputs.
-                let (_, oh, ow, _) = rn.dims4()?;
-                let y = if shoal_diffusion::nn::fuses_residual(k, oh * ow, rn.elem_count())
-                    || adds == Adds::ZeroResidual
-                {
+                let y = if fused || adds == Adds::ZeroResidual {
                     conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
                 } else {
                     (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
@@ -541,6 +540,28 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
                 Ok(y.permute((0, 3, 1, 2))?)
             },
         )?;
+        // The other way of a 3×3 window's residual, which the models do not take at this
+        // shape (`nn::fuses_residual`): the rule's evidence, against the same PyTorch op.
+        if k == 3 && adds != Adds::ZeroResidual {
+            fails += compare(
+                ctx,
+                Peer::run_if("conv_res", &[n, cin, side, cout, k, stride], false),
+                &format!("{name} nhwc+res {}", if fused { "added after" } else { "fused" }),
+                &shape,
+                flops,
+                false,
+                &reference_r,
+                &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
+                &mut || {
+                    let y = if fused {
+                        (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
+                    } else {
+                        conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
+                    };
+                    Ok(y.permute((0, 3, 1, 2))?)
+                },
+            )?;
+        }
         // Channels-last with the bias alone (the ResNet's conv1), and with no bias at all
         // (a convolution graph cuDNN can serve with engines that fuse nothing).
         fails += compare(
