@@ -518,6 +518,15 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
         let (xn, wn, rn) = (last(&xl)?, last(&wl)?, last(&rl)?);
         let (_, oh, ow, _) = rn.dims4()?;
         let fused = shoal_diffusion::nn::fuses_residual(k, oh * ow, rn.elem_count());
+        // The residual in cuDNN's kernel, or added after it.
+        let with_residual = |in_kernel: bool| -> Result<Tensor> {
+            let y = if in_kernel {
+                conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
+            } else {
+                (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
+            };
+            Ok(y.permute((0, 3, 1, 2))?)
+        };
         fails += compare(
             ctx,
             match adds {
@@ -530,15 +539,8 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
             false,
             &reference_r,
             &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
-            &mut || {
-                // As the models run it: in the kernel, or added after it at small 3×3 outputs.
-                let y = if fused || adds == Adds::ZeroResidual {
-                    conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
-                } else {
-                    (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
-                };
-                Ok(y.permute((0, 3, 1, 2))?)
-            },
+            // As the models run it: in the kernel, or added after it at small 3×3 outputs.
+            &mut || with_residual(fused || adds == Adds::ZeroResidual),
         )?;
         // The other way of a 3×3 window's residual, which the models do not take at this
         // shape (`nn::fuses_residual`): the rule's evidence, against the same PyTorch op.
@@ -552,14 +554,7 @@ fn conv_case(ctx: &Ctx, n: usize, c: &Conv) -> Result<usize> {
                 false,
                 &reference_r,
                 &mut || Ok((plain(&xl, &wl, &bl)? + &rl)?),
-                &mut || {
-                    let y = if fused {
-                        (conv2d_ex(&xn, &wn, Some(&bl), None, pad, stride, true)? + &rn)?
-                    } else {
-                        conv2d_ex(&xn, &wn, Some(&bl), Some(&rn), pad, stride, true)?
-                    };
-                    Ok(y.permute((0, 3, 1, 2))?)
-                },
+                &mut || with_residual(!fused),
             )?;
         }
         // Channels-last with the bias alone (the ResNet's conv1), and with no bias at all
