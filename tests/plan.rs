@@ -262,12 +262,14 @@ fn r11_bench_peer_needs_a_gpu_and_one_device() {
 }
 
 /// `bench ops --peer torch` compares GPU kernels: refused on the CPU (exit 2)
-/// before any work, and an unknown peer names the ones there are.
+/// before any work, an unknown peer names the ones there are, and `--reps` is bounded.
 #[test]
 fn r11_bench_ops_peer_needs_a_gpu() {
     for (extra, needle) in [
         (vec!["--device", "cpu", "--peer", "torch"], "--device cuda"),
         (vec!["--peer", "diffusers"], "torch"),
+        (vec!["--reps", "0"], "--reps must be from 1 to 1000 (got 0)"),
+        (vec!["--reps", "100000"], "--reps must be from 1"),
     ] {
         let mut args = vec!["bench", "ops", "--batches", "2", "--iters", "1"];
         args.extend(extra.iter().copied());

@@ -251,6 +251,7 @@ const LINEARS: &[Lin] = &[
 
 pub fn run(b: OpsBench) -> Result<()> {
     let dtype = parse_dtype(&b.dtype)?;
+    check_timing(b.iters, b.reps)?;
     let device = parse_device(&b.device)?;
     if !device.is_cuda() {
         return Err(UsageError("bench ops compares GPU kernels: give --device cuda".into()).into());
@@ -261,12 +262,6 @@ pub fn run(b: OpsBench) -> Result<()> {
         .map(|x| x.trim().parse().ok().filter(|n| *n > 0))
         .collect::<Option<_>>()
         .ok_or_else(|| UsageError(format!("invalid --batches {:?}", b.batches)))?;
-    if b.iters == 0 {
-        return Err(UsageError("--iters must be at least 1".into()).into());
-    }
-    if b.reps == 0 {
-        return Err(UsageError("--reps must be at least 1".into()).into());
-    }
     let fast_built = cfg!(feature = "cudnn");
     println!(
         "shoal bench ops: {dtype:?} on {device:?}, {} iterations{}, fast kernels built: {fast_built}{}",
@@ -384,6 +379,21 @@ pub fn run(b: OpsBench) -> Result<()> {
         bail!("{failures} ops failed their check");
     }
     println!("bench ops: every op passed its check");
+    Ok(())
+}
+
+/// The most `--iters` (with `--graphs` every call's output stays allocated in the
+/// recorded graph) and `--reps` (timings kept per op) a run takes.
+const MAX_ITERS: usize = 10_000;
+const MAX_REPS: usize = 1_000;
+
+/// `--iters` and `--reps` within 1 and their bounds.
+fn check_timing(iters: usize, reps: usize) -> Result<(), UsageError> {
+    for (flag, v, max) in [("--iters", iters, MAX_ITERS), ("--reps", reps, MAX_REPS)] {
+        if !(1..=max).contains(&v) {
+            return Err(UsageError(format!("{flag} must be from 1 to {max} (got {v})")));
+        }
+    }
     Ok(())
 }
 
@@ -1051,4 +1061,24 @@ fn linear_case(ctx: &Ctx, n: usize, l: &Lin) -> Result<usize> {
                 })
             },
         )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iters_and_reps_are_bounded() {
+        assert!(check_timing(1, 1).is_ok());
+        assert!(check_timing(MAX_ITERS, MAX_REPS).is_ok());
+        for (iters, reps, flag) in [
+            (0, 1, "--iters"),
+            (MAX_ITERS + 1, 1, "--iters"),
+            (50, 0, "--reps"),
+            (50, usize::MAX, "--reps"),
+        ] {
+            let e = check_timing(iters, reps).unwrap_err().0;
+            assert!(e.starts_with(flag), "{e}");
+        }
+    }
 }
