@@ -36,6 +36,7 @@ struct ShoalPlan {
     // SHOAL_CUDNN_PROBE / SHOAL_CUDNN_FASTEST only: what the graph computes, whether its plans were
     // timed, and the plan that runs (-1: the heuristic's choice).
     std::string label;
+    bool probe = false;
     mutable bool probed = false;
     mutable int64_t index = -1;
 };
@@ -88,19 +89,28 @@ bool compiles_at_run_time(const std::vector<fe::BehaviorNote_t> &notes) {
 // measurement and not a mode to run the models in: every plan cuDNN offers for the graph is built, and
 // on the graph's first run outside a capture each is timed on the caller's buffers (one line per plan
 // on stderr, `shoal-cudnn-probe:`); the heuristic's choice stays the one that runs.
-bool label_wanted(const char *var, const std::string &label) {
-    const char *e = std::getenv(var);
-    const std::string what(e == nullptr ? "" : e);
+bool label_wanted(const std::string &what, const std::string &label) {
     if (what.empty() || what == "0") return false;
     return what == "1" || label.find(what) != std::string::npos;
+}
+
+std::string env_text(const char *var) {
+    const char *e = std::getenv(var);
+    return std::string(e == nullptr ? "" : e);
 }
 
 // SHOAL_CUDNN_FASTEST=1 or =TEXT, a measurement as well: as SHOAL_CUDNN_PROBE, and the fastest plan
 // of that timing runs from then on (a choice that follows timings, so two processes may pick
 // differently and write different bits: session 8's finding; not for the models' default).
-bool run_fastest(const std::string &label) { return label_wanted("SHOAL_CUDNN_FASTEST", label); }
+bool run_fastest(const std::string &label) {
+    static const std::string what = env_text("SHOAL_CUDNN_FASTEST");
+    return label_wanted(what, label);
+}
 
-bool probe_plans(const std::string &label) { return label_wanted("SHOAL_CUDNN_PROBE", label) || run_fastest(label); }
+bool probe_plans(const std::string &label) {
+    static const std::string what = env_text("SHOAL_CUDNN_PROBE");
+    return label_wanted(what, label) || run_fastest(label);
+}
 
 int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids, std::string label, ShoalPlan **out,
            int64_t *workspace, char *err, size_t err_len) {
@@ -126,7 +136,7 @@ int finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, int n_uids
         }
     }
     *workspace = ws;
-    *out = new ShoalPlan{std::move(g), n_uids, std::move(label)};
+    *out = new ShoalPlan{std::move(g), n_uids, std::move(label), all};
     return 0;
 }
 
@@ -350,7 +360,7 @@ int shoal_cudnn_execute(void *handle, const ShoalPlan *plan, void *const *ptrs, 
         for (int i = 0; i < plan->n_uids; ++i) {
             if (ptrs[i] != nullptr) pack.emplace(i + 1, ptrs[i]);
         }
-        if (!plan->probed && probe_plans(plan->label)) {
+        if (plan->probe && !plan->probed) {
             cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
             cudaStream_t stream = nullptr;
             if (fe::detail::get_stream(static_cast<cudnnHandle_t>(handle), &stream) == CUDNN_STATUS_SUCCESS &&
