@@ -6,7 +6,7 @@
 //! - `bench comm`: all-reduce and all-gather bus bandwidth over sizes, under a
 //!   launcher (nccl-tests' definitions: busbw = algbw × 2(n−1)/n for
 //!   all-reduce, × (n−1)/n for all-gather).
-//! - `bench ops`: per-op table, plain against fast kernels (`bench_ops.rs`).
+//! - `bench ops`: per-op table, plain against fast kernels (`bench_ops/`).
 //! - `bench vae`: the split VAE decode against the whole decode (`bench_vae.rs`).
 
 use std::path::PathBuf;
