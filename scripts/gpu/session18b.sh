@@ -7,7 +7,7 @@
 # (b) Every attention row (self, cross), median of 5 graph replays: the summary lines count the rows
 #     under 1×.
 # (c) The sd15 image of seed 3, f16: after against before, after against the f32 path; bf16 against f32.
-# (d) Batches 1 and 8, before and after alternated (A B A B).
+# (d) Batches 1 and 8, before and after.
 #   bash scripts/gpu/session18b.sh
 set -u
 source scripts/gpu/common.sh
@@ -36,7 +36,10 @@ $S generate "$P" --model /tmp/sd15 --seed 3 --device cuda --steps 30 --dtype f32
 echo "f16 against f32, after: $($S image-diff /tmp/f32-new/*.png /tmp/f16-new/*.png 2>&1)"
 $S generate "$P" --model /tmp/sd15 --seed 3 --device cuda --steps 30 --dtype bf16 --out /tmp/bf16-new --quiet > /dev/null 2>&1 || echo "bf16: rc $?"
 echo "bf16 against f32, after: $($S image-diff /tmp/f32-new/*.png /tmp/bf16-new/*.png 2>&1)"
-echo "== [$(el $T0) s] before and after, alternated"
-alternate /tmp/shoal-old
+echo "== [$(el $T0) s] before and after"
+for bin in /tmp/shoal-old $S; do
+  echo "-- $bin"
+  $bin bench sd --model /tmp/sd15 --device cuda --steps 30 --batches 1,8 --reps 3 2>&1 | grep -E "^\| [0-9]"
+done
 echo "== [$(el $T0) s] done"
 } 2>&1 | tee "$OUT/session18b.txt"
