@@ -117,7 +117,7 @@ fn plain_rows(
 /// (0.010 against 0.014 ms at 16 384 rows, 0.034 against 0.031 at 131 072);
 /// never width 64, where cuDNN was level or faster.
 pub fn few_keys_kernel(d: usize, keys: usize, rows: usize) -> bool {
-    (1..=80).contains(&keys) && (d == 40 || d == 160 || (d == 80 && rows <= 32_768))
+    (1..=80).contains(&keys) && (d == 40 || (d == 80 && rows <= 32_768))
 }
 
 /// Whether shoal's many-keys kernel on the copy engine
@@ -206,10 +206,7 @@ mod tests {
         assert!(!few_keys_kernel(64, 77, 2 * 10 * 1024));
         assert!(!few_keys_kernel(40, 81, 1));
         assert!(!few_keys_kernel(40, 0, 1));
-        assert!(few_keys_kernel(160, 77, 2 * 8 * 256));
-        assert!(few_keys_kernel(160, 64, 16 * 8 * 64));
-        assert!(!few_keys_kernel(160, 256, 2 * 8 * 256));
-        assert!(!few_keys_kernel(120, 77, 1));
+        assert!(!few_keys_kernel(160, 77, 1));
     }
 
     /// The many-keys kernel's rule: width 40 over more than 80 keys, f16.
