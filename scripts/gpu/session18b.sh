@@ -2,7 +2,8 @@
 # Session 18, call B (one GPU): the few-keys attention kernel at head width 160 (sd15's level-2
 # cross-attention over the 77 text tokens and its middle block's self-attention over 64 tokens),
 # beside cuDNN's SDPA on the same inputs and PyTorch's best SDPA backend.
-# .gpu/shoal-s18a.gz is the binary before the change (call A's), .gpu/shoal.gz the one after.
+# .gpu/shoal-s18a.gz is the binary before the change (call A's, main at f213ada), .gpu/shoal.gz the one after
+# (built from branch few-keys-d160: the change is not on main until this call has run).
 # (a) The d160 rows, median of 5 timings, as graph replays; bf16 (its checks).
 # (b) Every attention row (self, cross), median of 5 graph replays: the summary lines count the rows
 #     under 1×.
