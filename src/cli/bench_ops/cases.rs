@@ -201,13 +201,17 @@ pub(super) fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> 
         row(name, &shape, plain_s, fast_s, flops, plain_rel, errs, ok);
         ctx.ran(Peer::new("attn", &[n, sq, skv, dim, heads]), name, &shape, fast_s);
         let mut failed = usize::from(!ok);
-        // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it; over
-        // many keys, the copy-engine kernel where it is built for the width and not taken.
+        // Where shoal's own kernel took the row, cuDNN's SDPA on the same inputs beside it; where
+        // one of shoal's kernels is built for the shape and not taken (the few-keys kernel past
+        // its rule's rows, the copy-engine kernel over many keys), that kernel beside it: each
+        // rule's evidence, measured again in every table.
         #[cfg(feature = "fused")]
         if dtype != DType::F32 {
             let scale = (d as f64).powf(-0.5) as f32;
             let rows = n * heads * sq;
             let own = shoal_diffusion::nn::few_keys_kernel(d, skv, rows);
+            let few = (1..=shoal_kernels::fused::FEW_KEYS_MAX).contains(&skv)
+                && shoal_kernels::fused::FEW_KEYS_DIMS.contains(&d);
             let many =
                 skv > shoal_kernels::fused::FEW_KEYS_MAX && shoal_kernels::fused::TMA_DIMS.contains(&d);
             let own_many = many && shoal_diffusion::nn::many_keys_kernel(d, skv, dtype);
@@ -217,6 +221,16 @@ pub(super) fn attn_case(ctx: &Ctx, n: usize, a: &Attn, plain_expected: bool) -> 
                 alts.push((
                     format!("{name} cudnn"),
                     Box::new(|| Ok(shoal_kernels::cudnn::sdpa(&ql, &kl, &vl, heads, scale, false)?)),
+                ));
+            }
+            if few && !own {
+                alts.push((
+                    format!("{name} few-keys"),
+                    Box::new(|| {
+                        Ok(shoal_kernels::fused::attention_few_keys(
+                            &ql, &kl, &vl, heads, scale,
+                        )?)
+                    }),
                 ));
             }
             if many && !own_many {
