@@ -677,7 +677,11 @@ __device__ __forceinline__ float ex2_fma(float x) {
 }
 
 // grid (⌈sq / (64·tiles)⌉, heads, b), block 32·FEW_KEYS_WARPS: each warp takes `tiles` tiles of 16 rows.
-template <typename T, int D, int KT>
+// The keys and values in shared memory, 2 · 16·KT · (DP + 8) elements: static up to 48 KB, dynamic past
+// that (attention.rs `few_keys_smem`; width 160 needs 53.8 KB). The product with
+// the values runs in OC column chunks of the output (width 160: two of 80, so that its f32
+// accumulators and the next tile's q fit the registers together).
+template <typename T, int D, int KT, int OC>
 __device__ void attn_few_keys(const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v,
                               T *__restrict__ o, uint64_t sq, uint64_t skv, uint64_t heads, uint64_t q_sb,
                               uint64_t q_ss, uint64_t k_sb, uint64_t k_ss, uint64_t v_sb, uint64_t v_ss,
@@ -687,9 +691,20 @@ __device__ void attn_few_keys(const T *__restrict__ q, const T *__restrict__ k, 
     constexpr int LD = DP + 8;            // smem row stride (elements): ldmatrix rows on distinct banks
     constexpr int KS = DP / 16;           // k-steps of q kᵀ
     constexpr int NT = KP / 8;            // n-tiles of the scores
-    constexpr int OT = DP / 8;            // n-tiles of the output
-    __shared__ __align__(16) T ks[KP * LD];
-    __shared__ __align__(16) T vs[KP * LD];
+    static_assert(DP % (16 * OC) == 0, "the output's column chunks are whole k-steps");
+    constexpr int OT = DP / 8 / OC;       // n-tiles of one column chunk of the output
+    constexpr int OW = DP / OC;           // columns of one chunk
+    T *ks, *vs;
+    if constexpr (2 * KP * LD * sizeof(T) > 48 * 1024) {
+        extern __shared__ __align__(16) unsigned char few_keys_smem[];
+        ks = reinterpret_cast<T *>(few_keys_smem);
+        vs = ks + KP * LD;
+    } else {
+        __shared__ __align__(16) T ks_static[KP * LD];
+        __shared__ __align__(16) T vs_static[KP * LD];
+        ks = ks_static;
+        vs = vs_static;
+    }
     const uint64_t img = blockIdx.z, h = blockIdx.y;
     const T *kb = k + img * k_sb + h * D, *vb = v + img * v_sb + h * D;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -782,47 +797,55 @@ __device__ void attn_few_keys(const T *__restrict__ q, const T *__restrict__ k, 
             la += __shfl_xor_sync(0xffffffff, la, x);
             lb += __shfl_xor_sync(0xffffffff, lb, x);
         }
-        float acc[OT][4];
 #pragma unroll
-        for (int n = 0; n < OT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+        for (int oc = 0; oc < OC; ++oc) {
+            float acc[OT][4];
 #pragma unroll
-        for (int j = 0; j < KT; ++j) {
-            uint32_t p[4] = {Mma<T>::pack(sc[2 * j][0], sc[2 * j][1]), Mma<T>::pack(sc[2 * j][2], sc[2 * j][3]),
-                             Mma<T>::pack(sc[2 * j + 1][0], sc[2 * j + 1][1]),
-                             Mma<T>::pack(sc[2 * j + 1][2], sc[2 * j + 1][3])};
+            for (int n = 0; n < OT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 #pragma unroll
-            for (int m = 0; m < DP / 16; ++m) {
-                uint32_t b[4];
-                int key = j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), col = m * 16 + ((lane >> 4) & 1) * 8;
-                ldsm_x4_t(b, &vs[key * LD + col]);
-                Mma<T>::run(acc[2 * m], p, b[0], b[1]);
-                Mma<T>::run(acc[2 * m + 1], p, b[2], b[3]);
+            for (int j = 0; j < KT; ++j) {
+                // The probabilities rounded to the dtype: the A fragments of the product with the values.
+                uint32_t p[4] = {Mma<T>::pack(sc[2 * j][0], sc[2 * j][1]), Mma<T>::pack(sc[2 * j][2], sc[2 * j][3]),
+                                 Mma<T>::pack(sc[2 * j + 1][0], sc[2 * j + 1][1]),
+                                 Mma<T>::pack(sc[2 * j + 1][2], sc[2 * j + 1][3])};
+#pragma unroll
+                for (int m = 0; m < OW / 16; ++m) {
+                    uint32_t b[4];
+                    int key = j * 16 + ((lane >> 3) & 1) * 8 + (lane & 7),
+                        col = oc * OW + m * 16 + ((lane >> 4) & 1) * 8;
+                    ldsm_x4_t(b, &vs[key * LD + col]);
+                    Mma<T>::run(acc[2 * m], p, b[0], b[1]);
+                    Mma<T>::run(acc[2 * m + 1], p, b[2], b[3]);
+                }
             }
-        }
-        const float ia = 1.0f / la, ib = 1.0f / lb;
+            const float ia = 1.0f / la, ib = 1.0f / lb;
 #pragma unroll
-        for (int n = 0; n < OT; ++n) {
-            int c = n * 8 + t * 2;
-            if (c >= D) continue;
-            if (ra < (int64_t)sq)
-                *reinterpret_cast<uint32_t *>(ob + ra * hd + c) = Mma<T>::pack(acc[n][0] * ia, acc[n][1] * ia);
-            if (rb < (int64_t)sq)
-                *reinterpret_cast<uint32_t *>(ob + rb * hd + c) = Mma<T>::pack(acc[n][2] * ib, acc[n][3] * ib);
+            for (int n = 0; n < OT; ++n) {
+                int c = oc * OW + n * 8 + t * 2;
+                if (c >= D) continue;
+                if (ra < (int64_t)sq)
+                    *reinterpret_cast<uint32_t *>(ob + ra * hd + c) = Mma<T>::pack(acc[n][0] * ia, acc[n][1] * ia);
+                if (rb < (int64_t)sq)
+                    *reinterpret_cast<uint32_t *>(ob + rb * hd + c) = Mma<T>::pack(acc[n][2] * ib, acc[n][3] * ib);
+            }
         }
     }
 }
 
-#define FEW_KEYS(T, S, D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(32 * FEW_KEYS_WARPS, 4)                                          \
+#define FEW_KEYS(T, S, D, OC, MINB)                                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * FEW_KEYS_WARPS, MINB)                                       \
         attn_few_keys_d##D##_##S(const T *q, const T *k, const T *v, T *o, uint64_t sq, uint64_t skv,            \
                                  uint64_t heads, uint64_t q_sb, uint64_t q_ss, uint64_t k_sb, uint64_t k_ss,     \
                                  uint64_t v_sb, uint64_t v_ss, float scale_log2, int tiles) {                    \
-        attn_few_keys<T, D, 5>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2, tiles); \
+        attn_few_keys<T, D, 5, OC>(q, k, v, o, sq, skv, heads, q_sb, q_ss, k_sb, k_ss, v_sb, v_ss, scale_log2,  \
+                                   tiles);                                                                        \
     }
-FEW_KEYS(__half, f16, 40)
-FEW_KEYS(__half, f16, 80)
-FEW_KEYS(__nv_bfloat16, bf16, 40)
-FEW_KEYS(__nv_bfloat16, bf16, 80)
+FEW_KEYS(__half, f16, 40, 1, 4)
+FEW_KEYS(__half, f16, 80, 1, 4)
+FEW_KEYS(__half, f16, 160, 2, 2)
+FEW_KEYS(__nv_bfloat16, bf16, 40, 1, 4)
+FEW_KEYS(__nv_bfloat16, bf16, 80, 1, 4)
+FEW_KEYS(__nv_bfloat16, bf16, 160, 2, 2)
 
 // ---------------------------------------------------------------------------------------------
 // Hopper's warpgroup MMAs (sm_90a), for attn_tma below.

@@ -10,10 +10,20 @@ use super::{MODULE, PTX, check_cuda, starts_aligned};
 use crate::error::{Error, Result};
 
 /// The head widths [`attention_few_keys`] is built for (64 measured level with or slower than
-/// cuDNN's SDPA in session 12, so not built).
-pub const FEW_KEYS_DIMS: [usize; 2] = [40, 80];
+/// cuDNN's SDPA in session 12, so not built; 160 added in session 18).
+pub const FEW_KEYS_DIMS: [usize; 3] = [40, 80, 160];
 /// The most keys [`attention_few_keys`] takes (CLIP's 77 text tokens, padded to 80).
 pub const FEW_KEYS_MAX: usize = 80;
+
+/// The few-keys kernel's shared memory in bytes at head width `d` (fused.cu `attn_few_keys`):
+/// the keys and values, [`FEW_KEYS_MAX`] rows each of the width padded to 16 plus 8 elements
+/// of 2 bytes; static up to [`SMEM_DEFAULT`], dynamic past it (width 160).
+fn few_keys_smem(d: usize) -> usize {
+    2 * FEW_KEYS_MAX * (d.div_ceil(16) * 16 + 8) * 2
+}
+
+/// The most dynamic shared memory a kernel may take without asking for more.
+const SMEM_DEFAULT: usize = 48 * 1024;
 /// Query rows per block of the attention kernels: per tile of each warp of the few-keys
 /// kernel (`FEW_KEYS_WARPS` · 16); per warpgroup of the copy-engine kernel.
 const ATTN_ROWS: usize = 64;
@@ -365,6 +375,18 @@ impl AttnOp {
         let tiles = few_keys_tiles(b, self.heads, sq);
         let name = format!("attn_few_keys_d{}_{sfx}", self.d);
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+        // Static shared memory up to 48 KB (nothing to ask for), dynamic past it.
+        let smem = few_keys_smem(self.d);
+        let smem = if smem > SMEM_DEFAULT {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .w()?;
+            smem
+        } else {
+            0
+        };
         let mut l = stream.launch_builder(&f);
         let (sq64, skv64, h64) = (sq as u64, skv as u64, self.heads as u64);
         l.arg(&q).arg(&k).arg(&v).arg(&mut out);
@@ -385,7 +407,7 @@ impl AttnOp {
                 b.clamp(1, 65_535) as u32,
             ),
             block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: smem as u32,
         };
         if self.heads > 65_535 || b > 65_535 {
             candle_core::bail!(
