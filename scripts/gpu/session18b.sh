@@ -3,7 +3,7 @@
 # cross-attention over the 77 text tokens and its middle block's self-attention over 64 tokens),
 # beside cuDNN's SDPA on the same inputs and PyTorch's best SDPA backend.
 # .gpu/shoal-s18a.gz is the binary before the change (call A's, main at f213ada), .gpu/shoal.gz the one after
-# (built from branch few-keys-d160: the change is not on main until this call has run).
+# (main: the d160 kernel built, timed by bench ops as "… few-keys" rows beside cuDNN's; not taken by the models).
 # (a) The d160 rows, median of 5 timings, as graph replays; bf16 (its checks).
 # (b) Every attention row (self, cross), median of 5 graph replays: the summary lines count the rows
 #     under 1×.

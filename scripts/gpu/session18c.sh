@@ -2,7 +2,8 @@
 # Session 18, call C (one GPU; call B cut to what little device time was left after the starts that found no
 # machine): the few-keys attention kernel at head width 160 beside cuDNN's SDPA and PyTorch's best, and the
 # sd15 image of seed 3 after against before. .gpu/shoal-s18a.gz is the binary before the change (main at
-# f213ada), .gpu/shoal.gz the one after, built from branch few-keys-d160 (not on main until this has run).
+# f213ada), .gpu/shoal.gz the one after (the d160 kernel built and timed as "… few-keys" rows beside cuDNN's
+# SDPA, not taken by the models: the image should not move).
 #   bash scripts/gpu/session18c.sh
 set -u
 source scripts/gpu/common.sh

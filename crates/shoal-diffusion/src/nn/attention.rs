@@ -115,7 +115,8 @@ fn plain_rows(
 /// width 40 at every size (it does not pad the width to 64 as cuDNN does: 0.065
 /// against 0.084 ms at 16×8 heads × 4096 queries); width 80 up to 32768 rows
 /// (0.010 against 0.014 ms at 16 384 rows, 0.034 against 0.031 at 131 072);
-/// never width 64, where cuDNN was level or faster.
+/// never width 64, where cuDNN was level or faster. Width 160 is built (session 18) and not
+/// taken until a GPU has timed it (`bench ops` times it beside cuDNN's on the d160 rows).
 pub fn few_keys_kernel(d: usize, keys: usize, rows: usize) -> bool {
     (1..=80).contains(&keys) && (d == 40 || (d == 80 && rows <= 32_768))
 }
