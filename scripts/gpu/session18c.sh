@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 18, call C (one GPU; call B cut to what little device time was left after the starts that found no
+# Session 18, call C (one GPU; prepared, not run: the starts that found no
 # machine): the few-keys attention kernel at head width 160 beside cuDNN's SDPA and PyTorch's best, and the
 # sd15 image of seed 3 after against before. .gpu/shoal-s18a.gz is the binary before the change (main at
 # f213ada), .gpu/shoal.gz the one after (the d160 kernel built and timed as "… few-keys" rows beside cuDNN's
