@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 18, call A (one GPU; session 17's call B with batches 1, 4, 8 and 16). The binary
+# Session 18, call A (one GPU; session 17's call B, never run, with batches 4 and 16 added). The binary
 # where 3×3 convolutions over 8 × 8 outputs add their residual after the kernel at every batch
 # (nn::fuses_residual) and bench ops times each 3×3 residual both ways (the models' way, and "fused" /
 # "added after" set apart: the rule's evidence on this GPU).
